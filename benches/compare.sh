@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Side-by-side wall-clock comparison of cutover against peer tools.
+# usage: benches/compare.sh [big|small|diff|memory ...]   (default: big small diff)
+# env:   RUNS=5  BENCH_DIR=/tmp/bench-data  CUTOVER=target/release/cutover
+#        MEMORY_FILES=1000000
+set -euo pipefail
+export LC_ALL=C   # '.' as decimal point in $EPOCHREALTIME and printf
+
+# Resolve a user-given CUTOVER against the caller's cwd, then work from the repo root.
+[[ -n ${CUTOVER:-} && $CUTOVER != /* ]] && CUTOVER="$PWD/$CUTOVER"
+cd "$(dirname "$0")/.."
+CUTOVER=${CUTOVER:-$PWD/target/release/cutover}
+RUNS=${RUNS:-5}
+BENCH_DIR=${BENCH_DIR:-/tmp/bench-data}
+MEMORY_FILES=${MEMORY_FILES:-1000000}
+export PATH="$HOME/.cargo/bin:$PATH"
+scenarios=(big small diff)
+(($#)) && scenarios=("$@")
+for sc in "${scenarios[@]}"; do
+  [[ $sc =~ ^(big|small|diff|memory)$ ]] || { echo "compare.sh: unknown scenario '$sc' (big small diff memory)" >&2; exit 2; }
+done
+mkdir -p "$BENCH_DIR/out"
+results=()   # rows: scenario|cutover median|peer|peer median
+last_cm=skipped
+
+need() { command -v "$1" >/dev/null || { echo "compare.sh: '$1' not found ($2)" >&2; exit 2; }; }
+
+have_cutover=1
+if [[ ! -x $CUTOVER && $CUTOVER == "$PWD/target/release/cutover" ]]; then
+  echo "== building cutover (cargo build --release)"
+  cargo build --release || true
+fi
+if ! "$CUTOVER" --help >/dev/null 2>&1; then
+  echo "!! cutover not runnable at $CUTOVER: skipping cutover, timing peers only" >&2
+  have_cutover=0
+fi
+
+# data NAME [ARGS] -- generate $BENCH_DIR/NAME once (deterministic), reuse afterwards
+data() {
+  local name=$1; shift
+  if [[ ! -e $BENCH_DIR/$name.done ]]; then
+    echo "== generating $BENCH_DIR/$name (once)"
+    rm -rf -- "${BENCH_DIR:?}/$name"
+    local t0=$EPOCHREALTIME
+    python3 benches/gen.py "${name%%-*}" "$BENCH_DIR/$name" "$@" || { echo "!! generator failed" >&2; exit 2; }
+    date -u +%FT%TZ >"$BENCH_DIR/$name.done"
+    awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "   took %.1f s\n", b - a }'
+  fi
+}
+
+warm() { find "$@" -type f -print0 | xargs -0 -r cat >/dev/null; }
+
+# timed LABEL CMD...  -- run CMD (a shell string), print seconds; exit 0 or 1 is success
+timed() {
+  local label=$1 cmd=$2 t0 t1 rc=0
+  t0=$EPOCHREALTIME
+  bash -c "$cmd" >"$BENCH_DIR/out/$label.out" 2>&1 || rc=$?
+  t1=$EPOCHREALTIME
+  if ((rc > 1)); then
+    echo "!! $label failed (exit $rc): $cmd -- see $BENCH_DIR/out/$label.out" >&2
+    return 1
+  fi
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# compare SCENARIO CUTOVER_CMD PEER_NAME PEER_CMD -- interleave RUNS runs of each
+compare() {
+  local sc=$1 ccmd=$2 pname=$3 pcmd=$4 c_ok=$have_cutover ct=() pt=() t i
+  echo "== $sc: cutover: $ccmd"
+  echo "   $pname: $pcmd"
+  for ((i = 1; i <= RUNS; i++)); do
+    local line="   run $i:"
+    if ((c_ok)); then
+      if t=$(timed "$sc-cutover" "$ccmd"); then ct+=("$t"); line+=" cutover ${t}s"; else c_ok=0; fi
+    fi
+    t=$(timed "$sc-$pname" "$pcmd") || return 1
+    pt+=("$t"); line+="  $pname ${t}s"
+    echo "$line"
+  done
+  local cm=skipped pm
+  ((${#ct[@]})) && cm=$(printf '%s\n' "${ct[@]}" | median)
+  pm=$(printf '%s\n' "${pt[@]}" | median)
+  results+=("$sc|$cm|$pname|$pm")
+  last_cm=$cm
+}
+
+# once SCENARIO PEER_NAME PEER_CMD -- one peer run (for slow peers), vs the last cutover median
+once() {
+  local t
+  echo "   $2 (1 run): $3"
+  t=$(timed "$1-$2" "$3") || return 1
+  echo "   run 1: $2 ${t}s"
+  results+=("$1|$last_cm|$2|$t")
+}
+
+bench_big() {
+  need b3sum "cargo install b3sum --locked"
+  data big
+  local d=$BENCH_DIR/big
+  warm "$d"
+  compare big "'$CUTOVER' scan '$d'" b3sum "b3sum '$d'/*"
+}
+
+bench_small() {
+  need b3sum "cargo install b3sum --locked"
+  data small
+  local d=$BENCH_DIR/small
+  warm "$d"
+  compare small "'$CUTOVER' scan '$d'" "find+b3sum" \
+    "find '$d' -type f -print0 | xargs -0 -P2 -n 2000 b3sum"
+}
+
+bench_diff() {
+  need rsync "apt-get install -y rsync"
+  data diff
+  local s=$BENCH_DIR/diff/src d=$BENCH_DIR/diff/dst
+  warm "$s" "$d"
+  compare diff "'$CUTOVER' diff '$s' '$d'" rsync "rsync -rcn --delete -i '$s/' '$d/'"
+  if command -v rclone >/dev/null; then
+    once diff rclone "rclone check --checksum '$s' '$d'"
+  else
+    echo "   rclone not found: skipped (apt-get install -y rclone)"
+  fi
+}
+
+bench_memory() {
+  if [[ ! -x /usr/bin/time ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y time </dev/null ||
+      { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y time </dev/null; }
+  fi
+  local name=memory-$MEMORY_FILES m=$BENCH_DIR/memory-$MEMORY_FILES.manifest
+  data "$name" "$MEMORY_FILES"
+  echo "== memory: $MEMORY_FILES files: cutover scan DIR -o $m"
+  if ((!have_cutover)); then echo "   skipped: no cutover binary"; return 0; fi
+  warm "$BENCH_DIR/$name"
+  local t0=$EPOCHREALTIME rss
+  /usr/bin/time -f %M -o "$BENCH_DIR/out/memory.rss" "$CUTOVER" scan "$BENCH_DIR/$name" -o "$m" >/dev/null ||
+    { echo "!! cutover scan failed" >&2; return 1; }
+  local secs; secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+  rss=$(tail -n 1 "$BENCH_DIR/out/memory.rss")
+  awk -v f="$MEMORY_FILES" -v r="$rss" -v m="$(stat -c %s "$m")" -v s="$secs" 'BEGIN {
+    printf "   wall %s s, peak RSS %.1f MiB = %.0f bytes/file, manifest %.1f MiB = %.1f bytes/file\n",
+      s, r / 1024, r * 1024 / f, m / 1048576, m / f }'
+}
+
+for sc in "${scenarios[@]}"; do "bench_$sc"; done
+
+if ((${#results[@]})); then
+  echo
+  echo "RUNS=$RUNS, median wall seconds (page cache warm), $(nproc) CPUs"
+  printf '%-8s %10s  %-12s %10s %8s\n' scenario cutover_s peer peer_s ratio
+  for row in "${results[@]}"; do
+    IFS='|' read -r sc cm pn pm <<<"$row"
+    ratio=$(awk -v c="$cm" -v p="$pm" 'BEGIN { if (c ~ /^[0-9.]+$/ && p > 0) printf "%.3f", c / p; else print "-" }')
+    printf '%-8s %10s  %-12s %10s %8s\n' "$sc" "$cm" "$pn" "$pm" "$ratio"
+  done
+fi

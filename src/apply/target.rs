@@ -1,0 +1,1042 @@
+//! Capability-style access to the migration *target* tree.
+//!
+//! Every write of the `apply` stage goes through a [`TargetRoot`]. The target
+//! may contain symlinks planted by the migration itself, by the old system or
+//! by someone hostile; following one while writing could modify files outside
+//! the target (or outside the intended subtree). So paths are never handed to
+//! the kernel whole: each parent component is opened with
+//! `O_DIRECTORY|O_NOFOLLOW` relative to the previous one, and the final
+//! component is only ever touched through `*at()` calls that do not follow
+//! symlinks. No `..` is accepted, so nothing can climb out of the root.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
+use rustix::io::Errno;
+
+/// Marker that every temporary file created by [`TargetRoot::create_temp`] carries.
+pub const TEMP_MARKER: &str = ".cutover-tmp.";
+
+/// Longest single file name Linux filesystems accept (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// Makes temp names unique within this process; collisions with leftovers
+/// from an earlier run with the same pid are handled by retrying on `EEXIST`.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Why a target operation was refused or failed. Every variant names the
+/// relative path (lossily, for messages) so a report can point at the entry.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("invalid target path {path:?}: {why}")]
+    BadPath { path: String, why: &'static str },
+    #[error("refusing to resolve {path:?}: a parent component is a symlink or not a directory")]
+    SymlinkInPath { path: String },
+    #[error("cannot {op} {path:?}: expected {expected}, found {found:?}")]
+    WrongType {
+        path: String,
+        op: &'static str,
+        expected: &'static str,
+        found: NodeKind,
+    },
+    // The source is in the message, as elsewhere in this crate's errors.
+    #[error("cannot {op} {path:?} in target: {source}")]
+    Io {
+        path: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl TargetError {
+    /// True when the path (or one of its parents) does not exist, so callers
+    /// can treat "already gone" as success where that is what they want.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, TargetError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStat {
+    pub kind: NodeKind,
+    pub size: u64,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What [`TargetRoot::remove_tree`] deleted: every entry (directories
+/// included) and the total size of the regular files among them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoveStats {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// An open handle on the target root. Holding the directory fd (not a path)
+/// means a rename or symlink swap of the root's *ancestors* after `open`
+/// cannot redirect later writes.
+#[derive(Debug)]
+pub struct TargetRoot {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// The directory that holds a path's final component: the root itself, or a
+/// directory fd reached by the no-follow walk.
+struct Parent<'a> {
+    root: BorrowedFd<'a>,
+    owned: Option<OwnedFd>,
+}
+
+impl AsFd for Parent<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.owned.as_ref().map_or(self.root, AsFd::as_fd)
+    }
+}
+
+fn lossy(rel: &[u8]) -> String {
+    String::from_utf8_lossy(rel).into_owned()
+}
+
+fn io_err(rel: &[u8], op: &'static str, e: Errno) -> TargetError {
+    TargetError::Io {
+        path: lossy(rel),
+        op,
+        source: e.into(),
+    }
+}
+
+/// `map_err` adapter: attach the path and operation to a raw errno.
+fn ctx<'a>(rel: &'a [u8], op: &'static str) -> impl FnOnce(Errno) -> TargetError + 'a {
+    move |e| io_err(rel, op, e)
+}
+
+fn wrong(rel: &[u8], op: &'static str, expected: &'static str, found: NodeKind) -> TargetError {
+    TargetError::WrongType {
+        path: lossy(rel),
+        op,
+        expected,
+        found,
+    }
+}
+
+fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+fn kind_of(st: &Stat) -> NodeKind {
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => NodeKind::File,
+        FileType::Directory => NodeKind::Dir,
+        FileType::Symlink => NodeKind::Symlink,
+        _ => NodeKind::Other,
+    }
+}
+
+// The `struct stat` field widths differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn node_stat(st: &Stat) -> NodeStat {
+    NodeStat {
+        kind: kind_of(st),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        mode: (st.st_mode as u32) & 0o7777,
+        mtime_sec: st.st_mtime as i64,
+        mtime_nsec: st.st_mtime_nsec as u32,
+        uid: st.st_uid as u32,
+        gid: st.st_gid as u32,
+    }
+}
+
+/// Check the shape of a relative path before any syscall sees it: anything
+/// that could name the root itself, climb out of it, or be reinterpreted by
+/// the kernel (`.`, `..`, empty components, NUL) is refused up front.
+fn validate(rel: &[u8]) -> Result<(), TargetError> {
+    let why = if rel.is_empty() {
+        "empty path"
+    } else if rel[0] == b'/' {
+        "absolute path"
+    } else if rel.contains(&0) {
+        "contains a NUL byte"
+    } else if rel.split(|&b| b == b'/').any(|c| c.is_empty()) {
+        "empty component"
+    } else if rel.split(|&b| b == b'/').any(|c| c == b"." || c == b"..") {
+        "'.' or '..' component"
+    } else {
+        return Ok(());
+    };
+    Err(TargetError::BadPath {
+        path: lossy(rel),
+        why,
+    })
+}
+
+/// Whether `name` (one component) looks like a [`TargetRoot::create_temp`]
+/// file: `.<name>.cutover-tmp.<pid>.<counter>`. Verify stages can use this to
+/// ignore leftovers; the strict digit check keeps real files with a similar
+/// name from being mistaken for scratch files.
+pub fn is_temp_name(name: &[u8]) -> bool {
+    let marker = TEMP_MARKER.as_bytes();
+    if name.first() != Some(&b'.') || name.len() < marker.len() {
+        return false;
+    }
+    let Some(pos) = name.windows(marker.len()).rposition(|w| w == marker) else {
+        return false;
+    };
+    let mut parts = name[pos + marker.len()..].split(|&b| b == b'.');
+    let digits =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        return name.to_vec();
+    }
+    let mut v = Vec::with_capacity(dir.len() + 1 + name.len());
+    v.extend_from_slice(dir);
+    v.push(b'/');
+    v.extend_from_slice(name);
+    v
+}
+
+/// Split into (parent directory part, final name); the parent part is empty
+/// for a single-component path.
+fn split_last(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
+impl TargetRoot {
+    /// Open the root. Symlinks *leading to* the root are followed on purpose
+    /// (the operator chose that path); only paths inside it are guarded.
+    pub fn open(root: &Path) -> Result<Self, TargetError> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rfs::open(root, flags, Mode::empty()).map_err(|e| TargetError::Io {
+            path: root.display().to_string(),
+            op: "open target root",
+            source: e.into(),
+        })?;
+        Ok(Self {
+            fd,
+            path: root.to_path_buf(),
+        })
+    }
+
+    /// The path the root was opened with, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Walk the parent components of `rel` without following anything.
+    /// `O_PATH` is used so that directories with search but no read
+    /// permission can still be traversed, exactly as path lookup would.
+    fn resolve<'a>(&'a self, rel: &'a [u8]) -> Result<(Parent<'a>, &'a [u8]), TargetError> {
+        validate(rel)?;
+        let (dir, name) = split_last(rel);
+        let mut parent = Parent {
+            root: self.fd.as_fd(),
+            owned: None,
+        };
+        if !dir.is_empty() {
+            for comp in dir.split(|&b| b == b'/') {
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let next =
+                    rfs::openat(&parent, os(comp), flags, Mode::empty()).map_err(|e| match e {
+                        Errno::LOOP | Errno::NOTDIR => {
+                            TargetError::SymlinkInPath { path: lossy(rel) }
+                        }
+                        e => io_err(rel, "resolve parent of", e),
+                    })?;
+                parent.owned = Some(next);
+            }
+        }
+        Ok((parent, name))
+    }
+
+    fn lstat_at(parent: &Parent<'_>, name: &[u8], rel: &[u8]) -> Result<Option<Stat>, TargetError> {
+        match rfs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(io_err(rel, "stat", e)),
+        }
+    }
+
+    /// `lstat`. A missing parent is just "absent", but a symlink standing in
+    /// for a parent directory is reported as [`TargetError::SymlinkInPath`]:
+    /// silently answering `None` would hide a target that cannot be repaired
+    /// by writing beneath it.
+    pub fn stat(&self, rel: &[u8]) -> Result<Option<NodeStat>, TargetError> {
+        let (parent, name) = match self.resolve(rel) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Self::lstat_at(&parent, name, rel)?.map(|st| node_stat(&st)))
+    }
+
+    /// A freshly created directory gets exactly `mode` (umask ignored, since
+    /// apply reproduces source permissions); an existing one is left as is.
+    pub fn create_dir(&self, rel: &[u8], mode: u32) -> Result<(), TargetError> {
+        let (parent, name) = self.resolve(rel)?;
+        match rfs::mkdirat(&parent, os(name), Mode::from_bits_truncate(mode & 0o7777)) {
+            Ok(()) => self.chmod_at(&parent, name, rel, mode),
+            Err(Errno::EXIST) => match Self::lstat_at(&parent, name, rel)?.map(|s| kind_of(&s)) {
+                Some(NodeKind::Dir) => Ok(()),
+                Some(k) => Err(wrong(rel, "create directory", "directory", k)),
+                None => Err(io_err(rel, "create directory", Errno::NOENT)),
+            },
+            Err(e) => Err(io_err(rel, "create directory", e)),
+        }
+    }
+
+    /// Open an existing regular file. The `lstat` first avoids ever opening
+    /// a FIFO (would block) or device (open can have side effects); the
+    /// `fstat` after covers a swap in between, and `O_NOFOLLOW` covers a
+    /// symlink swapped in.
+    fn open_regular(
+        &self,
+        rel: &[u8],
+        access: OFlags,
+        op: &'static str,
+    ) -> Result<File, TargetError> {
+        let (parent, name) = self.resolve(rel)?;
+        match Self::lstat_at(&parent, name, rel)?.map(|s| kind_of(&s)) {
+            None => return Err(io_err(rel, op, Errno::NOENT)),
+            Some(NodeKind::File) => {}
+            Some(k) => return Err(wrong(rel, op, "regular file", k)),
+        }
+        let flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = rfs::openat(&parent, os(name), flags, Mode::empty()).map_err(|e| match e {
+            Errno::LOOP => wrong(rel, op, "regular file", NodeKind::Symlink),
+            e => io_err(rel, op, e),
+        })?;
+        let st = rfs::fstat(&fd).map_err(ctx(rel, op))?;
+        if kind_of(&st) != NodeKind::File {
+            return Err(wrong(rel, op, "regular file", kind_of(&st)));
+        }
+        rfs::fcntl_setfl(&fd, access).map_err(ctx(rel, op))?;
+        Ok(File::from(fd))
+    }
+
+    pub fn open_read(&self, rel: &[u8]) -> Result<File, TargetError> {
+        self.open_regular(rel, OFlags::RDONLY, "open for reading")
+    }
+
+    /// No `O_TRUNC`: the apply stage patches files in place block by block.
+    pub fn open_write(&self, rel: &[u8]) -> Result<File, TargetError> {
+        self.open_regular(rel, OFlags::WRONLY, "open for writing")
+    }
+
+    /// Create a scratch file beside `rel` so it can be renamed over `rel`
+    /// atomically. The name keeps the real name (truncated to fit
+    /// `NAME_MAX`) so leftovers are recognisable, and `mode` is applied
+    /// exactly with `fchmod`, ignoring the umask.
+    pub fn create_temp(&self, rel: &[u8], mode: u32) -> Result<(File, Vec<u8>), TargetError> {
+        let (parent, name) = self.resolve(rel)?;
+        let (dir, _) = split_last(rel);
+        let pid = std::process::id();
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        for _ in 0..64 {
+            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let suffix = format!("{}{pid}.{n}", TEMP_MARKER);
+            let keep = name.len().min(NAME_MAX - 1 - suffix.len());
+            let mut tmp = Vec::with_capacity(NAME_MAX);
+            tmp.push(b'.');
+            tmp.extend_from_slice(&name[..keep]);
+            tmp.extend_from_slice(suffix.as_bytes());
+            match rfs::openat(&parent, os(&tmp), flags, Mode::RUSR | Mode::WUSR) {
+                Ok(fd) => {
+                    let tmp_rel = join(dir, &tmp);
+                    let mode = Mode::from_bits_truncate(mode & 0o7777);
+                    rfs::fchmod(&fd, mode).map_err(ctx(&tmp_rel, "set mode of temp file"))?;
+                    return Ok((File::from(fd), tmp_rel));
+                }
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(io_err(rel, "create temp file for", e)),
+            }
+        }
+        Err(io_err(rel, "create temp file for", Errno::EXIST))
+    }
+
+    /// `renameat(2)`: it never follows a symlink at either end, so a link at
+    /// `to` is replaced, not written through.
+    pub fn rename(&self, from: &[u8], to: &[u8]) -> Result<(), TargetError> {
+        let (fp, fname) = self.resolve(from)?;
+        let (tp, tname) = self.resolve(to)?;
+        rfs::renameat(&fp, os(fname), &tp, os(tname)).map_err(ctx(to, "rename onto"))
+    }
+
+    /// `fsync` the directory holding `rel`, making a preceding create or
+    /// rename durable (the file's own `fsync` does not cover its name).
+    pub fn sync_parent(&self, rel: &[u8]) -> Result<(), TargetError> {
+        let (parent, _) = self.resolve(rel)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd =
+            rfs::openat(&parent, c".", flags, Mode::empty()).map_err(ctx(rel, "sync parent of"))?;
+        rfs::fsync(&fd).map_err(ctx(rel, "sync parent of"))
+    }
+
+    /// Missing entries are an error here (see [`TargetError::is_not_found`]).
+    pub fn remove_file(&self, rel: &[u8]) -> Result<(), TargetError> {
+        let (parent, name) = self.resolve(rel)?;
+        rfs::unlinkat(&parent, os(name), AtFlags::empty()).map_err(ctx(rel, "remove"))
+    }
+
+    /// `rm -rf` that never leaves the subtree: entries are examined with
+    /// `lstat`, so a symlink (even to a directory) is unlinked, not entered.
+    /// Each directory is re-reached from the root by the no-follow walk
+    /// rather than by keeping one fd per level, so depth is not limited by
+    /// the fd limit or the stack. An absent `rel` removes nothing.
+    pub fn remove_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
+        let mut stats = RemoveStats::default();
+        let (parent, name) = match self.resolve(rel) {
+            Err(e) if e.is_not_found() => return Ok(stats),
+            r => r?,
+        };
+        let Some(st) = Self::lstat_at(&parent, name, rel)? else {
+            return Ok(stats);
+        };
+        if kind_of(&st) != NodeKind::Dir {
+            rfs::unlinkat(&parent, os(name), AtFlags::empty()).map_err(ctx(rel, "remove"))?;
+            stats.entries += 1;
+            if kind_of(&st) == NodeKind::File {
+                stats.bytes += node_stat(&st).size;
+            }
+            return Ok(stats);
+        }
+        drop(parent);
+        let mut stack = vec![rel.to_vec()];
+        while let Some(dir_rel) = stack.last().cloned() {
+            let mut subdirs = Vec::new();
+            let mut dir = self.open_listing(&dir_rel)?;
+            while let Some(entry) = dir.read() {
+                let entry = entry.map_err(ctx(&dir_rel, "read directory"))?;
+                let ename = entry.file_name().to_bytes();
+                if ename == b"." || ename == b".." {
+                    continue;
+                }
+                let dfd = dir.fd().map_err(ctx(&dir_rel, "read directory"))?;
+                let child = join(&dir_rel, ename);
+                let st = match rfs::statat(dfd, os(ename), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(Errno::NOENT) => continue,
+                    Err(e) => return Err(io_err(&child, "stat", e)),
+                };
+                match kind_of(&st) {
+                    NodeKind::Dir => subdirs.push(child),
+                    k => {
+                        rfs::unlinkat(dfd, os(ename), AtFlags::empty())
+                            .map_err(ctx(&child, "remove"))?;
+                        stats.entries += 1;
+                        if k == NodeKind::File {
+                            stats.bytes += node_stat(&st).size;
+                        }
+                    }
+                }
+            }
+            if subdirs.is_empty() {
+                stack.pop();
+                let (parent, name) = self.resolve(&dir_rel)?;
+                rfs::unlinkat(&parent, os(name), AtFlags::REMOVEDIR)
+                    .map_err(ctx(&dir_rel, "remove directory"))?;
+                stats.entries += 1;
+            } else {
+                stack.extend(subdirs);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// A readable directory stream for `rel` (empty = the root). The root fd
+    /// is `O_PATH`, which `getdents` rejects, hence the explicit reopen.
+    fn open_listing(&self, rel: &[u8]) -> Result<Dir, TargetError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = if rel.is_empty() {
+            rfs::openat(&self.fd, c".", flags, Mode::empty())
+        } else {
+            let (parent, name) = self.resolve(rel)?;
+            rfs::openat(&parent, os(name), flags, Mode::empty())
+        };
+        let fd = fd.map_err(|e| match e {
+            Errno::LOOP | Errno::NOTDIR => TargetError::SymlinkInPath { path: lossy(rel) },
+            e => io_err(rel, "open directory", e),
+        })?;
+        Dir::new(fd).map_err(ctx(rel, "read directory"))
+    }
+
+    /// The link text is stored verbatim; it is never resolved by this type.
+    pub fn symlink(&self, target: &[u8], rel: &[u8]) -> Result<(), TargetError> {
+        if target.is_empty() || target.contains(&0) {
+            let why = "symlink target is empty or contains NUL";
+            return Err(TargetError::BadPath {
+                path: lossy(rel),
+                why,
+            });
+        }
+        let (parent, name) = self.resolve(rel)?;
+        rfs::symlinkat(os(target), &parent, os(name)).map_err(ctx(rel, "create symlink"))
+    }
+
+    pub fn read_link(&self, rel: &[u8]) -> Result<Vec<u8>, TargetError> {
+        let (parent, name) = self.resolve(rel)?;
+        match rfs::readlinkat(&parent, os(name), Vec::new()) {
+            Ok(target) => Ok(target.into_bytes()),
+            Err(Errno::INVAL) => match Self::lstat_at(&parent, name, rel)? {
+                Some(st) => Err(wrong(rel, "read link", "symlink", kind_of(&st))),
+                None => Err(io_err(rel, "read link", Errno::NOENT)),
+            },
+            Err(e) => Err(io_err(rel, "read link", e)),
+        }
+    }
+
+    /// Refuses symlinks: Linux has no `lchmod`, and `chmodat` would follow
+    /// the link (rustix even rejects `AT_SYMLINK_NOFOLLOW` with `EOPNOTSUPP`).
+    /// Note that a later `set_owner` clears setuid/setgid, so chown first.
+    pub fn set_mode(&self, rel: &[u8], mode: u32) -> Result<(), TargetError> {
+        let (parent, name) = self.resolve(rel)?;
+        self.chmod_at(&parent, name, rel, mode)
+    }
+
+    /// chmod without following the final component: pin the inode with an
+    /// `O_PATH|O_NOFOLLOW` fd (no open side effects, no read permission
+    /// needed), refuse if it is a symlink, then chmod it through its
+    /// `/proc/self/fd` magic link, which names exactly that inode (glibc's
+    /// own `fchmodat` emulation). Without /proc, fall back to a real open +
+    /// `fchmod` for files and directories.
+    fn chmod_at(
+        &self,
+        parent: &Parent<'_>,
+        name: &[u8],
+        rel: &[u8],
+        mode: u32,
+    ) -> Result<(), TargetError> {
+        let op = "set mode of";
+        let mode = Mode::from_bits_truncate(mode & 0o7777);
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let pinned = rfs::openat(parent, os(name), flags, Mode::empty()).map_err(ctx(rel, op))?;
+        let st = rfs::fstat(&pinned).map_err(ctx(rel, op))?;
+        let kind = kind_of(&st);
+        if kind == NodeKind::Symlink {
+            return Err(wrong(rel, op, "non-symlink", kind));
+        }
+        let magic = format!("/proc/self/fd/{}", pinned.as_raw_fd());
+        match rfs::chmodat(rfs::CWD, magic.as_str(), mode, AtFlags::empty()) {
+            Err(Errno::NOENT) if matches!(kind, NodeKind::File | NodeKind::Dir) => {
+                let flags = OFlags::RDONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::NOCTTY
+                    | OFlags::CLOEXEC;
+                let fd =
+                    rfs::openat(parent, os(name), flags, Mode::empty()).map_err(ctx(rel, op))?;
+                rfs::fchmod(&fd, mode).map_err(ctx(rel, op))
+            }
+            r => r.map_err(ctx(rel, op)),
+        }
+    }
+
+    /// Works on symlinks too (`AT_SYMLINK_NOFOLLOW`); atime is left alone.
+    pub fn set_mtime(&self, rel: &[u8], sec: i64, nsec: u32) -> Result<(), TargetError> {
+        let (parent, name) = self.resolve(rel)?;
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rfs::UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec.into(),
+            },
+        };
+        rfs::utimensat(&parent, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(ctx(rel, "set mtime of"))
+    }
+
+    pub fn set_owner(&self, rel: &[u8], uid: u32, gid: u32) -> Result<(), TargetError> {
+        let (parent, name) = self.resolve(rel)?;
+        let (uid, gid) = (rfs::Uid::from_raw(uid), rfs::Gid::from_raw(gid));
+        rfs::chownat(
+            &parent,
+            os(name),
+            Some(uid),
+            Some(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(ctx(rel, "set owner of"))
+    }
+
+    /// Every leftover temp file (see [`is_temp_name`]) anywhere under the
+    /// root, sorted, for cleanup after a crash. Directories are entered only
+    /// when `lstat` says they are directories, so symlinks are never followed.
+    pub fn list_temp_files(&self) -> Result<Vec<Vec<u8>>, TargetError> {
+        let mut found = Vec::new();
+        let mut stack = vec![Vec::new()];
+        while let Some(dir_rel) = stack.pop() {
+            let mut dir = self.open_listing(&dir_rel)?;
+            while let Some(entry) = dir.read() {
+                let entry = entry.map_err(ctx(&dir_rel, "read directory"))?;
+                let ename = entry.file_name().to_bytes();
+                if ename == b"." || ename == b".." {
+                    continue;
+                }
+                let mut ft = entry.file_type();
+                if ft == FileType::Unknown {
+                    let dfd = dir.fd().map_err(ctx(&dir_rel, "read directory"))?;
+                    match rfs::statat(dfd, os(ename), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => ft = FileType::from_raw_mode(st.st_mode),
+                        Err(Errno::NOENT) => continue,
+                        Err(e) => return Err(io_err(&join(&dir_rel, ename), "stat", e)),
+                    }
+                }
+                match ft {
+                    FileType::Directory => stack.push(join(&dir_rel, ename)),
+                    FileType::RegularFile if is_temp_name(ename) => {
+                        found.push(join(&dir_rel, ename))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    fn setup() -> (tempfile::TempDir, TargetRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = TargetRoot::open(dir.path()).unwrap();
+        (dir, root)
+    }
+
+    /// An outside directory holding one file, plus a snapshot to compare with.
+    fn outside() -> (tempfile::TempDir, Vec<(std::ffi::OsString, Vec<u8>, u32)>) {
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(out.path().join("victim"), b"orig").unwrap();
+        std::fs::set_permissions(
+            out.path().join("victim"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let snap = snapshot(out.path());
+        (out, snap)
+    }
+
+    fn snapshot(p: &Path) -> Vec<(std::ffi::OsString, Vec<u8>, u32)> {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let md = std::fs::symlink_metadata(e.path()).unwrap();
+                let body = if md.is_file() {
+                    std::fs::read(e.path()).unwrap()
+                } else {
+                    Vec::new()
+                };
+                (e.file_name(), body, md.mode())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn read_all(mut f: File) -> Vec<u8> {
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn bad_paths_rejected() {
+        let (_d, root) = setup();
+        let bad: &[&[u8]] = &[
+            b"",
+            b"/etc/passwd",
+            b"/",
+            b"..",
+            b"a/../b",
+            b".",
+            b"./a",
+            b"a/.",
+            b"a//b",
+            b"a/",
+            b"a\0b",
+        ];
+        for &p in bad {
+            let is_bad = |r: Result<(), TargetError>| matches!(r, Err(TargetError::BadPath { .. }));
+            assert!(
+                matches!(root.stat(p), Err(TargetError::BadPath { .. })),
+                "stat {p:?}"
+            );
+            assert!(is_bad(root.create_dir(p, 0o755)), "create_dir {p:?}");
+            assert!(
+                is_bad(root.create_temp(p, 0o644).map(drop)),
+                "create_temp {p:?}"
+            );
+            assert!(is_bad(root.remove_tree(p).map(drop)), "remove_tree {p:?}");
+            assert!(is_bad(root.rename(b"ok", p)), "rename to {p:?}");
+            assert!(is_bad(root.symlink(b"x", p)), "symlink {p:?}");
+        }
+        assert!(matches!(
+            root.symlink(b"a\0b", b"l"),
+            Err(TargetError::BadPath { .. })
+        ));
+        assert!(
+            root.stat(b"..a/b.c/...").unwrap().is_none(),
+            "dotted names are ordinary names"
+        );
+    }
+
+    #[test]
+    fn symlinked_parent_is_never_traversed() {
+        let (d, root) = setup();
+        let (out, before) = outside();
+        symlink(out.path(), d.path().join("link")).unwrap();
+        std::fs::create_dir(d.path().join("real")).unwrap();
+        symlink(out.path(), d.path().join("real/deeper")).unwrap();
+        std::fs::write(d.path().join("plain"), b"p").unwrap();
+        std::fs::write(d.path().join("f"), b"f").unwrap();
+        let through: &[&[u8]] = &[
+            b"link/victim",
+            b"real/deeper/victim",
+            b"link/nested/x",
+            b"plain/x",
+        ];
+        for &p in through {
+            let sym =
+                |r: Result<(), TargetError>| matches!(r, Err(TargetError::SymlinkInPath { .. }));
+            assert!(
+                sym(root.create_temp(p, 0o644).map(drop)),
+                "create_temp {p:?}"
+            );
+            assert!(sym(root.open_write(p).map(drop)), "open_write {p:?}");
+            assert!(sym(root.open_read(p).map(drop)), "open_read {p:?}");
+            assert!(sym(root.create_dir(p, 0o777)), "create_dir {p:?}");
+            assert!(sym(root.rename(b"f", p)), "rename into {p:?}");
+            assert!(sym(root.rename(p, b"stolen")), "rename out of {p:?}");
+            assert!(sym(root.remove_tree(p).map(drop)), "remove_tree {p:?}");
+            assert!(sym(root.remove_file(p)), "remove_file {p:?}");
+            assert!(sym(root.set_mode(p, 0o777)), "set_mode {p:?}");
+            assert!(sym(root.set_mtime(p, 1, 0)), "set_mtime {p:?}");
+            assert!(sym(root.symlink(b"/x", p)), "symlink {p:?}");
+            assert!(sym(root.stat(p).map(drop)), "stat {p:?}");
+        }
+        assert_eq!(snapshot(out.path()), before, "outside dir was modified");
+        assert_eq!(std::fs::read(d.path().join("f")).unwrap(), b"f");
+        assert!(!d.path().join("stolen").exists());
+    }
+
+    #[test]
+    fn final_symlink_and_specials_are_not_opened() {
+        let (d, root) = setup();
+        let (out, before) = outside();
+        symlink(out.path().join("victim"), d.path().join("ln")).unwrap();
+        symlink("/nonexistent/dangling", d.path().join("dangling")).unwrap();
+        for p in [&b"ln"[..], b"dangling"] {
+            let found_link = |r: Result<File, TargetError>| {
+                matches!(
+                    r,
+                    Err(TargetError::WrongType {
+                        found: NodeKind::Symlink,
+                        ..
+                    })
+                )
+            };
+            assert!(found_link(root.open_write(p)), "open_write {p:?}");
+            assert!(found_link(root.open_read(p)), "open_read {p:?}");
+            assert!(matches!(
+                root.set_mode(p, 0o777),
+                Err(TargetError::WrongType { .. })
+            ));
+            assert!(matches!(
+                root.create_dir(p, 0o755),
+                Err(TargetError::WrongType { .. })
+            ));
+        }
+        assert!(!Path::new("/nonexistent/dangling").exists());
+        // A FIFO would block an O_WRONLY open forever; it must be refused up front.
+        rfs::mknodat(
+            rfs::CWD,
+            d.path().join("fifo"),
+            FileType::Fifo,
+            Mode::from_bits_truncate(0o644),
+            0,
+        )
+        .unwrap();
+        let r = root.open_write(b"fifo");
+        assert!(
+            matches!(
+                r,
+                Err(TargetError::WrongType {
+                    found: NodeKind::Other,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // chmod must reach the FIFO itself without opening it.
+        root.set_mode(b"fifo", 0o600).unwrap();
+        assert_eq!(root.stat(b"fifo").unwrap().map(|s| s.mode), Some(0o600));
+        assert!(matches!(
+            root.open_read(b"."),
+            Err(TargetError::BadPath { .. })
+        ));
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        assert!(matches!(
+            root.open_write(b"dir"),
+            Err(TargetError::WrongType {
+                found: NodeKind::Dir,
+                ..
+            })
+        ));
+        assert!(root.open_write(b"missing").unwrap_err().is_not_found());
+        assert_eq!(snapshot(out.path()), before);
+    }
+
+    #[test]
+    fn open_write_patches_in_place() {
+        let (d, root) = setup();
+        std::fs::write(d.path().join("f"), b"abcdef").unwrap();
+        let f = root.open_write(b"f").unwrap();
+        assert_eq!(rustix::io::pwrite(&f, b"XY", 2).unwrap(), 2);
+        drop(f);
+        assert_eq!(std::fs::read(d.path().join("f")).unwrap(), b"abXYef");
+        assert_eq!(read_all(root.open_read(b"f").unwrap()), b"abXYef");
+    }
+
+    #[test]
+    fn remove_tree_unlinks_symlinks_without_entering() {
+        let (d, root) = setup();
+        let (out, before) = outside();
+        symlink(out.path(), d.path().join("link")).unwrap();
+        assert_eq!(
+            root.remove_tree(b"link").unwrap(),
+            RemoveStats {
+                entries: 1,
+                bytes: 0
+            }
+        );
+        assert!(std::fs::symlink_metadata(d.path().join("link")).is_err());
+        // Now a real tree with a symlinked directory deep inside.
+        let t = d.path().join("t");
+        std::fs::create_dir_all(t.join("a/b/c")).unwrap();
+        std::fs::write(t.join("top"), b"12345").unwrap();
+        std::fs::write(t.join("a/b/c/leaf"), b"123").unwrap();
+        symlink(out.path(), t.join("a/escape")).unwrap();
+        symlink(out.path().join("victim"), t.join("a/b/vlink")).unwrap();
+        // t, top, a, b, c, leaf, escape, vlink
+        assert_eq!(
+            root.remove_tree(b"t").unwrap(),
+            RemoveStats {
+                entries: 8,
+                bytes: 8
+            }
+        );
+        assert!(!t.exists());
+        assert_eq!(snapshot(out.path()), before, "outside dir was modified");
+        assert_eq!(root.remove_tree(b"t").unwrap(), RemoveStats::default());
+        std::fs::write(d.path().join("single"), b"xy").unwrap();
+        assert_eq!(
+            root.remove_tree(b"single").unwrap(),
+            RemoveStats {
+                entries: 1,
+                bytes: 2
+            }
+        );
+    }
+
+    #[test]
+    fn temp_write_fsync_rename_round_trip() {
+        let (d, root) = setup();
+        root.create_dir(b"d", 0o777).unwrap();
+        assert_eq!(
+            root.stat(b"d").unwrap().map(|s| (s.kind, s.mode)),
+            Some((NodeKind::Dir, 0o777))
+        );
+        std::fs::write(d.path().join("d/f"), b"old").unwrap();
+        let (mut f, tmp) = root.create_temp(b"d/f", 0o666).unwrap();
+        assert!(tmp.starts_with(b"d/.f.cutover-tmp."), "{}", lossy(&tmp));
+        assert!(is_temp_name(split_last(&tmp).1));
+        f.write_all(b"new content").unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        assert_eq!(root.list_temp_files().unwrap(), vec![tmp.clone()]);
+        root.rename(&tmp, b"d/f").unwrap();
+        root.sync_parent(b"d/f").unwrap();
+        assert_eq!(read_all(root.open_read(b"d/f").unwrap()), b"new content");
+        let st = root.stat(b"d/f").unwrap().unwrap();
+        assert_eq!(
+            (st.kind, st.size, st.mode),
+            (NodeKind::File, 11, 0o666),
+            "mode must ignore umask"
+        );
+        assert!(root.stat(&tmp).unwrap().is_none());
+        assert!(root.list_temp_files().unwrap().is_empty());
+        // Two temps for the same name never collide.
+        let (_a, ta) = root.create_temp(b"d/f", 0o600).unwrap();
+        let (_b, tb) = root.create_temp(b"d/f", 0o600).unwrap();
+        assert_ne!(ta, tb);
+        // A name at NAME_MAX still yields a valid temp name.
+        let long = vec![b'n'; 255];
+        let (_c, tl) = root.create_temp(&long, 0o600).unwrap();
+        assert!(tl.len() <= NAME_MAX && is_temp_name(&tl), "{}", tl.len());
+    }
+
+    #[test]
+    fn rename_replaces_symlink_instead_of_following_it() {
+        let (d, root) = setup();
+        let (out, before) = outside();
+        symlink(out.path().join("victim"), d.path().join("f")).unwrap();
+        let (mut t, tmp) = root.create_temp(b"f", 0o644).unwrap();
+        t.write_all(b"mine").unwrap();
+        root.rename(&tmp, b"f").unwrap();
+        assert_eq!(
+            root.stat(b"f").unwrap().map(|s| s.kind),
+            Some(NodeKind::File)
+        );
+        assert_eq!(std::fs::read(d.path().join("f")).unwrap(), b"mine");
+        assert_eq!(snapshot(out.path()), before);
+    }
+
+    #[test]
+    fn stat_absent_is_none() {
+        let (_d, root) = setup();
+        assert!(root.stat(b"nope").unwrap().is_none());
+        assert!(root.stat(b"no/such/parent").unwrap().is_none());
+        assert!(root.remove_file(b"nope").unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn metadata_and_link_round_trip() {
+        let (d, root) = setup();
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        root.set_mode(b"f", 0o4751).unwrap();
+        assert_eq!(root.stat(b"f").unwrap().unwrap().mode, 0o4751);
+        root.set_mtime(b"f", 1_234_567_890, 123_456_789).unwrap();
+        let st = root.stat(b"f").unwrap().unwrap();
+        assert_eq!((st.mtime_sec, st.mtime_nsec), (1_234_567_890, 123_456_789));
+
+        root.symlink(b"/etc/passwd", b"abs").unwrap();
+        assert_eq!(root.read_link(b"abs").unwrap(), b"/etc/passwd");
+        assert_eq!(
+            root.stat(b"abs").unwrap().map(|s| s.kind),
+            Some(NodeKind::Symlink)
+        );
+        root.symlink(b"f", b"rel").unwrap();
+        root.set_mtime(b"rel", 1_000_000_000, 5).unwrap();
+        let link = root.stat(b"rel").unwrap().unwrap();
+        assert_eq!((link.mtime_sec, link.mtime_nsec), (1_000_000_000, 5));
+        assert_eq!(
+            root.stat(b"f").unwrap().unwrap().mtime_sec,
+            1_234_567_890,
+            "target untouched"
+        );
+        assert!(matches!(
+            root.set_mode(b"rel", 0o600),
+            Err(TargetError::WrongType { .. })
+        ));
+        assert_eq!(
+            root.stat(b"f").unwrap().unwrap().mode,
+            0o4751,
+            "link target untouched"
+        );
+        assert!(matches!(
+            root.read_link(b"f"),
+            Err(TargetError::WrongType {
+                found: NodeKind::File,
+                ..
+            })
+        ));
+
+        let me = std::fs::metadata(d.path()).unwrap();
+        root.set_owner(b"rel", me.uid(), me.gid()).unwrap();
+        if rustix::process::geteuid().is_root() {
+            root.set_owner(b"rel", 4321, 8765).unwrap();
+            let l = root.stat(b"rel").unwrap().unwrap();
+            assert_eq!((l.uid, l.gid), (4321, 8765));
+            let f = root.stat(b"f").unwrap().unwrap();
+            assert_eq!(
+                (f.uid, f.gid),
+                (me.uid(), me.gid()),
+                "chown followed the link"
+            );
+        }
+    }
+
+    #[test]
+    fn non_utf8_names_round_trip() {
+        let (d, root) = setup();
+        root.create_dir(b"dir\xff", 0o755).unwrap();
+        let (mut f, tmp) = root.create_temp(b"dir\xff/na\xfeme", 0o644).unwrap();
+        f.write_all(b"bytes").unwrap();
+        root.rename(&tmp, b"dir\xff/na\xfeme").unwrap();
+        let on_disk = d
+            .path()
+            .join(OsStr::from_bytes(b"dir\xff"))
+            .join(OsStr::from_bytes(b"na\xfeme"));
+        assert_eq!(std::fs::read(on_disk).unwrap(), b"bytes");
+        assert_eq!(
+            read_all(root.open_read(b"dir\xff/na\xfeme").unwrap()),
+            b"bytes"
+        );
+        root.symlink(b"t\xfd", b"dir\xff/l\xfc").unwrap();
+        assert_eq!(root.read_link(b"dir\xff/l\xfc").unwrap(), b"t\xfd");
+        assert_eq!(
+            root.remove_tree(b"dir\xff").unwrap(),
+            RemoveStats {
+                entries: 3,
+                bytes: 5
+            }
+        );
+    }
+
+    #[test]
+    fn root_may_be_reached_through_a_symlink_but_must_be_a_dir() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("real")).unwrap();
+        symlink(d.path().join("real"), d.path().join("via")).unwrap();
+        let root = TargetRoot::open(&d.path().join("via")).unwrap();
+        root.create_dir(b"x", 0o755).unwrap();
+        assert!(d.path().join("real/x").is_dir());
+        std::fs::write(d.path().join("file"), b"").unwrap();
+        assert!(matches!(
+            TargetRoot::open(&d.path().join("file")),
+            Err(TargetError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn temp_name_recognition() {
+        assert!(is_temp_name(b".f.cutover-tmp.12.3"));
+        assert!(!is_temp_name(b"f.cutover-tmp.12.3"));
+        assert!(!is_temp_name(b".f.cutover-tmp.12"));
+        assert!(!is_temp_name(b".f.cutover-tmp.12.3x"));
+        assert!(!is_temp_name(b".cutover-tmp."));
+    }
+}

@@ -1,0 +1,241 @@
+//! The command line: argument types, loading each side, exit codes. Only this layer knows
+//! about clap, terminals and process exit codes; the library gets plain values.
+
+mod render;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use cutover::diff::{DiffOptions, Report};
+use cutover::digest::ChunkSize;
+use cutover::manifest::{Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
+use cutover::scan::{ScanOptions, b3sum_lines, scan};
+
+/// Exit codes, as GNU diff: 0 identical or success, 1 differences, 2 trouble.
+pub const EXIT_SAME: u8 = 0;
+pub const EXIT_DIFFERENT: u8 = 1;
+pub const EXIT_TROUBLE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Prove a data migration is complete, show where it is not, repair only what differs."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Scan a directory: print its root hash, write a manifest (-o) or b3sum lines (--b3sum).
+    Scan(ScanArgs),
+    /// Compare a target tree with a source tree (each a directory or a manifest file).
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScanArgs {
+    /// The directory to scan.
+    dir: PathBuf,
+    /// Write the manifest here ('-' for standard output).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print `HASH  path` lines that `b3sum --check` accepts when run inside DIR.
+    #[arg(long, conflicts_with = "output")]
+    b3sum: bool,
+    #[command(flatten)]
+    chunk: ChunkArg,
+}
+
+#[derive(Debug, clap::Args)]
+struct ChunkArg {
+    /// Chunk size: a power of two from 1K to 1G (suffixes K, M, G); default 1M.
+    #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
+    chunk_size: Option<ChunkSize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// The reference tree (old system): a directory, a manifest file, or '-' for a manifest on stdin.
+    source: PathBuf,
+    /// The copy to check: a directory, a manifest file, or '-'.
+    target: PathBuf,
+    /// Metadata to compare: none, all, or a list of mode,mtime,owner.
+    #[arg(long, default_value = "mode", value_parser = parse_meta)]
+    meta: MetaSet,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Print nothing; only the exit code tells.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    chunk: ChunkArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Jsonl,
+}
+
+fn parse_chunk_size(text: &str) -> Result<ChunkSize, String> {
+    let (digits, shift) = match text.trim().to_ascii_uppercase() {
+        t if t.ends_with('K') || t.ends_with("KIB") => (t.trim_end_matches("IB").trim_end_matches('K').to_string(), 10),
+        t if t.ends_with('M') || t.ends_with("MIB") => (t.trim_end_matches("IB").trim_end_matches('M').to_string(), 20),
+        t if t.ends_with('G') || t.ends_with("GIB") => (t.trim_end_matches("IB").trim_end_matches('G').to_string(), 30),
+        t => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is not a size like 4096, 64K or 1M"))?;
+    ChunkSize::new(n.checked_shl(shift).filter(|v| v >> shift == n).unwrap_or(u64::MAX))
+}
+
+fn parse_meta(text: &str) -> Result<MetaSet, String> {
+    MetaSet::parse(text)
+}
+
+/// Parses the command line, runs it, and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Scan(args) => run_scan(args),
+        Command::Diff(args) => run_diff(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_SAME),
+        Err(err) => {
+            eprintln!("cutover: error: {err:#}");
+            ExitCode::from(EXIT_TROUBLE)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn run_scan(args: ScanArgs) -> Result<u8> {
+    let options = ScanOptions { chunk_size: args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT) };
+    let manifest = scan(&args.dir, &options)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.b3sum {
+        for line in b3sum_lines(&manifest) {
+            out.write_all(&line)?;
+        }
+    } else if let Some(output) = &args.output {
+        let to_stdout = output.as_os_str() == "-";
+        if to_stdout {
+            write_manifest(&manifest, &mut out).context("writing the manifest to standard output")?;
+        } else {
+            write_manifest_file(&manifest, output)?;
+        }
+        let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(out) };
+        render::scan_summary(&mut summary, &manifest, &args.dir)?;
+    } else {
+        render::scan_summary(&mut out, &manifest, &args.dir)?;
+    }
+    Ok(report_problems(&manifest))
+}
+
+/// Writes next to `path` and renames into place, so a killed scan never leaves a half manifest
+/// under the final name.
+fn write_manifest_file(manifest: &Manifest, path: &Path) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let written = write_manifest(manifest, &file).and_then(|_| file.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("{}: cannot write the manifest", path.display()));
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("{}: cannot rename {} into place", path.display(), tmp.display()))
+}
+
+/// Prints every entry that could not be hashed; EXIT_TROUBLE when there was one.
+fn report_problems(manifest: &Manifest) -> u8 {
+    let mut count = 0;
+    for (entry, problem) in manifest.problems() {
+        count += 1;
+        eprintln!("cutover: {}: {problem}", render::shown(&entry.path.as_bytes()));
+    }
+    if count > 0 {
+        eprintln!("cutover: {count} entries could not be hashed");
+        EXIT_TROUBLE
+    } else {
+        EXIT_SAME
+    }
+}
+
+/// Loads one side of a comparison: a manifest from stdin or a file, or a scan of a directory.
+fn load_side(path: &Path, chunk: Option<ChunkSize>) -> Result<Manifest> {
+    if path.as_os_str() == "-" {
+        return Ok(read_manifest_from(std::io::stdin().lock(), Path::new("<stdin>"))?);
+    }
+    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
+    if meta.is_dir() {
+        Ok(scan(path, &ScanOptions { chunk_size: chunk.unwrap_or(ChunkSize::DEFAULT) })?)
+    } else {
+        Ok(read_manifest(path)?)
+    }
+}
+
+fn is_dir(path: &Path) -> bool {
+    path.as_os_str() != "-" && path.is_dir()
+}
+
+/// Loads both sides. A directory compared with a manifest is scanned at the manifest's chunk
+/// size, so their chunks line up without coarsening.
+fn load_pair(source: &Path, target: &Path, chunk: Option<ChunkSize>) -> Result<(Manifest, Manifest)> {
+    if source.as_os_str() == "-" && target.as_os_str() == "-" {
+        bail!("only one side can be read from standard input");
+    }
+    if is_dir(source) && !is_dir(target) {
+        let target = load_side(target, chunk)?;
+        let source = load_side(source, chunk.or(Some(target.header.chunk_size)))?;
+        return Ok((source, target));
+    }
+    let source = load_side(source, chunk)?;
+    let target_chunk =
+        chunk.or_else(|| (!is_dir(source_path_hint(source.header.root.as_str()))).then_some(source.header.chunk_size));
+    let target = load_side(target, target_chunk)?;
+    Ok((source, target))
+}
+
+fn source_path_hint(root: &str) -> &Path {
+    Path::new(root)
+}
+
+fn run_diff(args: DiffArgs) -> Result<u8> {
+    let (source, target) = load_pair(&args.source, &args.target, args.chunk.chunk_size)?;
+    let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta });
+    if !args.quiet {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        render::report(&mut out, &report, args.format)?;
+        out.flush()?;
+    }
+    Ok(diff_exit_code(&report))
+}
+
+fn diff_exit_code(report: &Report) -> u8 {
+    let summary = report.summary();
+    if summary.trouble > 0 {
+        EXIT_TROUBLE
+    } else if report.identical() {
+        EXIT_SAME
+    } else {
+        EXIT_DIFFERENT
+    }
+}

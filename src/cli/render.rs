@@ -1,0 +1,167 @@
+//! Human-readable output, and the dispatch to the JSON forms.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use cutover::diff::{Change, MetaChange, Report};
+use cutover::manifest::{Kind, Manifest};
+
+use super::Format;
+
+/// A path for a terminal: valid UTF-8 as is, control characters and invalid bytes escaped, so a
+/// name holding a newline cannot forge a line of output.
+pub fn shown(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return ".".into();
+    }
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Bytes as a short binary-prefixed size.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+pub fn scan_summary(out: &mut dyn Write, manifest: &Manifest, dir: &Path) -> io::Result<()> {
+    let files = manifest.entries.iter().filter(|e| e.kind == Kind::File);
+    let (count, bytes) = files.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.size));
+    let root =
+        manifest.root_digest().map_or_else(|| "(incomplete: some entries unreadable)".to_string(), |d| d.to_hex());
+    writeln!(out, "{root}  {}", dir.display())?;
+    writeln!(out, "{} entries, {count} files, {}", manifest.entries.len(), size(bytes))
+}
+
+pub fn report(out: &mut dyn Write, report: &Report, format: Format) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &report.to_json())?;
+            writeln!(out)
+        }
+        Format::Jsonl => {
+            for difference in &report.differences {
+                serde_json::to_writer(&mut *out, &difference.to_json())?;
+                writeln!(out)?;
+            }
+            serde_json::to_writer(&mut *out, &report.summary_line_json())?;
+            writeln!(out)
+        }
+        Format::Human => human(out, report),
+    }
+}
+
+fn meta_text(changes: &[MetaChange]) -> String {
+    changes
+        .iter()
+        .map(|c| match c {
+            MetaChange::Mode { source, target } => format!("mode {source:04o}→{target:04o}"),
+            MetaChange::Mtime { source, target } => {
+                format!("mtime {}.{:09}→{}.{:09}", source.sec, source.nsec, target.sec, target.nsec)
+            }
+            MetaChange::Owner { source, target } => {
+                format!("owner {}:{}→{}:{}", source.0, source.1, target.0, target.1)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    for d in &report.differences {
+        let mut path = shown(d.path.as_bytes());
+        let detail = match &d.change {
+            Change::Missing { kind, files, bytes } | Change::Extra { kind, files, bytes } => {
+                if *kind == Kind::Dir {
+                    path.push('/');
+                    format!("directory: {files} files, {}", size(*bytes))
+                } else if *kind == Kind::File {
+                    size(*bytes)
+                } else {
+                    kind.name().to_string()
+                }
+            }
+            Change::Content { source_size, target_size, ranges, metadata } => {
+                let divergent: u64 = ranges.iter().map(|r| r.length).sum();
+                let mut text = if source_size == target_size {
+                    format!("{} differ in {} of {}", ranges.len(), size(divergent), size(*source_size))
+                } else {
+                    format!("size {}→{}, {} differ in {}", source_size, target_size, ranges.len(), size(divergent))
+                };
+                text = text.replacen(" differ", if ranges.len() == 1 { " range" } else { " ranges" }, 1) + ":";
+                for r in ranges.iter().take(8) {
+                    text.push_str(&format!(" {}+{}", r.offset, r.length));
+                }
+                if ranges.len() > 8 {
+                    text.push_str(&format!(" … ({} more)", ranges.len() - 8));
+                }
+                if !metadata.is_empty() {
+                    text.push_str(&format!("; {}", meta_text(metadata)));
+                }
+                text
+            }
+            Change::LinkTarget { source, target, metadata } => {
+                let mut text = format!("symlink → {} (target has → {})", shown(source), shown(target));
+                if !metadata.is_empty() {
+                    text.push_str(&format!("; {}", meta_text(metadata)));
+                }
+                text
+            }
+            Change::Type { source, target } => format!("{source} in source, {target} in target"),
+            Change::Metadata { changes } => meta_text(changes),
+            Change::Trouble { side, problem } => format!("{} {problem}", side.name()),
+        };
+        write!(out, "{:<10} {path}  ({detail})", d.change.kind())?;
+        if let Some(hint) = &d.hint {
+            write!(out, "  hint: {hint}")?;
+        }
+        writeln!(out)?;
+    }
+    let s = report.summary();
+    if report.identical() {
+        let hash = report.source.hash.map_or_else(String::new, |h| format!(", root {h}"));
+        return writeln!(out, "identical{hash}");
+    }
+    let mut parts = Vec::new();
+    for (n, label) in [
+        (s.missing, "missing"),
+        (s.extra, "extra"),
+        (s.content, "content"),
+        (s.type_, "type"),
+        (s.metadata, "metadata"),
+        (s.trouble, "could not be compared"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {label}"));
+        }
+    }
+    writeln!(
+        out,
+        "{} differences: {}; {} divergent in changed files, {} missing, {} extra",
+        report.differences.len(),
+        parts.join(", "),
+        size(s.divergent_bytes),
+        size(s.missing_bytes),
+        size(s.extra_bytes)
+    )
+}

@@ -1,0 +1,207 @@
+//! Stage 3: compare two manifests and name every difference.
+//!
+//! Both entry lists are in [`RelPath`] order, so one merge pass pairs them up. Where two
+//! directories have equal node hashes (and no metadata outside the hash is being compared) the
+//! whole subtree is skipped without looking inside. Changed files are narrowed to the chunks
+//! whose CVs differ, merged into byte ranges.
+
+mod hints;
+mod report;
+
+pub use report::{Change, Difference, MetaChange, Report, SideInfo, Summary};
+
+use crate::digest::{ByteRange, ChunkSize, coarsen, push_merged};
+use crate::manifest::{Entry, Kind, Manifest, MetaSet};
+use crate::path::RelPath;
+
+/// What to compare besides existence, type and content.
+#[derive(Clone, Copy, Debug)]
+pub struct DiffOptions {
+    pub meta: MetaSet,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions { meta: MetaSet::DEFAULT }
+    }
+}
+
+/// Compares `target` against the reference `source`.
+pub fn diff(source: &Manifest, target: &Manifest, options: &DiffOptions) -> Report {
+    let meta = MetaSet {
+        mode: options.meta.mode && source.header.metadata.mode && target.header.metadata.mode,
+        mtime: options.meta.mtime && source.header.metadata.mtime && target.header.metadata.mtime,
+        owner: options.meta.owner && source.header.metadata.owner && target.header.metadata.owner,
+    };
+    let mut merge = Merge {
+        source,
+        target,
+        meta,
+        chunk: source.header.chunk_size.max(target.header.chunk_size),
+        differences: Vec::new(),
+    };
+    merge.run();
+    let mut differences = merge.differences;
+    hints::flag_lookalike_names(&mut differences);
+    Report {
+        source: SideInfo::of(source),
+        target: SideInfo::of(target),
+        compared: meta,
+        chunk_size: merge.chunk,
+        differences,
+    }
+}
+
+struct Merge<'a> {
+    source: &'a Manifest,
+    target: &'a Manifest,
+    meta: MetaSet,
+    chunk: ChunkSize,
+    differences: Vec<Difference>,
+}
+
+impl Merge<'_> {
+    fn push(&mut self, path: &RelPath, change: Change) {
+        self.differences.push(Difference { path: path.clone(), change, hint: None });
+    }
+
+    fn run(&mut self) {
+        let (src, tgt) = (&self.source.entries, &self.target.entries);
+        // Both lists start with the root directory, which always pairs with the other root.
+        let (mut i, mut j) = (0, 0);
+        while i < src.len() || j < tgt.len() {
+            let order = match (src.get(i), tgt.get(j)) {
+                (Some(s), Some(t)) => s.path.cmp(&t.path),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let end = self.source.subtree_end(i);
+                    let (files, bytes) = count(&src[i..end]);
+                    self.push(&src[i].path, Change::Missing { kind: src[i].kind, files, bytes });
+                    i = end;
+                }
+                std::cmp::Ordering::Greater => {
+                    let end = self.target.subtree_end(j);
+                    let (files, bytes) = count(&tgt[j..end]);
+                    self.push(&tgt[j].path, Change::Extra { kind: tgt[j].kind, files, bytes });
+                    j = end;
+                }
+                std::cmp::Ordering::Equal => {
+                    let descend = self.compare(&src[i], &tgt[j]);
+                    if descend {
+                        i += 1;
+                        j += 1;
+                    } else {
+                        i = self.source.subtree_end(i);
+                        j = self.target.subtree_end(j);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compares one pair at the same path; returns whether to look inside (both directories
+    /// whose subtrees may differ).
+    fn compare(&mut self, s: &Entry, t: &Entry) -> bool {
+        for (side, entry) in [(report::Side::Source, s), (report::Side::Target, t)] {
+            if let Some(problem) = entry.problem.as_deref() {
+                self.push(&s.path, Change::Trouble { side, problem: problem.clone() });
+                return false;
+            }
+        }
+        if s.kind != t.kind {
+            self.push(&s.path, Change::Type { source: s.kind, target: t.kind });
+            return false;
+        }
+        let metadata = if s.path.is_root() { Vec::new() } else { self.meta_changes(s, t) };
+        let content_equal = s.digest == t.digest;
+        match s.kind {
+            Kind::File if !content_equal => {
+                let ranges =
+                    divergent_ranges(s, self.source.header.chunk_size, t, self.target.header.chunk_size, self.chunk);
+                self.push(&s.path, Change::Content { source_size: s.size, target_size: t.size, ranges, metadata });
+                return false;
+            }
+            Kind::Symlink if !content_equal => {
+                let link = |e: &Entry| e.link.clone().unwrap_or_default();
+                self.push(&s.path, Change::LinkTarget { source: link(s), target: link(t), metadata });
+                return false;
+            }
+            _ => {}
+        }
+        if !metadata.is_empty() {
+            self.push(&s.path, Change::Metadata { changes: metadata });
+        }
+        // Equal node hashes prove the subtrees equal in names, kinds, content and permission
+        // bits, which is all the hash covers.
+        let covered = MetaSet { mode: self.meta.mode, mtime: false, owner: false };
+        s.kind == Kind::Dir && !(content_equal && s.digest.is_some() && self.meta.within(covered))
+    }
+
+    fn meta_changes(&self, s: &Entry, t: &Entry) -> Vec<MetaChange> {
+        let mut changes = Vec::new();
+        if self.meta.mode && s.kind != Kind::Symlink && s.mode != t.mode {
+            changes.push(MetaChange::Mode { source: s.mode, target: t.mode });
+        }
+        if self.meta.mtime && !same_mtime(s, t) {
+            changes.push(MetaChange::Mtime { source: s.mtime, target: t.mtime });
+        }
+        if self.meta.owner && (s.uid, s.gid) != (t.uid, t.gid) {
+            changes.push(MetaChange::Owner { source: (s.uid, s.gid), target: (t.uid, t.gid) });
+        }
+        changes
+    }
+}
+
+/// Equal to the second when either side has no sub-second part (a filesystem that keeps whole
+/// seconds only), to the nanosecond otherwise.
+fn same_mtime(s: &Entry, t: &Entry) -> bool {
+    if s.mtime.nsec == 0 || t.mtime.nsec == 0 { s.mtime.sec == t.mtime.sec } else { s.mtime == t.mtime }
+}
+
+/// Regular files and their bytes in a subtree.
+fn count(entries: &[Entry]) -> (u64, u64) {
+    entries.iter().filter(|e| e.kind == Kind::File).fold((0, 0), |(n, b), e| (n + 1, b + e.size))
+}
+
+/// The byte ranges where two files may differ, at the granularity of `chunk` (the coarser of
+/// the two scans' chunk sizes). Chunk `i` is compared only where it has the same length on both
+/// sides; from the first chunk that does not, everything to the longer end differs.
+pub fn divergent_ranges(
+    s: &Entry,
+    s_chunk: ChunkSize,
+    t: &Entry,
+    t_chunk: ChunkSize,
+    chunk: ChunkSize,
+) -> Vec<ByteRange> {
+    let longer = s.size.max(t.size);
+    let at_level = |e: &Entry, own: ChunkSize| -> Option<Vec<crate::digest::Digest>> {
+        if e.size <= chunk.bytes() || e.chunks.is_empty() {
+            return None;
+        }
+        Some(coarsen(&e.chunks, (chunk.bytes() / own.bytes()) as usize))
+    };
+    let mut ranges = Vec::new();
+    let mut first_unmatched = 0;
+    if let (Some(s_cvs), Some(t_cvs)) = (at_level(s, s_chunk), at_level(t, t_chunk)) {
+        for (index, (a, b)) in s_cvs.iter().zip(&t_cvs).enumerate() {
+            let index = index as u64;
+            let range = chunk.chunk_range(index, s.size);
+            if range != chunk.chunk_range(index, t.size) {
+                break;
+            }
+            if a != b {
+                push_merged(&mut ranges, range);
+            }
+            first_unmatched = range.end();
+        }
+    }
+    push_merged(&mut ranges, ByteRange { offset: first_unmatched, length: longer - first_unmatched });
+    if ranges.is_empty() {
+        // Equal chunks but unequal roots cannot happen for honest manifests; never claim equal.
+        ranges.push(ByteRange { offset: 0, length: longer });
+    }
+    ranges
+}

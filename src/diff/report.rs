@@ -1,0 +1,286 @@
+//! The result of a diff, and its JSON form `cutover-diff/1` (docs/report.md).
+
+use serde_json::{Value, json};
+
+use crate::digest::{ByteRange, ChunkSize, Digest};
+use crate::manifest::{Kind, Manifest, MetaSet, Mtime, Problem};
+use crate::path::RelPath;
+
+/// Which side of a comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+/// One metadata field that differs, with both values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaChange {
+    Mode { source: u32, target: u32 },
+    Mtime { source: Mtime, target: Mtime },
+    Owner { source: (u32, u32), target: (u32, u32) },
+}
+
+impl MetaChange {
+    pub fn field(&self) -> &'static str {
+        match self {
+            MetaChange::Mode { .. } => "mode",
+            MetaChange::Mtime { .. } => "mtime",
+            MetaChange::Owner { .. } => "owner",
+        }
+    }
+}
+
+/// How a path differs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// In the source only; for a directory, once for its whole subtree.
+    Missing { kind: Kind, files: u64, bytes: u64 },
+    /// In the target only; for a directory, once for its whole subtree.
+    Extra { kind: Kind, files: u64, bytes: u64 },
+    /// Both regular files, bytes differ inside `ranges`.
+    Content { source_size: u64, target_size: u64, ranges: Vec<ByteRange>, metadata: Vec<MetaChange> },
+    /// Both symlinks pointing at different text (reported as kind `content`).
+    LinkTarget { source: Box<[u8]>, target: Box<[u8]>, metadata: Vec<MetaChange> },
+    /// Different kinds of object.
+    Type { source: Kind, target: Kind },
+    /// Content equal, compared metadata not.
+    Metadata { changes: Vec<MetaChange> },
+    /// The entry could not be hashed on one side: nothing can be said about it.
+    Trouble { side: Side, problem: Problem },
+}
+
+impl Change {
+    /// The report's `kind` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Missing { .. } => "missing",
+            Change::Extra { .. } => "extra",
+            Change::Content { .. } | Change::LinkTarget { .. } => "content",
+            Change::Type { .. } => "type",
+            Change::Metadata { .. } => "metadata",
+            Change::Trouble { problem: Problem::Unreadable(_), .. } => "unreadable",
+            Change::Trouble { problem: Problem::Unstable(_), .. } => "unstable",
+        }
+    }
+}
+
+/// A path and how it differs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    pub path: RelPath,
+    pub change: Change,
+    /// Set on a missing/extra pair whose names differ only by Unicode normalization or case.
+    pub hint: Option<String>,
+}
+
+/// One side of a comparison.
+#[derive(Clone, Debug)]
+pub struct SideInfo {
+    pub root: String,
+    pub hash: Option<Digest>,
+    pub chunk_size: ChunkSize,
+}
+
+impl SideInfo {
+    pub fn of(manifest: &Manifest) -> Self {
+        SideInfo {
+            root: manifest.header.root.clone(),
+            hash: manifest.root_digest(),
+            chunk_size: manifest.header.chunk_size,
+        }
+    }
+}
+
+/// Counts by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub missing: u64,
+    pub extra: u64,
+    pub content: u64,
+    pub type_: u64,
+    pub metadata: u64,
+    /// Entries that could not be compared (unreadable or unstable on either side).
+    pub trouble: u64,
+    /// Sum of the divergent ranges of changed files.
+    pub divergent_bytes: u64,
+    pub missing_bytes: u64,
+    pub extra_bytes: u64,
+}
+
+/// Everything a diff found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub source: SideInfo,
+    pub target: SideInfo,
+    pub compared: MetaSet,
+    /// The granularity of the byte ranges.
+    pub chunk_size: ChunkSize,
+    pub differences: Vec<Difference>,
+}
+
+impl Report {
+    /// No differences and nothing that could not be compared.
+    pub fn identical(&self) -> bool {
+        self.differences.is_empty()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for d in &self.differences {
+            match &d.change {
+                Change::Missing { bytes, .. } => {
+                    s.missing += 1;
+                    s.missing_bytes += bytes;
+                }
+                Change::Extra { bytes, .. } => {
+                    s.extra += 1;
+                    s.extra_bytes += bytes;
+                }
+                Change::Content { ranges, .. } => {
+                    s.content += 1;
+                    s.divergent_bytes += ranges.iter().map(|r| r.length).sum::<u64>();
+                }
+                Change::LinkTarget { .. } => s.content += 1,
+                Change::Type { .. } => s.type_ += 1,
+                Change::Metadata { .. } => s.metadata += 1,
+                Change::Trouble { .. } => s.trouble += 1,
+            }
+        }
+        s
+    }
+
+    /// The whole report as one `cutover-diff/1` JSON document.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "format": "cutover-diff/1",
+            "identical": self.identical(),
+            "source": side_json(&self.source),
+            "target": side_json(&self.target),
+            "compared": self.compared.names(),
+            "chunk_size": self.chunk_size.bytes(),
+            "summary": summary_json(&self.summary()),
+            "differences": self.differences.iter().map(Difference::to_json).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The last line of the `jsonl` form: everything but the differences.
+    pub fn summary_line_json(&self) -> Value {
+        let mut doc = self.to_json_without_differences();
+        doc["type"] = json!("summary");
+        doc
+    }
+
+    fn to_json_without_differences(&self) -> Value {
+        json!({
+            "format": "cutover-diff/1",
+            "identical": self.identical(),
+            "source": side_json(&self.source),
+            "target": side_json(&self.target),
+            "compared": self.compared.names(),
+            "chunk_size": self.chunk_size.bytes(),
+            "summary": summary_json(&self.summary()),
+        })
+    }
+}
+
+fn side_json(side: &SideInfo) -> Value {
+    json!({ "root": side.root, "hash": side.hash.map(Digest::to_hex), "chunk_size": side.chunk_size.bytes() })
+}
+
+fn summary_json(s: &Summary) -> Value {
+    json!({
+        "missing": s.missing, "extra": s.extra, "content": s.content, "type": s.type_,
+        "metadata": s.metadata, "trouble": s.trouble, "divergent_bytes": s.divergent_bytes,
+        "missing_bytes": s.missing_bytes, "extra_bytes": s.extra_bytes,
+    })
+}
+
+/// `path`, plus `path_bytes` (base64) when the path is not valid UTF-8.
+pub fn path_json(path: &RelPath, object: &mut serde_json::Map<String, Value>) {
+    object.insert("path".into(), json!(path.display()));
+    if let Some(b64) = path.exact_bytes_b64() {
+        object.insert("path_bytes".into(), json!(b64));
+    }
+}
+
+fn bytes_json(bytes: &[u8]) -> Value {
+    json!(String::from_utf8_lossy(bytes))
+}
+
+fn meta_json(changes: &[MetaChange]) -> Value {
+    let mut object = serde_json::Map::new();
+    for change in changes {
+        let (source, target) = match change {
+            MetaChange::Mode { source, target } => (json!(format!("{source:04o}")), json!(format!("{target:04o}"))),
+            MetaChange::Mtime { source, target } => (json!(mtime_text(*source)), json!(mtime_text(*target))),
+            MetaChange::Owner { source, target } => {
+                (json!(format!("{}:{}", source.0, source.1)), json!(format!("{}:{}", target.0, target.1)))
+            }
+        };
+        object.insert(change.field().into(), json!({ "source": source, "target": target }));
+    }
+    Value::Object(object)
+}
+
+/// An mtime as RFC 3339 with nanoseconds.
+pub fn mtime_text(mtime: Mtime) -> String {
+    let base = crate::time::rfc3339(mtime.sec, 0);
+    format!("{}.{:09}Z", &base[..base.len() - 5], mtime.nsec)
+}
+
+impl Difference {
+    pub fn to_json(&self) -> Value {
+        let mut o = serde_json::Map::new();
+        path_json(&self.path, &mut o);
+        o.insert("kind".into(), json!(self.change.kind()));
+        match &self.change {
+            Change::Missing { kind, files, bytes } | Change::Extra { kind, files, bytes } => {
+                o.insert("type".into(), json!(kind.name()));
+                o.insert("files".into(), json!(files));
+                o.insert("bytes".into(), json!(bytes));
+            }
+            Change::Content { source_size, target_size, ranges, metadata } => {
+                o.insert("source_size".into(), json!(source_size));
+                o.insert("target_size".into(), json!(target_size));
+                o.insert("ranges".into(), json!(ranges));
+                if !metadata.is_empty() {
+                    o.insert("metadata".into(), meta_json(metadata));
+                }
+            }
+            Change::LinkTarget { source, target, metadata } => {
+                o.insert("type".into(), json!("symlink"));
+                o.insert("link".into(), json!({ "source": bytes_json(source), "target": bytes_json(target) }));
+                if !metadata.is_empty() {
+                    o.insert("metadata".into(), meta_json(metadata));
+                }
+            }
+            Change::Type { source, target } => {
+                o.insert("source_type".into(), json!(source.name()));
+                o.insert("target_type".into(), json!(target.name()));
+            }
+            Change::Metadata { changes } => {
+                o.insert("fields".into(), json!(changes.iter().map(MetaChange::field).collect::<Vec<_>>()));
+                o.insert("metadata".into(), meta_json(changes));
+            }
+            Change::Trouble { side, problem } => {
+                o.insert("side".into(), json!(side.name()));
+                let (Problem::Unreadable(why) | Problem::Unstable(why)) = problem;
+                o.insert("error".into(), json!(why));
+            }
+        }
+        if let Some(hint) = &self.hint {
+            o.insert("hint".into(), json!(hint));
+        }
+        Value::Object(o)
+    }
+}

@@ -1,0 +1,399 @@
+//! The manifest byte format (docs/manifest.md): a magic line, a JSON header line, one binary
+//! record per entry with the path prefix-compressed against the previous one, and an end record
+//! with the entry count and a BLAKE3 checksum of everything before it.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Entry, Header, Kind, Manifest, MetaSet, Mtime, Problem};
+use crate::digest::{ChunkSize, Digest};
+use crate::path::RelPath;
+
+/// First line of every manifest; the number is the format version.
+pub const MAGIC: &[u8] = b"cutover-manifest/1\n";
+const TAG_ENTRY: u8 = 1;
+const TAG_END: u8 = 0;
+const FLAG_DIGEST: u8 = 1;
+const FLAG_UNREADABLE: u8 = 2;
+const FLAG_UNSTABLE: u8 = 4;
+const MAX_HEADER: usize = 1 << 20;
+/// More chunk CVs than a 1 EiB file at the minimum chunk size has is corruption.
+const MAX_CHUNKS: u64 = 1 << 40;
+
+/// A manifest that cannot be read, with the file and where it broke.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{file}: {source}")]
+    Io { file: String, source: io::Error },
+    #[error("{file}: not a cutover manifest (no '{}' line at the start)", String::from_utf8_lossy(&MAGIC[..MAGIC.len() - 1]))]
+    NotAManifest { file: String },
+    #[error("{file}: manifest format '{found}' is not supported by this cutover (it reads cutover-manifest/1)")]
+    WrongVersion { file: String, found: String },
+    #[error("{file}: corrupt manifest at byte {offset}: {what}")]
+    Corrupt { file: String, offset: u64, what: String },
+    #[error("{file}: truncated manifest: it ends at byte {offset} without its end record")]
+    Truncated { file: String, offset: u64 },
+    #[error("{file}: manifest checksum mismatch: the file was altered or damaged after it was written")]
+    Checksum { file: String },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HeaderJson {
+    tool: String,
+    chunk_size: u64,
+    metadata: Vec<String>,
+    root: String,
+    started: String,
+    finished: String,
+    entries: u64,
+    root_hash: Option<String>,
+}
+
+/// Writes `manifest` to `out`, returning the number of bytes written.
+pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
+    let mut out =
+        HashingWriter { inner: io::BufWriter::with_capacity(1 << 16, out), hasher: blake3::Hasher::new(), written: 0 };
+    out.write_all(MAGIC)?;
+    let header = HeaderJson {
+        tool: manifest.header.tool.clone(),
+        chunk_size: manifest.header.chunk_size.bytes(),
+        metadata: manifest.header.metadata.names().into_iter().map(String::from).collect(),
+        root: manifest.header.root.clone(),
+        started: manifest.header.started.clone(),
+        finished: manifest.header.finished.clone(),
+        entries: manifest.entries.len() as u64,
+        root_hash: manifest.root_digest().map(Digest::to_hex),
+    };
+    serde_json::to_writer(&mut out, &header)?;
+    out.write_all(b"\n")?;
+    let mut previous: &[u8] = &[];
+    let mut record = Vec::with_capacity(256);
+    for entry in &manifest.entries {
+        record.clear();
+        encode_entry(&mut record, entry, previous);
+        out.write_all(&record)?;
+        previous = entry.path.as_bytes();
+    }
+    out.write_all(&[TAG_END])?;
+    out.write_all(&(manifest.entries.len() as u64).to_le_bytes())?;
+    let checksum = *out.hasher.finalize().as_bytes();
+    out.inner.write_all(&checksum)?;
+    out.inner.flush()?;
+    Ok(out.written + 32)
+}
+
+fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8]) {
+    let path = entry.path.as_bytes();
+    let shared = path.iter().zip(previous).take_while(|(a, b)| a == b).count();
+    buf.push(TAG_ENTRY);
+    put_varint(buf, shared as u64);
+    put_varint(buf, (path.len() - shared) as u64);
+    buf.extend_from_slice(&path[shared..]);
+    buf.push(entry.kind.code());
+    let mut flags = 0;
+    if entry.digest.is_some() {
+        flags |= FLAG_DIGEST;
+    }
+    match entry.problem.as_deref() {
+        Some(Problem::Unreadable(_)) => flags |= FLAG_UNREADABLE,
+        Some(Problem::Unstable(_)) => flags |= FLAG_UNSTABLE,
+        None => {}
+    }
+    buf.push(flags);
+    put_varint(buf, entry.size);
+    put_varint(buf, u64::from(entry.mode));
+    put_varint(buf, ((entry.mtime.sec << 1) ^ (entry.mtime.sec >> 63)) as u64);
+    put_varint(buf, u64::from(entry.mtime.nsec));
+    put_varint(buf, u64::from(entry.uid));
+    put_varint(buf, u64::from(entry.gid));
+    if let Some(digest) = entry.digest {
+        buf.extend_from_slice(&digest.0);
+    }
+    match entry.kind {
+        Kind::Symlink => {
+            let link = entry.link.as_deref().unwrap_or_default();
+            put_varint(buf, link.len() as u64);
+            buf.extend_from_slice(link);
+        }
+        Kind::File => {
+            put_varint(buf, entry.chunks.len() as u64);
+            for cv in &entry.chunks {
+                buf.extend_from_slice(&cv.0);
+            }
+        }
+        _ => {}
+    }
+    if let Some(problem) = entry.problem.as_deref() {
+        let (Problem::Unreadable(why) | Problem::Unstable(why)) = problem;
+        put_varint(buf, why.len() as u64);
+        buf.extend_from_slice(why.as_bytes());
+    }
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+/// Reads and verifies the manifest at `path`.
+pub fn read_manifest(path: &Path) -> Result<Manifest, ManifestError> {
+    let file =
+        std::fs::File::open(path).map_err(|source| ManifestError::Io { file: path.display().to_string(), source })?;
+    read_manifest_from(file, path)
+}
+
+/// Reads and verifies a manifest from `input`; `name` is used in error messages only.
+pub fn read_manifest_from(input: impl Read, name: &Path) -> Result<Manifest, ManifestError> {
+    let mut reader = Reader {
+        input: BufReader::with_capacity(1 << 16, input),
+        hasher: blake3::Hasher::new(),
+        offset: 0,
+        file: name.to_path_buf(),
+    };
+    reader.read_all()
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Reader<R: Read> {
+    input: BufReader<R>,
+    hasher: blake3::Hasher,
+    offset: u64,
+    file: PathBuf,
+}
+
+impl<R: Read> Reader<R> {
+    fn name(&self) -> String {
+        self.file.display().to_string()
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> ManifestError {
+        ManifestError::Corrupt { file: self.name(), offset: self.offset, what: what.into() }
+    }
+
+    fn io(&self, source: io::Error) -> ManifestError {
+        ManifestError::Io { file: self.name(), source }
+    }
+
+    /// Reads exactly `buf.len()` bytes into the checksum, or reports truncation.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), ManifestError> {
+        match self.input.read_exact(buf) {
+            Ok(()) => {
+                self.hasher.update(buf);
+                self.offset += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(ManifestError::Truncated { file: self.name(), offset: self.offset })
+            }
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, ManifestError> {
+        let mut b = [0u8];
+        self.fill(&mut b)?;
+        Ok(b[0])
+    }
+
+    fn bytes(&mut self, len: u64, limit: u64, what: &str) -> Result<Vec<u8>, ManifestError> {
+        if len > limit {
+            return Err(self.corrupt(format!("{what} of {len} bytes is implausibly long")));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.fill(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn varint(&mut self) -> Result<u64, ManifestError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.corrupt("varint longer than 10 bytes"))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, ManifestError> {
+        let v = self.varint()?;
+        u32::try_from(v).map_err(|_| self.corrupt(format!("{what} {v} does not fit in 32 bits")))
+    }
+
+    fn digest(&mut self) -> Result<Digest, ManifestError> {
+        let mut d = [0u8; 32];
+        self.fill(&mut d)?;
+        Ok(Digest(d))
+    }
+
+    fn read_all(&mut self) -> Result<Manifest, ManifestError> {
+        let mut line = Vec::new();
+        let n = (&mut self.input).take(MAGIC.len() as u64).read_until(b'\n', &mut line).map_err(|e| self.io(e))?;
+        if n == 0 || !line.starts_with(b"cutover-manifest/") {
+            return Err(ManifestError::NotAManifest { file: self.name() });
+        }
+        if line != MAGIC {
+            let found = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line)).into_owned();
+            return Err(ManifestError::WrongVersion { file: self.name(), found });
+        }
+        self.hasher.update(&line);
+        self.offset = line.len() as u64;
+        let header = self.read_header()?;
+        let expected = header.1;
+        let mut entries = Vec::with_capacity(expected.min(1 << 24) as usize);
+        let mut previous: Vec<u8> = Vec::new();
+        loop {
+            let record_start = self.offset;
+            match self.byte()? {
+                TAG_ENTRY => {
+                    let entry = self.read_entry(&previous, header.0.chunk_size)?;
+                    if let Some(last) = entries.last() {
+                        let last: &Entry = last;
+                        if entry.path <= last.path {
+                            self.offset = record_start;
+                            return Err(self.corrupt(format!("entry {:?} is out of order", entry.path.display())));
+                        }
+                    } else if !entry.path.is_root() || entry.kind != Kind::Dir {
+                        return Err(self.corrupt("the first entry must be the root directory"));
+                    }
+                    previous = entry.path.as_bytes().to_vec();
+                    entries.push(entry);
+                }
+                TAG_END => break,
+                tag => {
+                    self.offset = record_start;
+                    return Err(self.corrupt(format!("unknown record tag {tag}")));
+                }
+            }
+        }
+        let mut count = [0u8; 8];
+        self.fill(&mut count)?;
+        let count = u64::from_le_bytes(count);
+        let computed = *self.hasher.finalize().as_bytes();
+        let mut stored = [0u8; 32];
+        self.input.read_exact(&mut stored).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => ManifestError::Truncated { file: self.name(), offset: self.offset },
+            _ => self.io(e),
+        })?;
+        if computed != stored {
+            return Err(ManifestError::Checksum { file: self.name() });
+        }
+        if count != entries.len() as u64 || count != expected {
+            return Err(self.corrupt(format!("holds {} entries but says {count}", entries.len())));
+        }
+        let mut rest = [0u8; 1];
+        if self.input.read(&mut rest).map_err(|e| self.io(e))? != 0 {
+            return Err(self.corrupt("bytes after the end record"));
+        }
+        if entries.is_empty() {
+            return Err(self.corrupt("no entries (not even the root directory)"));
+        }
+        Ok(Manifest { header: header.0, entries })
+    }
+
+    fn read_header(&mut self) -> Result<(Header, u64), ManifestError> {
+        let mut line = Vec::new();
+        (&mut self.input).take(MAX_HEADER as u64).read_until(b'\n', &mut line).map_err(|e| self.io(e))?;
+        if line.last() != Some(&b'\n') {
+            return Err(if line.len() >= MAX_HEADER {
+                self.corrupt("header line longer than 1 MiB")
+            } else {
+                ManifestError::Truncated { file: self.name(), offset: self.offset + line.len() as u64 }
+            });
+        }
+        let json: HeaderJson = serde_json::from_slice(&line).map_err(|e| self.corrupt(format!("bad header: {e}")))?;
+        self.hasher.update(&line);
+        self.offset += line.len() as u64;
+        let chunk_size = ChunkSize::new(json.chunk_size).map_err(|e| self.corrupt(e))?;
+        let metadata = MetaSet::parse(&json.metadata.join(",")).or_else(|e| {
+            if json.metadata.is_empty() { Ok(MetaSet::NONE) } else { Err(self.corrupt(format!("bad header: {e}"))) }
+        })?;
+        let header = Header {
+            tool: json.tool,
+            chunk_size,
+            metadata,
+            root: json.root,
+            started: json.started,
+            finished: json.finished,
+        };
+        Ok((header, json.entries))
+    }
+
+    fn read_entry(&mut self, previous: &[u8], chunk_size: ChunkSize) -> Result<Entry, ManifestError> {
+        let shared = self.varint()?;
+        if shared > previous.len() as u64 {
+            return Err(self.corrupt("path shares more bytes than the previous path has"));
+        }
+        let suffix_len = self.varint()?;
+        let suffix = self.bytes(suffix_len, 1 << 16, "path")?;
+        let mut path = previous[..shared as usize].to_vec();
+        path.extend_from_slice(&suffix);
+        let path = RelPath::parse(&path)
+            .map_err(|e| self.corrupt(format!("unsafe path {:?}: {e}", String::from_utf8_lossy(&path))))?;
+        let kind_code = self.byte()?;
+        let kind = Kind::from_code(kind_code).ok_or_else(|| self.corrupt(format!("unknown entry kind {kind_code}")))?;
+        let flags = self.byte()?;
+        let mut entry = Entry::new(path, kind);
+        entry.size = self.varint()?;
+        entry.mode = self.u32("mode")?;
+        let zigzag = self.varint()?;
+        entry.mtime =
+            Mtime { sec: ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64), nsec: self.u32("mtime nanoseconds")? };
+        entry.uid = self.u32("uid")?;
+        entry.gid = self.u32("gid")?;
+        if flags & FLAG_DIGEST != 0 {
+            entry.digest = Some(self.digest()?);
+        }
+        match kind {
+            Kind::Symlink => {
+                let len = self.varint()?;
+                entry.link = Some(self.bytes(len, 1 << 16, "symlink target")?.into());
+            }
+            Kind::File => {
+                let n = self.varint()?;
+                let expected = if entry.digest.is_some() && entry.size > chunk_size.bytes() {
+                    chunk_size.chunks_in(entry.size)
+                } else {
+                    0
+                };
+                if n > MAX_CHUNKS || n != expected {
+                    return Err(self.corrupt(format!("{n} chunk hashes for a file of {} bytes", entry.size)));
+                }
+                entry.chunks = (0..n).map(|_| self.digest()).collect::<Result<_, _>>()?;
+            }
+            _ => {}
+        }
+        if flags & (FLAG_UNREADABLE | FLAG_UNSTABLE) != 0 {
+            let len = self.varint()?;
+            let why = String::from_utf8_lossy(&self.bytes(len, 1 << 16, "problem message")?).into_owned();
+            entry.problem = Some(Box::new(if flags & FLAG_UNREADABLE != 0 {
+                Problem::Unreadable(why)
+            } else {
+                Problem::Unstable(why)
+            }));
+        }
+        Ok(entry)
+    }
+}

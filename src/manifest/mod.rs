@@ -1,0 +1,262 @@
+//! The Merkle tree of a scanned directory, as data, and its on-disk form.
+//!
+//! A [`Manifest`] is a header plus every entry of the tree in [`RelPath`] order (a pre-order
+//! walk, root first). Files carry their BLAKE3 root and, when longer than one chunk, their chunk
+//! CVs; directories carry a node hash over their children, so two equal directory digests mean
+//! two equal subtrees. The byte format is in [`format`] and docs/manifest.md.
+
+mod format;
+
+pub use format::{ManifestError, read_manifest, read_manifest_from, write_manifest};
+
+use std::fmt;
+
+use blake3::hazmat::HasherExt;
+
+use crate::digest::{ChunkSize, Digest};
+use crate::path::RelPath;
+
+/// What kind of filesystem object an entry is. Only regular files are ever opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 7] =
+        [Kind::File, Kind::Dir, Kind::Symlink, Kind::Fifo, Kind::Socket, Kind::CharDevice, Kind::BlockDevice];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Kind> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+            Kind::CharDevice => "chardevice",
+            Kind::BlockDevice => "blockdevice",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Modification time as seconds and nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mtime {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+/// Why an entry has no trustworthy digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// It could not be read (permission, I/O error); the message names the cause.
+    Unreadable(String),
+    /// It changed while it was being hashed.
+    Unstable(String),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Unreadable(why) => write!(f, "unreadable: {why}"),
+            Problem::Unstable(why) => write!(f, "changed while being read: {why}"),
+        }
+    }
+}
+
+/// One object in the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub path: RelPath,
+    pub kind: Kind,
+    /// Bytes of a regular file; 0 for everything else.
+    pub size: u64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub mtime: Mtime,
+    pub uid: u32,
+    pub gid: u32,
+    /// File root (what `b3sum` prints), symlink target hash or directory node hash; absent when
+    /// the entry or something below it has a [`Problem`]. Special files have all-zero digests.
+    pub digest: Option<Digest>,
+    /// Chunk CVs of a file longer than one chunk; empty otherwise.
+    pub chunks: Box<[Digest]>,
+    /// Symlink target, exactly as `readlink` returned it.
+    pub link: Option<Box<[u8]>>,
+    pub problem: Option<Box<Problem>>,
+}
+
+impl Entry {
+    /// A bare entry of `kind` at `path`, with no metadata yet.
+    pub fn new(path: RelPath, kind: Kind) -> Self {
+        Entry {
+            path,
+            kind,
+            size: 0,
+            mode: 0,
+            mtime: Mtime::default(),
+            uid: 0,
+            gid: 0,
+            digest: None,
+            chunks: Box::default(),
+            link: None,
+            problem: None,
+        }
+    }
+}
+
+/// The metadata a comparison looks at, besides existence, type and content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MetaSet {
+    pub mode: bool,
+    pub mtime: bool,
+    pub owner: bool,
+}
+
+impl MetaSet {
+    pub const NONE: MetaSet = MetaSet { mode: false, mtime: false, owner: false };
+    pub const ALL: MetaSet = MetaSet { mode: true, mtime: true, owner: true };
+    /// The default, as rsync's `-rlpc`: permission bits only.
+    pub const DEFAULT: MetaSet = MetaSet { mode: true, mtime: false, owner: false };
+
+    /// Parses `none`, `all`, or a comma list of `mode`, `mtime`, `owner`.
+    pub fn parse(list: &str) -> Result<MetaSet, String> {
+        match list {
+            "none" => return Ok(Self::NONE),
+            "all" => return Ok(Self::ALL),
+            _ => {}
+        }
+        let mut set = Self::NONE;
+        for field in list.split(',') {
+            match field.trim() {
+                "mode" | "perms" => set.mode = true,
+                "mtime" | "times" => set.mtime = true,
+                "owner" => set.owner = true,
+                "xattr" => {
+                    return Err("extended attributes are not recorded yet (see docs/report.md)".into());
+                }
+                other => {
+                    return Err(format!("unknown metadata field '{other}' (expected mode, mtime, owner, none or all)"));
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        for (on, name) in [(self.mode, "mode"), (self.mtime, "mtime"), (self.owner, "owner")] {
+            if on {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// True when every field in `self` is also in `other`.
+    pub fn within(self, other: MetaSet) -> bool {
+        (!self.mode || other.mode) && (!self.mtime || other.mtime) && (!self.owner || other.owner)
+    }
+}
+
+/// Where and how a tree was scanned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// `cutover <version>` of the writer.
+    pub tool: String,
+    pub chunk_size: ChunkSize,
+    /// Metadata recorded for every entry.
+    pub metadata: MetaSet,
+    /// The scanned root as given on the scanning host (display form).
+    pub root: String,
+    /// RFC 3339 UTC times of the scan.
+    pub started: String,
+    pub finished: String,
+}
+
+/// A whole scanned tree: entries in [`RelPath`] order, the root directory first.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub header: Header,
+    pub entries: Vec<Entry>,
+}
+
+impl Manifest {
+    /// The root directory's node hash; `None` when some entry could not be hashed.
+    pub fn root_digest(&self) -> Option<Digest> {
+        self.entries.first().and_then(|e| e.digest)
+    }
+
+    /// The entry at `path`, by binary search.
+    pub fn find(&self, path: &RelPath) -> Option<&Entry> {
+        self.entries.binary_search_by(|e| e.path.cmp(path)).ok().map(|i| &self.entries[i])
+    }
+
+    /// Index one past the last descendant of the entry at `index`.
+    pub fn subtree_end(&self, index: usize) -> usize {
+        subtree_end(&self.entries, index)
+    }
+
+    /// Entries that could not be hashed.
+    pub fn problems(&self) -> impl Iterator<Item = (&Entry, &Problem)> {
+        self.entries.iter().filter_map(|e| e.problem.as_deref().map(|p| (e, p)))
+    }
+}
+
+/// Index one past the last descendant of `entries[index]` in a pre-order list.
+pub fn subtree_end(entries: &[Entry], index: usize) -> usize {
+    let dir = &entries[index].path;
+    let mut end = index + 1;
+    if entries[index].kind == Kind::Dir {
+        while end < entries.len() && entries[end].path.is_inside(dir) {
+            end += 1;
+        }
+    }
+    end
+}
+
+/// Domain separation for directory nodes; bump the version if the encoding below changes.
+const DIR_NODE_CONTEXT: &str = "cutover 2026-11-24 directory node v1";
+
+/// The node hash of a directory from its direct children in name order: for each child its
+/// name, kind, digest and permission bits. `None` when a child has no digest, so a directory
+/// that holds an unreadable file never compares equal by hash alone.
+pub fn dir_digest<'a>(children: impl IntoIterator<Item = &'a Entry>) -> Option<Digest> {
+    let key = blake3::hazmat::hash_derive_key_context(DIR_NODE_CONTEXT);
+    let mut hasher = blake3::Hasher::new_from_context_key(&key);
+    for child in children {
+        let name = child.path.name();
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name);
+        hasher.update(&[child.kind.code()]);
+        hasher.update(&child.digest?.0);
+        hasher.update(&child.mode.to_le_bytes());
+    }
+    Some(hasher.finalize().into())
+}
+
+/// The digest a symlink is compared by: the BLAKE3 hash of its target bytes.
+pub fn link_digest(target: &[u8]) -> Digest {
+    blake3::hash(target).into()
+}

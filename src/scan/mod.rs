@@ -1,0 +1,87 @@
+//! Stage 1: walk a directory tree in parallel and hash it into a [`Manifest`].
+//!
+//! See [`walk`] for how the tree is traversed safely and [`hash`] for how a file becomes its
+//! BLAKE3 root and chunk CVs.
+
+mod hash;
+mod walk;
+
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::digest::ChunkSize;
+use crate::manifest::{Header, Kind, Manifest, MetaSet};
+use crate::path::RelPath;
+
+/// How to scan.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    pub chunk_size: ChunkSize,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions { chunk_size: ChunkSize::DEFAULT }
+    }
+}
+
+/// A root that cannot be scanned at all. Problems with single entries are recorded in the
+/// manifest instead, so one unreadable file does not stop a scan of millions.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("{path}: cannot open: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a directory")]
+    NotADirectory { path: PathBuf },
+}
+
+/// Scans the directory `root` (which may itself be reached through a symlink).
+pub fn scan(root: &Path, options: &ScanOptions) -> Result<Manifest, ScanError> {
+    let started = crate::time::now_rfc3339();
+    let open_error = |e: rustix::io::Errno| ScanError::Open { path: root.to_path_buf(), source: e.into() };
+    let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
+        .map_err(open_error)?;
+    let stat = rustix::fs::fstat(&fd).map_err(open_error)?;
+    let entry = walk::entry_from_stat(RelPath::root(), &stat);
+    if entry.kind != Kind::Dir {
+        return Err(ScanError::NotADirectory { path: root.to_path_buf() });
+    }
+    let walker = walk::Walker { chunk: options.chunk_size };
+    let entries = walker.walk_dir(fd, entry);
+    let header = Header {
+        tool: format!("cutover {}", env!("CARGO_PKG_VERSION")),
+        chunk_size: options.chunk_size,
+        metadata: MetaSet::ALL,
+        root: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string(),
+        started,
+        finished: crate::time::now_rfc3339(),
+    };
+    Ok(Manifest { header, entries })
+}
+
+/// `b3sum`-compatible lines (`HASH  path`) for every regular file, in manifest order, so
+/// `b3sum --check` run inside the root accepts them. Names holding `\` or a newline are escaped
+/// as b3sum does: the line starts with `\`, and `\` and newline become `\\` and `\n`.
+pub fn b3sum_lines(manifest: &Manifest) -> impl Iterator<Item = Vec<u8>> + '_ {
+    manifest.entries.iter().filter(|e| e.kind == Kind::File).filter_map(|entry| {
+        let digest = entry.digest?;
+        let path = entry.path.as_bytes();
+        let escape = path.iter().any(|&b| b == b'\\' || b == b'\n');
+        let mut line = Vec::with_capacity(path.len() + 70);
+        if escape {
+            line.push(b'\\');
+        }
+        line.extend_from_slice(digest.to_hex().as_bytes());
+        line.extend_from_slice(b"  ");
+        for &b in path {
+            match b {
+                b'\\' if escape => line.extend_from_slice(b"\\\\"),
+                b'\n' => line.extend_from_slice(b"\\n"),
+                _ => line.push(b),
+            }
+        }
+        line.push(b'\n');
+        Some(line)
+    })
+}

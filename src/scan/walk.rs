@@ -1,0 +1,167 @@
+//! Parallel depth-first walk that hashes while it walks.
+//!
+//! Every directory is opened relative to its parent's descriptor with `O_NOFOLLOW`, and every
+//! file with `O_NOFOLLOW | O_NONBLOCK`, so a symlink is never followed and a FIFO swapped in
+//! mid-scan cannot hang us. Children are sorted by name bytes, which makes the output a
+//! deterministic pre-order list whatever the thread timing.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rayon::prelude::*;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+
+use super::hash::{HashError, hash_file};
+use crate::digest::{ChunkSize, Digest};
+use crate::manifest::{Entry, Kind, Mtime, Problem, dir_digest, link_digest};
+use crate::path::RelPath;
+
+pub(super) struct Walker {
+    pub chunk: ChunkSize,
+}
+
+pub(super) fn kind_of(stat: &Stat) -> Kind {
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        FileType::Fifo => Kind::Fifo,
+        FileType::Socket => Kind::Socket,
+        FileType::CharacterDevice => Kind::CharDevice,
+        FileType::BlockDevice => Kind::BlockDevice,
+        FileType::Unknown => Kind::Fifo,
+    }
+}
+
+/// An entry carrying the metadata of `stat`.
+pub(super) fn entry_from_stat(path: RelPath, stat: &Stat) -> Entry {
+    let kind = kind_of(stat);
+    let mut entry = Entry::new(path, kind);
+    entry.size = if kind == Kind::File { stat.st_size as u64 } else { 0 };
+    entry.mode = stat.st_mode & 0o7777;
+    entry.mtime = mtime_of(stat);
+    entry.uid = stat.st_uid;
+    entry.gid = stat.st_gid;
+    entry
+}
+
+fn mtime_of(stat: &Stat) -> Mtime {
+    Mtime { sec: stat.st_mtime as i64, nsec: stat.st_mtime_nsec as u32 }
+}
+
+fn unreadable(entry: &mut Entry, why: impl std::fmt::Display) {
+    entry.digest = None;
+    entry.problem = Some(Box::new(Problem::Unreadable(why.to_string())));
+}
+
+impl Walker {
+    /// The subtree of the directory open as `dir`, whose own entry is `entry`, in pre-order.
+    pub(super) fn walk_dir(&self, dir: OwnedFd, mut entry: Entry) -> Vec<Entry> {
+        let names = match list_names(&dir) {
+            Ok(names) => names,
+            Err(e) => {
+                unreadable(&mut entry, format_args!("cannot list directory: {e}"));
+                return vec![entry];
+            }
+        };
+        let children: Vec<Vec<Entry>> =
+            names.par_iter().filter_map(|name| self.visit(&dir, entry.path.join(name.to_bytes()), name)).collect();
+        if entry.problem.is_none() {
+            entry.digest = dir_digest(children.iter().map(|subtree| &subtree[0]));
+        }
+        let mut subtree = Vec::with_capacity(1 + children.iter().map(Vec::len).sum::<usize>());
+        subtree.push(entry);
+        for child in children {
+            subtree.extend(child);
+        }
+        subtree
+    }
+
+    /// The subtree rooted at `name` in `dir`; `None` if it vanished before we got to it.
+    fn visit(&self, dir: &OwnedFd, path: RelPath, name: &CStr) -> Option<Vec<Entry>> {
+        let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(rustix::io::Errno::NOENT) => return None,
+            Err(e) => {
+                let mut entry = Entry::new(path, Kind::File);
+                unreadable(&mut entry, format_args!("cannot stat: {}", std::io::Error::from(e)));
+                return Some(vec![entry]);
+            }
+        };
+        let mut entry = entry_from_stat(path, &stat);
+        match entry.kind {
+            Kind::File => self.hash_into(dir, name, &stat, &mut entry),
+            Kind::Dir => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+                    Ok(fd) => return Some(self.walk_dir(fd, entry)),
+                    Err(e) => {
+                        unreadable(&mut entry, format_args!("cannot open directory: {}", std::io::Error::from(e)))
+                    }
+                }
+            }
+            Kind::Symlink => match rustix::fs::readlinkat(dir, name, Vec::new()) {
+                Ok(target) => {
+                    let target = target.into_bytes();
+                    entry.digest = Some(link_digest(&target));
+                    entry.link = Some(target.into());
+                }
+                Err(e) => unreadable(&mut entry, format_args!("cannot read link: {}", std::io::Error::from(e))),
+            },
+            _ => entry.digest = Some(Digest::default()),
+        }
+        Some(vec![entry])
+    }
+
+    /// Hashes the regular file `name`, checking that it did not change while we read it.
+    fn hash_into(&self, dir: &OwnedFd, name: &CStr, before: &Stat, entry: &mut Entry) {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) => return unreadable(entry, format_args!("cannot open: {}", std::io::Error::from(e))),
+        };
+        let result = hash_file(fd.as_fd(), entry.size, self.chunk);
+        let after = match rustix::fs::fstat(&fd) {
+            Ok(after) => after,
+            Err(e) => return unreadable(entry, format_args!("cannot stat: {}", std::io::Error::from(e))),
+        };
+        let changed = after.st_ino != before.st_ino
+            || after.st_size != before.st_size
+            || mtime_of(&after) != mtime_of(before)
+            || FileType::from_raw_mode(after.st_mode) != FileType::RegularFile;
+        match result {
+            Err(HashError::Shrank { expected, at }) => {
+                let why = format!("expected {expected} bytes, file ended at {at}");
+                entry.problem = Some(Box::new(Problem::Unstable(why)));
+            }
+            Err(HashError::Io(e)) => unreadable(entry, format_args!("read error: {e}")),
+            Ok(_) if changed => {
+                let why = format!(
+                    "size {} -> {}, mtime {} -> {} during the read",
+                    before.st_size, after.st_size, before.st_mtime, after.st_mtime
+                );
+                entry.problem = Some(Box::new(Problem::Unstable(why)));
+            }
+            Ok(hash) => {
+                entry.digest = Some(hash.root);
+                entry.chunks = hash.chunks;
+            }
+        }
+    }
+}
+
+/// The names in `dir` other than `.` and `..`, sorted by bytes.
+fn list_names(dir: &OwnedFd) -> std::io::Result<Vec<std::ffi::CString>> {
+    let fd = rustix::io::dup(dir)?;
+    let mut reader = rustix::fs::Dir::new(fd)?;
+    let mut names = Vec::new();
+    while let Some(item) = reader.read() {
+        let item = item?;
+        let name = item.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort_unstable_by(|a, b| a.to_bytes().cmp(b.to_bytes()));
+    Ok(names)
+}
