@@ -18,9 +18,11 @@
 //! Digests, chunk sizes and ranges are newtypes in [`digest`]; the CLI in `src/cli` is the only
 //! place that knows about arguments, terminals and exit codes.
 
+pub mod apply;
 pub mod diff;
 pub mod digest;
 pub mod manifest;
 pub mod path;
+pub mod plan;
 pub mod scan;
 pub mod time;

@@ -38,12 +38,7 @@ pub enum TargetError {
     #[error("refusing to resolve {path:?}: a parent component is a symlink or not a directory")]
     SymlinkInPath { path: String },
     #[error("cannot {op} {path:?}: expected {expected}, found {found:?}")]
-    WrongType {
-        path: String,
-        op: &'static str,
-        expected: &'static str,
-        found: NodeKind,
-    },
+    WrongType { path: String, op: &'static str, expected: &'static str, found: NodeKind },
     // The source is in the message, as elsewhere in this crate's errors.
     #[error("cannot {op} {path:?} in target: {source}")]
     Io {
@@ -117,11 +112,7 @@ fn lossy(rel: &[u8]) -> String {
 }
 
 fn io_err(rel: &[u8], op: &'static str, e: Errno) -> TargetError {
-    TargetError::Io {
-        path: lossy(rel),
-        op,
-        source: e.into(),
-    }
+    TargetError::Io { path: lossy(rel), op, source: e.into() }
 }
 
 /// `map_err` adapter: attach the path and operation to a raw errno.
@@ -130,12 +121,7 @@ fn ctx<'a>(rel: &'a [u8], op: &'static str) -> impl FnOnce(Errno) -> TargetError
 }
 
 fn wrong(rel: &[u8], op: &'static str, expected: &'static str, found: NodeKind) -> TargetError {
-    TargetError::WrongType {
-        path: lossy(rel),
-        op,
-        expected,
-        found,
-    }
+    TargetError::WrongType { path: lossy(rel), op, expected, found }
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -182,10 +168,7 @@ fn validate(rel: &[u8]) -> Result<(), TargetError> {
     } else {
         return Ok(());
     };
-    Err(TargetError::BadPath {
-        path: lossy(rel),
-        why,
-    })
+    Err(TargetError::BadPath { path: lossy(rel), why })
 }
 
 /// Whether `name` (one component) looks like a [`TargetRoot::create_temp`]
@@ -201,9 +184,20 @@ pub fn is_temp_name(name: &[u8]) -> bool {
         return false;
     };
     let mut parts = name[pos + marker.len()..].split(|&b| b == b'.');
-    let digits =
-        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    let digits = |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
     digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+}
+
+/// A fresh `.<name>.cutover-tmp.<pid>.<counter>` name, the real name cut to fit `NAME_MAX`.
+fn temp_name(name: &[u8]) -> Vec<u8> {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let suffix = format!("{TEMP_MARKER}{}.{n}", std::process::id());
+    let keep = name.len().min(NAME_MAX - 1 - suffix.len());
+    let mut tmp = Vec::with_capacity(NAME_MAX);
+    tmp.push(b'.');
+    tmp.extend_from_slice(&name[..keep]);
+    tmp.extend_from_slice(suffix.as_bytes());
+    tmp
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -236,10 +230,7 @@ impl TargetRoot {
             op: "open target root",
             source: e.into(),
         })?;
-        Ok(Self {
-            fd,
-            path: root.to_path_buf(),
-        })
+        Ok(Self { fd, path: root.to_path_buf() })
     }
 
     /// The path the root was opened with, for messages.
@@ -253,20 +244,14 @@ impl TargetRoot {
     fn resolve<'a>(&'a self, rel: &'a [u8]) -> Result<(Parent<'a>, &'a [u8]), TargetError> {
         validate(rel)?;
         let (dir, name) = split_last(rel);
-        let mut parent = Parent {
-            root: self.fd.as_fd(),
-            owned: None,
-        };
+        let mut parent = Parent { root: self.fd.as_fd(), owned: None };
         if !dir.is_empty() {
             for comp in dir.split(|&b| b == b'/') {
                 let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let next =
-                    rfs::openat(&parent, os(comp), flags, Mode::empty()).map_err(|e| match e {
-                        Errno::LOOP | Errno::NOTDIR => {
-                            TargetError::SymlinkInPath { path: lossy(rel) }
-                        }
-                        e => io_err(rel, "resolve parent of", e),
-                    })?;
+                let next = rfs::openat(&parent, os(comp), flags, Mode::empty()).map_err(|e| match e {
+                    Errno::LOOP | Errno::NOTDIR => TargetError::SymlinkInPath { path: lossy(rel) },
+                    e => io_err(rel, "resolve parent of", e),
+                })?;
                 parent.owned = Some(next);
             }
         }
@@ -313,12 +298,7 @@ impl TargetRoot {
     /// a FIFO (would block) or device (open can have side effects); the
     /// `fstat` after covers a swap in between, and `O_NOFOLLOW` covers a
     /// symlink swapped in.
-    fn open_regular(
-        &self,
-        rel: &[u8],
-        access: OFlags,
-        op: &'static str,
-    ) -> Result<File, TargetError> {
+    fn open_regular(&self, rel: &[u8], access: OFlags, op: &'static str) -> Result<File, TargetError> {
         let (parent, name) = self.resolve(rel)?;
         match Self::lstat_at(&parent, name, rel)?.map(|s| kind_of(&s)) {
             None => return Err(io_err(rel, op, Errno::NOENT)),
@@ -353,21 +333,12 @@ impl TargetRoot {
     /// exactly with `fchmod`, ignoring the umask.
     pub fn create_temp(&self, rel: &[u8], mode: u32) -> Result<(File, Vec<u8>), TargetError> {
         let (parent, name) = self.resolve(rel)?;
-        let (dir, _) = split_last(rel);
-        let pid = std::process::id();
-        let flags =
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         for _ in 0..64 {
-            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let suffix = format!("{}{pid}.{n}", TEMP_MARKER);
-            let keep = name.len().min(NAME_MAX - 1 - suffix.len());
-            let mut tmp = Vec::with_capacity(NAME_MAX);
-            tmp.push(b'.');
-            tmp.extend_from_slice(&name[..keep]);
-            tmp.extend_from_slice(suffix.as_bytes());
+            let tmp = temp_name(name);
             match rfs::openat(&parent, os(&tmp), flags, Mode::RUSR | Mode::WUSR) {
                 Ok(fd) => {
-                    let tmp_rel = join(dir, &tmp);
+                    let tmp_rel = join(split_last(rel).0, &tmp);
                     let mode = Mode::from_bits_truncate(mode & 0o7777);
                     rfs::fchmod(&fd, mode).map_err(ctx(&tmp_rel, "set mode of temp file"))?;
                     return Ok((File::from(fd), tmp_rel));
@@ -377,6 +348,53 @@ impl TargetRoot {
             }
         }
         Err(io_err(rel, "create temp file for", Errno::EXIST))
+    }
+
+    /// Creates a symlink to `target` under a temporary name next to `rel`, for an atomic
+    /// rename over `rel`; returns the temporary path.
+    pub fn symlink_temp(&self, target: &[u8], rel: &[u8]) -> Result<Vec<u8>, TargetError> {
+        let name = split_last(rel).1;
+        for _ in 0..64 {
+            let tmp_rel = join(split_last(rel).0, &temp_name(name));
+            match self.symlink(target, &tmp_rel) {
+                Err(TargetError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                other => return other.map(|()| tmp_rel),
+            }
+        }
+        Err(io_err(rel, "create temp symlink for", Errno::EXIST))
+    }
+
+    /// Removes leftover temporary files and symlinks (from a run that was killed) in the
+    /// directory `dir` (empty for the root); returns how many. A missing directory has none.
+    pub fn remove_temps_in(&self, dir: &[u8]) -> Result<u64, TargetError> {
+        let mut listing = match self.open_listing(dir) {
+            Ok(listing) => listing,
+            Err(e) if e.is_not_found() => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut leftovers = Vec::new();
+        while let Some(entry) = listing.read() {
+            let entry = entry.map_err(ctx(dir, "read directory"))?;
+            if is_temp_name(entry.file_name().to_bytes()) {
+                leftovers.push(join(dir, entry.file_name().to_bytes()));
+            }
+        }
+        for path in &leftovers {
+            self.remove_file(path)?;
+        }
+        Ok(leftovers.len() as u64)
+    }
+
+    /// True when the root directory holds no entries at all.
+    pub fn is_empty_dir(&self) -> Result<bool, TargetError> {
+        let mut listing = self.open_listing(b"")?;
+        while let Some(entry) = listing.read() {
+            let entry = entry.map_err(ctx(b"", "read directory"))?;
+            if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// `renameat(2)`: it never follows a symlink at either end, so a link at
@@ -392,8 +410,7 @@ impl TargetRoot {
     pub fn sync_parent(&self, rel: &[u8]) -> Result<(), TargetError> {
         let (parent, _) = self.resolve(rel)?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd =
-            rfs::openat(&parent, c".", flags, Mode::empty()).map_err(ctx(rel, "sync parent of"))?;
+        let fd = rfs::openat(&parent, c".", flags, Mode::empty()).map_err(ctx(rel, "sync parent of"))?;
         rfs::fsync(&fd).map_err(ctx(rel, "sync parent of"))
     }
 
@@ -446,8 +463,7 @@ impl TargetRoot {
                 match kind_of(&st) {
                     NodeKind::Dir => subdirs.push(child),
                     k => {
-                        rfs::unlinkat(dfd, os(ename), AtFlags::empty())
-                            .map_err(ctx(&child, "remove"))?;
+                        rfs::unlinkat(dfd, os(ename), AtFlags::empty()).map_err(ctx(&child, "remove"))?;
                         stats.entries += 1;
                         if k == NodeKind::File {
                             stats.bytes += node_stat(&st).size;
@@ -458,8 +474,7 @@ impl TargetRoot {
             if subdirs.is_empty() {
                 stack.pop();
                 let (parent, name) = self.resolve(&dir_rel)?;
-                rfs::unlinkat(&parent, os(name), AtFlags::REMOVEDIR)
-                    .map_err(ctx(&dir_rel, "remove directory"))?;
+                rfs::unlinkat(&parent, os(name), AtFlags::REMOVEDIR).map_err(ctx(&dir_rel, "remove directory"))?;
                 stats.entries += 1;
             } else {
                 stack.extend(subdirs);
@@ -489,10 +504,7 @@ impl TargetRoot {
     pub fn symlink(&self, target: &[u8], rel: &[u8]) -> Result<(), TargetError> {
         if target.is_empty() || target.contains(&0) {
             let why = "symlink target is empty or contains NUL";
-            return Err(TargetError::BadPath {
-                path: lossy(rel),
-                why,
-            });
+            return Err(TargetError::BadPath { path: lossy(rel), why });
         }
         let (parent, name) = self.resolve(rel)?;
         rfs::symlinkat(os(target), &parent, os(name)).map_err(ctx(rel, "create symlink"))
@@ -524,13 +536,7 @@ impl TargetRoot {
     /// `/proc/self/fd` magic link, which names exactly that inode (glibc's
     /// own `fchmodat` emulation). Without /proc, fall back to a real open +
     /// `fchmod` for files and directories.
-    fn chmod_at(
-        &self,
-        parent: &Parent<'_>,
-        name: &[u8],
-        rel: &[u8],
-        mode: u32,
-    ) -> Result<(), TargetError> {
+    fn chmod_at(&self, parent: &Parent<'_>, name: &[u8], rel: &[u8], mode: u32) -> Result<(), TargetError> {
         let op = "set mode of";
         let mode = Mode::from_bits_truncate(mode & 0o7777);
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -543,13 +549,8 @@ impl TargetRoot {
         let magic = format!("/proc/self/fd/{}", pinned.as_raw_fd());
         match rfs::chmodat(rfs::CWD, magic.as_str(), mode, AtFlags::empty()) {
             Err(Errno::NOENT) if matches!(kind, NodeKind::File | NodeKind::Dir) => {
-                let flags = OFlags::RDONLY
-                    | OFlags::NOFOLLOW
-                    | OFlags::NONBLOCK
-                    | OFlags::NOCTTY
-                    | OFlags::CLOEXEC;
-                let fd =
-                    rfs::openat(parent, os(name), flags, Mode::empty()).map_err(ctx(rel, op))?;
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+                let fd = rfs::openat(parent, os(name), flags, Mode::empty()).map_err(ctx(rel, op))?;
                 rfs::fchmod(&fd, mode).map_err(ctx(rel, op))
             }
             r => r.map_err(ctx(rel, op)),
@@ -560,30 +561,17 @@ impl TargetRoot {
     pub fn set_mtime(&self, rel: &[u8], sec: i64, nsec: u32) -> Result<(), TargetError> {
         let (parent, name) = self.resolve(rel)?;
         let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: rfs::UTIME_OMIT,
-            },
-            last_modification: Timespec {
-                tv_sec: sec,
-                tv_nsec: nsec.into(),
-            },
+            last_access: Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT },
+            last_modification: Timespec { tv_sec: sec, tv_nsec: nsec.into() },
         };
-        rfs::utimensat(&parent, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(ctx(rel, "set mtime of"))
+        rfs::utimensat(&parent, os(name), &times, AtFlags::SYMLINK_NOFOLLOW).map_err(ctx(rel, "set mtime of"))
     }
 
     pub fn set_owner(&self, rel: &[u8], uid: u32, gid: u32) -> Result<(), TargetError> {
         let (parent, name) = self.resolve(rel)?;
         let (uid, gid) = (rfs::Uid::from_raw(uid), rfs::Gid::from_raw(gid));
-        rfs::chownat(
-            &parent,
-            os(name),
-            Some(uid),
-            Some(gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(ctx(rel, "set owner of"))
+        rfs::chownat(&parent, os(name), Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(ctx(rel, "set owner of"))
     }
 
     /// Every leftover temp file (see [`is_temp_name`]) anywhere under the
@@ -611,9 +599,7 @@ impl TargetRoot {
                 }
                 match ft {
                     FileType::Directory => stack.push(join(&dir_rel, ename)),
-                    FileType::RegularFile if is_temp_name(ename) => {
-                        found.push(join(&dir_rel, ename))
-                    }
+                    FileType::RegularFile if is_temp_name(ename) => found.push(join(&dir_rel, ename)),
                     _ => {}
                 }
             }
@@ -639,11 +625,7 @@ mod tests {
     fn outside() -> (tempfile::TempDir, Vec<(std::ffi::OsString, Vec<u8>, u32)>) {
         let out = tempfile::tempdir().unwrap();
         std::fs::write(out.path().join("victim"), b"orig").unwrap();
-        std::fs::set_permissions(
-            out.path().join("victim"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
+        std::fs::set_permissions(out.path().join("victim"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let snap = snapshot(out.path());
         (out, snap)
     }
@@ -654,11 +636,7 @@ mod tests {
             .map(|e| {
                 let e = e.unwrap();
                 let md = std::fs::symlink_metadata(e.path()).unwrap();
-                let body = if md.is_file() {
-                    std::fs::read(e.path()).unwrap()
-                } else {
-                    Vec::new()
-                };
+                let body = if md.is_file() { std::fs::read(e.path()).unwrap() } else { Vec::new() };
                 (e.file_name(), body, md.mode())
             })
             .collect();
@@ -675,42 +653,19 @@ mod tests {
     #[test]
     fn bad_paths_rejected() {
         let (_d, root) = setup();
-        let bad: &[&[u8]] = &[
-            b"",
-            b"/etc/passwd",
-            b"/",
-            b"..",
-            b"a/../b",
-            b".",
-            b"./a",
-            b"a/.",
-            b"a//b",
-            b"a/",
-            b"a\0b",
-        ];
+        let bad: &[&[u8]] =
+            &[b"", b"/etc/passwd", b"/", b"..", b"a/../b", b".", b"./a", b"a/.", b"a//b", b"a/", b"a\0b"];
         for &p in bad {
             let is_bad = |r: Result<(), TargetError>| matches!(r, Err(TargetError::BadPath { .. }));
-            assert!(
-                matches!(root.stat(p), Err(TargetError::BadPath { .. })),
-                "stat {p:?}"
-            );
+            assert!(matches!(root.stat(p), Err(TargetError::BadPath { .. })), "stat {p:?}");
             assert!(is_bad(root.create_dir(p, 0o755)), "create_dir {p:?}");
-            assert!(
-                is_bad(root.create_temp(p, 0o644).map(drop)),
-                "create_temp {p:?}"
-            );
+            assert!(is_bad(root.create_temp(p, 0o644).map(drop)), "create_temp {p:?}");
             assert!(is_bad(root.remove_tree(p).map(drop)), "remove_tree {p:?}");
             assert!(is_bad(root.rename(b"ok", p)), "rename to {p:?}");
             assert!(is_bad(root.symlink(b"x", p)), "symlink {p:?}");
         }
-        assert!(matches!(
-            root.symlink(b"a\0b", b"l"),
-            Err(TargetError::BadPath { .. })
-        ));
-        assert!(
-            root.stat(b"..a/b.c/...").unwrap().is_none(),
-            "dotted names are ordinary names"
-        );
+        assert!(matches!(root.symlink(b"a\0b", b"l"), Err(TargetError::BadPath { .. })));
+        assert!(root.stat(b"..a/b.c/...").unwrap().is_none(), "dotted names are ordinary names");
     }
 
     #[test]
@@ -722,19 +677,10 @@ mod tests {
         symlink(out.path(), d.path().join("real/deeper")).unwrap();
         std::fs::write(d.path().join("plain"), b"p").unwrap();
         std::fs::write(d.path().join("f"), b"f").unwrap();
-        let through: &[&[u8]] = &[
-            b"link/victim",
-            b"real/deeper/victim",
-            b"link/nested/x",
-            b"plain/x",
-        ];
+        let through: &[&[u8]] = &[b"link/victim", b"real/deeper/victim", b"link/nested/x", b"plain/x"];
         for &p in through {
-            let sym =
-                |r: Result<(), TargetError>| matches!(r, Err(TargetError::SymlinkInPath { .. }));
-            assert!(
-                sym(root.create_temp(p, 0o644).map(drop)),
-                "create_temp {p:?}"
-            );
+            let sym = |r: Result<(), TargetError>| matches!(r, Err(TargetError::SymlinkInPath { .. }));
+            assert!(sym(root.create_temp(p, 0o644).map(drop)), "create_temp {p:?}");
             assert!(sym(root.open_write(p).map(drop)), "open_write {p:?}");
             assert!(sym(root.open_read(p).map(drop)), "open_read {p:?}");
             assert!(sym(root.create_dir(p, 0o777)), "create_dir {p:?}");
@@ -760,61 +706,24 @@ mod tests {
         symlink("/nonexistent/dangling", d.path().join("dangling")).unwrap();
         for p in [&b"ln"[..], b"dangling"] {
             let found_link = |r: Result<File, TargetError>| {
-                matches!(
-                    r,
-                    Err(TargetError::WrongType {
-                        found: NodeKind::Symlink,
-                        ..
-                    })
-                )
+                matches!(r, Err(TargetError::WrongType { found: NodeKind::Symlink, .. }))
             };
             assert!(found_link(root.open_write(p)), "open_write {p:?}");
             assert!(found_link(root.open_read(p)), "open_read {p:?}");
-            assert!(matches!(
-                root.set_mode(p, 0o777),
-                Err(TargetError::WrongType { .. })
-            ));
-            assert!(matches!(
-                root.create_dir(p, 0o755),
-                Err(TargetError::WrongType { .. })
-            ));
+            assert!(matches!(root.set_mode(p, 0o777), Err(TargetError::WrongType { .. })));
+            assert!(matches!(root.create_dir(p, 0o755), Err(TargetError::WrongType { .. })));
         }
         assert!(!Path::new("/nonexistent/dangling").exists());
         // A FIFO would block an O_WRONLY open forever; it must be refused up front.
-        rfs::mknodat(
-            rfs::CWD,
-            d.path().join("fifo"),
-            FileType::Fifo,
-            Mode::from_bits_truncate(0o644),
-            0,
-        )
-        .unwrap();
+        rfs::mknodat(rfs::CWD, d.path().join("fifo"), FileType::Fifo, Mode::from_bits_truncate(0o644), 0).unwrap();
         let r = root.open_write(b"fifo");
-        assert!(
-            matches!(
-                r,
-                Err(TargetError::WrongType {
-                    found: NodeKind::Other,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(TargetError::WrongType { found: NodeKind::Other, .. })), "{r:?}");
         // chmod must reach the FIFO itself without opening it.
         root.set_mode(b"fifo", 0o600).unwrap();
         assert_eq!(root.stat(b"fifo").unwrap().map(|s| s.mode), Some(0o600));
-        assert!(matches!(
-            root.open_read(b"."),
-            Err(TargetError::BadPath { .. })
-        ));
+        assert!(matches!(root.open_read(b"."), Err(TargetError::BadPath { .. })));
         std::fs::create_dir(d.path().join("dir")).unwrap();
-        assert!(matches!(
-            root.open_write(b"dir"),
-            Err(TargetError::WrongType {
-                found: NodeKind::Dir,
-                ..
-            })
-        ));
+        assert!(matches!(root.open_write(b"dir"), Err(TargetError::WrongType { found: NodeKind::Dir, .. })));
         assert!(root.open_write(b"missing").unwrap_err().is_not_found());
         assert_eq!(snapshot(out.path()), before);
     }
@@ -835,13 +744,7 @@ mod tests {
         let (d, root) = setup();
         let (out, before) = outside();
         symlink(out.path(), d.path().join("link")).unwrap();
-        assert_eq!(
-            root.remove_tree(b"link").unwrap(),
-            RemoveStats {
-                entries: 1,
-                bytes: 0
-            }
-        );
+        assert_eq!(root.remove_tree(b"link").unwrap(), RemoveStats { entries: 1, bytes: 0 });
         assert!(std::fs::symlink_metadata(d.path().join("link")).is_err());
         // Now a real tree with a symlinked directory deep inside.
         let t = d.path().join("t");
@@ -851,34 +754,19 @@ mod tests {
         symlink(out.path(), t.join("a/escape")).unwrap();
         symlink(out.path().join("victim"), t.join("a/b/vlink")).unwrap();
         // t, top, a, b, c, leaf, escape, vlink
-        assert_eq!(
-            root.remove_tree(b"t").unwrap(),
-            RemoveStats {
-                entries: 8,
-                bytes: 8
-            }
-        );
+        assert_eq!(root.remove_tree(b"t").unwrap(), RemoveStats { entries: 8, bytes: 8 });
         assert!(!t.exists());
         assert_eq!(snapshot(out.path()), before, "outside dir was modified");
         assert_eq!(root.remove_tree(b"t").unwrap(), RemoveStats::default());
         std::fs::write(d.path().join("single"), b"xy").unwrap();
-        assert_eq!(
-            root.remove_tree(b"single").unwrap(),
-            RemoveStats {
-                entries: 1,
-                bytes: 2
-            }
-        );
+        assert_eq!(root.remove_tree(b"single").unwrap(), RemoveStats { entries: 1, bytes: 2 });
     }
 
     #[test]
     fn temp_write_fsync_rename_round_trip() {
         let (d, root) = setup();
         root.create_dir(b"d", 0o777).unwrap();
-        assert_eq!(
-            root.stat(b"d").unwrap().map(|s| (s.kind, s.mode)),
-            Some((NodeKind::Dir, 0o777))
-        );
+        assert_eq!(root.stat(b"d").unwrap().map(|s| (s.kind, s.mode)), Some((NodeKind::Dir, 0o777)));
         std::fs::write(d.path().join("d/f"), b"old").unwrap();
         let (mut f, tmp) = root.create_temp(b"d/f", 0o666).unwrap();
         assert!(tmp.starts_with(b"d/.f.cutover-tmp."), "{}", lossy(&tmp));
@@ -891,11 +779,7 @@ mod tests {
         root.sync_parent(b"d/f").unwrap();
         assert_eq!(read_all(root.open_read(b"d/f").unwrap()), b"new content");
         let st = root.stat(b"d/f").unwrap().unwrap();
-        assert_eq!(
-            (st.kind, st.size, st.mode),
-            (NodeKind::File, 11, 0o666),
-            "mode must ignore umask"
-        );
+        assert_eq!((st.kind, st.size, st.mode), (NodeKind::File, 11, 0o666), "mode must ignore umask");
         assert!(root.stat(&tmp).unwrap().is_none());
         assert!(root.list_temp_files().unwrap().is_empty());
         // Two temps for the same name never collide.
@@ -916,10 +800,7 @@ mod tests {
         let (mut t, tmp) = root.create_temp(b"f", 0o644).unwrap();
         t.write_all(b"mine").unwrap();
         root.rename(&tmp, b"f").unwrap();
-        assert_eq!(
-            root.stat(b"f").unwrap().map(|s| s.kind),
-            Some(NodeKind::File)
-        );
+        assert_eq!(root.stat(b"f").unwrap().map(|s| s.kind), Some(NodeKind::File));
         assert_eq!(std::fs::read(d.path().join("f")).unwrap(), b"mine");
         assert_eq!(snapshot(out.path()), before);
     }
@@ -944,35 +825,15 @@ mod tests {
 
         root.symlink(b"/etc/passwd", b"abs").unwrap();
         assert_eq!(root.read_link(b"abs").unwrap(), b"/etc/passwd");
-        assert_eq!(
-            root.stat(b"abs").unwrap().map(|s| s.kind),
-            Some(NodeKind::Symlink)
-        );
+        assert_eq!(root.stat(b"abs").unwrap().map(|s| s.kind), Some(NodeKind::Symlink));
         root.symlink(b"f", b"rel").unwrap();
         root.set_mtime(b"rel", 1_000_000_000, 5).unwrap();
         let link = root.stat(b"rel").unwrap().unwrap();
         assert_eq!((link.mtime_sec, link.mtime_nsec), (1_000_000_000, 5));
-        assert_eq!(
-            root.stat(b"f").unwrap().unwrap().mtime_sec,
-            1_234_567_890,
-            "target untouched"
-        );
-        assert!(matches!(
-            root.set_mode(b"rel", 0o600),
-            Err(TargetError::WrongType { .. })
-        ));
-        assert_eq!(
-            root.stat(b"f").unwrap().unwrap().mode,
-            0o4751,
-            "link target untouched"
-        );
-        assert!(matches!(
-            root.read_link(b"f"),
-            Err(TargetError::WrongType {
-                found: NodeKind::File,
-                ..
-            })
-        ));
+        assert_eq!(root.stat(b"f").unwrap().unwrap().mtime_sec, 1_234_567_890, "target untouched");
+        assert!(matches!(root.set_mode(b"rel", 0o600), Err(TargetError::WrongType { .. })));
+        assert_eq!(root.stat(b"f").unwrap().unwrap().mode, 0o4751, "link target untouched");
+        assert!(matches!(root.read_link(b"f"), Err(TargetError::WrongType { found: NodeKind::File, .. })));
 
         let me = std::fs::metadata(d.path()).unwrap();
         root.set_owner(b"rel", me.uid(), me.gid()).unwrap();
@@ -981,11 +842,7 @@ mod tests {
             let l = root.stat(b"rel").unwrap().unwrap();
             assert_eq!((l.uid, l.gid), (4321, 8765));
             let f = root.stat(b"f").unwrap().unwrap();
-            assert_eq!(
-                (f.uid, f.gid),
-                (me.uid(), me.gid()),
-                "chown followed the link"
-            );
+            assert_eq!((f.uid, f.gid), (me.uid(), me.gid()), "chown followed the link");
         }
     }
 
@@ -996,24 +853,12 @@ mod tests {
         let (mut f, tmp) = root.create_temp(b"dir\xff/na\xfeme", 0o644).unwrap();
         f.write_all(b"bytes").unwrap();
         root.rename(&tmp, b"dir\xff/na\xfeme").unwrap();
-        let on_disk = d
-            .path()
-            .join(OsStr::from_bytes(b"dir\xff"))
-            .join(OsStr::from_bytes(b"na\xfeme"));
+        let on_disk = d.path().join(OsStr::from_bytes(b"dir\xff")).join(OsStr::from_bytes(b"na\xfeme"));
         assert_eq!(std::fs::read(on_disk).unwrap(), b"bytes");
-        assert_eq!(
-            read_all(root.open_read(b"dir\xff/na\xfeme").unwrap()),
-            b"bytes"
-        );
+        assert_eq!(read_all(root.open_read(b"dir\xff/na\xfeme").unwrap()), b"bytes");
         root.symlink(b"t\xfd", b"dir\xff/l\xfc").unwrap();
         assert_eq!(root.read_link(b"dir\xff/l\xfc").unwrap(), b"t\xfd");
-        assert_eq!(
-            root.remove_tree(b"dir\xff").unwrap(),
-            RemoveStats {
-                entries: 3,
-                bytes: 5
-            }
-        );
+        assert_eq!(root.remove_tree(b"dir\xff").unwrap(), RemoveStats { entries: 3, bytes: 5 });
     }
 
     #[test]
@@ -1025,10 +870,7 @@ mod tests {
         root.create_dir(b"x", 0o755).unwrap();
         assert!(d.path().join("real/x").is_dir());
         std::fs::write(d.path().join("file"), b"").unwrap();
-        assert!(matches!(
-            TargetRoot::open(&d.path().join("file")),
-            Err(TargetError::Io { .. })
-        ));
+        assert!(matches!(TargetRoot::open(&d.path().join("file")), Err(TargetError::Io { .. })));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! about clap, terminals and process exit codes; the library gets plain values.
 
 mod render;
+mod repair;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,14 @@ enum Command {
     Scan(ScanArgs),
     /// Compare a target tree with a source tree (each a directory or a manifest file).
     Diff(DiffArgs),
+    /// Write a repair plan that makes the target equal to the source.
+    Plan(repair::PlanArgs),
+    /// Carry out a plan: copy only what differs, re-checking before and verifying after.
+    Apply(repair::ApplyArgs),
+    /// Collect the source bytes a plan needs into one file, for applying on another host.
+    Bundle(repair::BundleArgs),
+    /// Plan, apply and verify in one step (both trees local); exit 0 only if they end identical.
+    Repair(repair::RepairArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,10 +63,10 @@ struct ScanArgs {
 }
 
 #[derive(Debug, clap::Args)]
-struct ChunkArg {
+pub struct ChunkArg {
     /// Chunk size: a power of two from 1K to 1G (suffixes K, M, G); default 1M.
     #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
-    chunk_size: Option<ChunkSize>,
+    pub chunk_size: Option<ChunkSize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,7 +106,7 @@ fn parse_chunk_size(text: &str) -> Result<ChunkSize, String> {
     ChunkSize::new(n.checked_shl(shift).filter(|v| v >> shift == n).unwrap_or(u64::MAX))
 }
 
-fn parse_meta(text: &str) -> Result<MetaSet, String> {
+pub(crate) fn parse_meta(text: &str) -> Result<MetaSet, String> {
     MetaSet::parse(text)
 }
 
@@ -107,6 +116,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => run_scan(args),
         Command::Diff(args) => run_diff(args),
+        Command::Plan(args) => repair::run_plan(args),
+        Command::Apply(args) => repair::run_apply(args),
+        Command::Bundle(args) => repair::run_bundle(args),
+        Command::Repair(args) => repair::run_repair(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -197,7 +210,7 @@ fn is_dir(path: &Path) -> bool {
 
 /// Loads both sides. A directory compared with a manifest is scanned at the manifest's chunk
 /// size, so their chunks line up without coarsening.
-fn load_pair(source: &Path, target: &Path, chunk: Option<ChunkSize>) -> Result<(Manifest, Manifest)> {
+pub(crate) fn load_pair(source: &Path, target: &Path, chunk: Option<ChunkSize>) -> Result<(Manifest, Manifest)> {
     if source.as_os_str() == "-" && target.as_os_str() == "-" {
         bail!("only one side can be read from standard input");
     }

@@ -60,6 +60,12 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Manifest, ScanError> {
     Ok(Manifest { header, entries })
 }
 
+/// The BLAKE3 root of the first `len` bytes of an open file, hashed as a scan would (used by
+/// `apply` to verify what it wrote).
+pub(crate) fn hash_file(file: &std::fs::File, len: u64, chunk: ChunkSize) -> Result<crate::digest::Digest, String> {
+    hash::hash_file(file, len, chunk).map(|h| h.root).map_err(|e| format!("{e:?}"))
+}
+
 /// `b3sum`-compatible lines (`HASH  path`) for every regular file, in manifest order, so
 /// `b3sum --check` run inside the root accepts them. Names holding `\` or a newline are escaped
 /// as b3sum does: the line starts with `\`, and `\` and newline become `\\` and `\n`.

@@ -1,0 +1,145 @@
+//! Stage 5: carry out a [`Plan`].
+//!
+//! Every operation re-checks its precondition right before writing and verifies its
+//! postcondition right after; an operation whose postcondition already holds is skipped, which
+//! makes a re-run after a crash finish the job. Writes go through [`target::TargetRoot`], which
+//! never leaves the target root nor follows a symlink inside it. Source bytes come from a
+//! [`source::SourceData`] and are checked against the plan's hashes before they are written.
+
+mod journal;
+mod ops;
+pub mod source;
+pub mod target;
+
+use std::path::Path;
+
+use crate::digest::ChunkSize;
+use crate::plan::{OpPath, Operation, Plan};
+
+use self::journal::Journal;
+use self::source::SourceData;
+use self::target::TargetRoot;
+
+/// Limits for unattended runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyOptions {
+    /// Refuse a plan that removes more entries than this.
+    pub max_delete: Option<u64>,
+    /// Run even when a safety check says no.
+    pub force: bool,
+}
+
+/// How one operation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// The postcondition already held (a previous run did it).
+    AlreadyDone,
+    /// The precondition no longer held: the target or the source changed since the plan.
+    /// Nothing was written.
+    Skipped(String),
+    /// Something went wrong while writing or the result did not verify.
+    Failed(String),
+}
+
+/// What an apply run did.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyReport {
+    pub done: u64,
+    pub already_done: u64,
+    /// Skipped and failed operations with their reasons.
+    pub problems: Vec<(OpPath, &'static str, Outcome)>,
+    pub bytes_copied: u64,
+    pub bytes_deleted: u64,
+    pub entries_deleted: u64,
+    /// Temporary files left by an earlier, interrupted run and removed now.
+    pub stale_temps_removed: u64,
+}
+
+impl ApplyReport {
+    /// True when every operation's postcondition now holds.
+    pub fn complete(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// A run that must not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the plan removes {planned} entries, more than --max-delete {limit}; use --force to allow it")]
+    TooManyDeletes { planned: u64, limit: u64 },
+    #[error(
+        "the source looks empty or unmounted ({root}) and the plan deletes {entries} entries: refusing without --force"
+    )]
+    EmptySource { root: String, entries: u64 },
+    #[error("target {0}")]
+    Target(#[from] target::TargetError),
+    #[error("{0}")]
+    Journal(String),
+}
+
+/// A stable id of a plan's content, used to tie bundles and journals to it.
+pub fn plan_id(plan: &Plan) -> String {
+    let bytes = serde_json::to_vec(plan).unwrap_or_default();
+    blake3::hash(&bytes).to_hex()[..32].to_string()
+}
+
+/// Carries out `plan` on the directory `target`, reading source bytes from `source`.
+pub fn apply(
+    plan: &Plan,
+    source: &mut dyn SourceData,
+    target: &Path,
+    options: &ApplyOptions,
+) -> Result<ApplyReport, ApplyError> {
+    let deletes = plan.totals.delete_entries;
+    if let Some(limit) = options.max_delete
+        && deletes > limit
+        && !options.force
+    {
+        return Err(ApplyError::TooManyDeletes { planned: deletes, limit });
+    }
+    let removes = plan.operations.iter().any(|op| matches!(op, Operation::Remove { .. }));
+    if removes && plan.delete && (plan.source.entries <= 1 || source.looks_empty()) && !options.force {
+        return Err(ApplyError::EmptySource { root: plan.source.root.clone(), entries: deletes });
+    }
+    let root = TargetRoot::open(target)?;
+    let chunk = ChunkSize::new(plan.chunk_size).map_err(ApplyError::Journal)?;
+    let mut journal = Journal::open(&root, &plan_id(plan)).map_err(ApplyError::Journal)?;
+    let mut report = ApplyReport::default();
+    report.stale_temps_removed = remove_stale_temps(&root, plan)?;
+    for (index, op) in plan.operations.iter().enumerate() {
+        let mut run = ops::Run { root: &root, source: &mut *source, chunk, journal: &mut journal, report: &mut report };
+        let outcome = run.operation(index, op);
+        match outcome {
+            Outcome::Done => report.done += 1,
+            Outcome::AlreadyDone => report.already_done += 1,
+            other => report.problems.push((op.at().clone(), op.name(), other)),
+        }
+    }
+    if report.complete() {
+        journal.finish().map_err(ApplyError::Journal)?;
+    }
+    Ok(report)
+}
+
+/// Temporary files are only ever created next to the entries a plan copies or links, so
+/// leftovers from a killed run are looked for in those directories only.
+fn remove_stale_temps(root: &TargetRoot, plan: &Plan) -> Result<u64, ApplyError> {
+    let mut dirs: Vec<_> = plan
+        .operations
+        .iter()
+        .filter(|op| matches!(op, Operation::Copy { .. } | Operation::Symlink { .. }))
+        .filter_map(|op| op.at().rel().ok().map(|p| p.parent()))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut removed = 0;
+    for dir in dirs {
+        match root.remove_temps_in(dir.as_bytes()) {
+            Ok(n) => removed += n,
+            Err(target::TargetError::SymlinkInPath { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,239 @@
+//! Where `apply` gets the bytes it writes: the source directory, or a bundle made from it on
+//! another host. Either way every piece is checked against a hash from the plan before it is
+//! written.
+
+use std::io::{BufRead, Write};
+
+use crate::digest::{ByteRange, ChunkSize};
+use crate::path::RelPath;
+
+use super::target::TargetRoot;
+
+/// A source of file bytes for the operations of a plan.
+pub trait SourceData {
+    /// Hands the bytes of `range` of the source file `path` (operation `op` of the plan) to
+    /// `sink`, in one or more pieces.
+    fn read(&mut self, op: usize, path: &RelPath, range: ByteRange, sink: &mut dyn FnMut(&[u8])) -> Result<(), String>;
+
+    /// True when the source is a directory that holds nothing: a plan that deletes must not run
+    /// against an empty or unmounted source.
+    fn looks_empty(&self) -> bool {
+        false
+    }
+}
+
+/// The source tree itself, opened read-only; symlinks inside it are never followed.
+#[derive(Debug)]
+pub struct DirSource {
+    root: TargetRoot,
+    buffer: Vec<u8>,
+}
+
+impl DirSource {
+    pub fn open(root: &std::path::Path) -> Result<Self, String> {
+        let root = TargetRoot::open(root).map_err(|e| format!("source {e}"))?;
+        Ok(DirSource { root, buffer: vec![0; 1 << 20] })
+    }
+}
+
+impl SourceData for DirSource {
+    fn read(
+        &mut self,
+        _op: usize,
+        path: &RelPath,
+        range: ByteRange,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), String> {
+        let file = self.root.open_read(path.as_bytes()).map_err(|e| format!("source {e}"))?;
+        let mut offset = range.offset;
+        while offset < range.end() {
+            let want = (range.end() - offset).min(self.buffer.len() as u64) as usize;
+            let n = rustix::io::pread(&file, &mut self.buffer[..want], offset)
+                .map_err(|e| format!("source {}: read error: {e}", path.display()))?;
+            if n == 0 {
+                return Err(format!("source {} ended at byte {offset}: it changed since the plan", path.display()));
+            }
+            sink(&self.buffer[..n]);
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    fn looks_empty(&self) -> bool {
+        self.root.is_empty_dir().unwrap_or(false)
+    }
+}
+
+/// The format identifier of bundles.
+pub const BUNDLE_FORMAT: &str = "cutover-bundle/1";
+
+/// The header line of a bundle.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct BundleHeader {
+    pub format: String,
+    /// The id of the plan the bundle was made for (see `plan_id`).
+    pub plan: String,
+    pub chunk_size: u64,
+}
+
+/// The line before each piece of data in a bundle.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RecordHeader {
+    pub op: usize,
+    pub offset: u64,
+    pub length: u64,
+    /// BLAKE3 of the `length` bytes that follow the line.
+    pub hash: String,
+}
+
+/// A bundle read as a stream, in plan order; pieces `apply` does not ask for are skipped.
+#[derive(Debug)]
+pub struct BundleSource<R> {
+    input: R,
+    name: String,
+    max_piece: u64,
+    pending: Option<RecordHeader>,
+    ended: bool,
+}
+
+impl<R: BufRead> BundleSource<R> {
+    /// Reads the header and checks the bundle belongs to the plan with id `plan_id`.
+    pub fn open(mut input: R, name: &str, plan_id: &str, chunk: ChunkSize) -> Result<Self, String> {
+        let mut line = Vec::new();
+        input.read_until(b'\n', &mut line).map_err(|e| format!("{name}: {e}"))?;
+        let header: BundleHeader =
+            serde_json::from_slice(&line).map_err(|e| format!("{name}: not a cutover bundle: {e}"))?;
+        if header.format != BUNDLE_FORMAT {
+            return Err(format!("{name}: bundle format '{}' is not supported ({BUNDLE_FORMAT})", header.format));
+        }
+        if header.plan != plan_id {
+            return Err(format!(
+                "{name}: this bundle was made for another plan ({}), not this one ({plan_id})",
+                header.plan
+            ));
+        }
+        Ok(BundleSource { input, name: name.to_string(), max_piece: chunk.bytes(), pending: None, ended: false })
+    }
+
+    fn next_header(&mut self) -> Result<Option<RecordHeader>, String> {
+        if let Some(header) = self.pending.take() {
+            return Ok(Some(header));
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        let mut line = Vec::new();
+        self.input.read_until(b'\n', &mut line).map_err(|e| format!("{}: {e}", self.name))?;
+        if line.is_empty() {
+            return Err(format!("{}: truncated bundle (no end line)", self.name));
+        }
+        if line.starts_with(b"{\"end\"") {
+            self.ended = true;
+            return Ok(None);
+        }
+        let header: RecordHeader =
+            serde_json::from_slice(&line).map_err(|e| format!("{}: corrupt record header: {e}", self.name))?;
+        if header.length > self.max_piece {
+            return Err(format!("{}: record of {} bytes exceeds the chunk size", self.name, header.length));
+        }
+        Ok(Some(header))
+    }
+
+    fn payload(&mut self, length: u64) -> Result<Vec<u8>, String> {
+        let mut data = vec![0; length as usize];
+        self.input.read_exact(&mut data).map_err(|e| format!("{}: truncated bundle: {e}", self.name))?;
+        Ok(data)
+    }
+}
+
+impl<R: BufRead + std::fmt::Debug> SourceData for BundleSource<R> {
+    fn read(&mut self, op: usize, path: &RelPath, range: ByteRange, sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        let mut offset = range.offset;
+        while offset < range.end() {
+            let Some(header) = self.next_header()? else {
+                return Err(format!("{}: no data for {} at byte {offset}", self.name, path.display()));
+            };
+            if (header.op, header.offset) < (op, offset) {
+                self.payload(header.length)?;
+                continue;
+            }
+            if (header.op, header.offset) != (op, offset) || header.offset + header.length > range.end() {
+                let found = (header.op, header.offset);
+                self.pending = Some(header);
+                return Err(format!(
+                    "{}: no data for {} at byte {offset} (next record: op {} byte {})",
+                    self.name,
+                    path.display(),
+                    found.0,
+                    found.1
+                ));
+            }
+            let data = self.payload(header.length)?;
+            if blake3::hash(&data).to_hex().as_str() != header.hash {
+                return Err(format!(
+                    "{}: bytes {}..{} of {} do not match their hash: corrupt bundle",
+                    self.name,
+                    offset,
+                    offset + header.length,
+                    path.display()
+                ));
+            }
+            sink(&data);
+            offset += header.length;
+        }
+        Ok(())
+    }
+}
+
+/// Every source piece `apply` may ask for, in the order it asks: each chunk of a whole-file
+/// copy, each chunk of a patch.
+pub fn planned_reads(plan: &crate::plan::Plan, chunk: ChunkSize) -> Vec<(usize, RelPath, ByteRange)> {
+    use crate::plan::Operation;
+    let mut reads = Vec::new();
+    for (index, op) in plan.operations.iter().enumerate() {
+        let Ok(path) = op.at().rel() else { continue };
+        match op {
+            Operation::Copy { source, .. } => {
+                for i in 0..chunk.chunks_in(source.size) {
+                    reads.push((index, path.clone(), chunk.chunk_range(i, source.size)));
+                }
+            }
+            Operation::Patch { source, chunks, .. } => {
+                for c in chunks {
+                    reads.push((index, path.clone(), chunk.chunk_range(c.index, source.size)));
+                }
+            }
+            _ => {}
+        }
+    }
+    reads
+}
+
+/// Writes a bundle holding every piece of source data `plan` needs, each with its hash;
+/// returns the number of data bytes.
+pub fn write_bundle(plan: &crate::plan::Plan, source: &mut dyn SourceData, mut out: impl Write) -> Result<u64, String> {
+    let chunk = ChunkSize::new(plan.chunk_size)?;
+    let io = |e: std::io::Error| format!("writing the bundle: {e}");
+    let header = BundleHeader { format: BUNDLE_FORMAT.into(), plan: super::plan_id(plan), chunk_size: chunk.bytes() };
+    serde_json::to_writer(&mut out, &header).map_err(|e| e.to_string())?;
+    out.write_all(b"\n").map_err(io)?;
+    let mut total = 0;
+    let mut data = Vec::new();
+    for (op, path, range) in planned_reads(plan, chunk) {
+        data.clear();
+        source.read(op, &path, range, &mut |piece| data.extend_from_slice(piece))?;
+        let record = RecordHeader {
+            op,
+            offset: range.offset,
+            length: range.length,
+            hash: blake3::hash(&data).to_hex().to_string(),
+        };
+        serde_json::to_writer(&mut out, &record).map_err(|e| e.to_string())?;
+        out.write_all(b"\n").map_err(io)?;
+        out.write_all(&data).map_err(io)?;
+        total += range.length;
+    }
+    out.write_all(b"{\"end\":true}\n").map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok(total)
+}

@@ -1,0 +1,358 @@
+//! The repair half of the command line: plan, apply, bundle, repair.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use cutover::apply::source::{BundleSource, DirSource, SourceData, write_bundle};
+use cutover::apply::{ApplyOptions, ApplyReport, Outcome, apply, plan_id};
+use cutover::diff::{DiffOptions, diff};
+use cutover::digest::ChunkSize;
+use cutover::manifest::{Kind, Manifest, MetaSet};
+use cutover::plan::{Operation, Plan, PlanOptions, build_plan, read_plan, write_plan};
+use cutover::scan::{ScanOptions, scan};
+
+use super::render::{shown, size};
+use super::{ChunkArg, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, load_pair, parse_meta};
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The reference tree: a directory, a manifest file, or '-'.
+    source: PathBuf,
+    /// The tree to repair: a directory, a manifest file, or '-'.
+    target: PathBuf,
+    /// Write the plan here ('-' for standard output); without it the plan is only shown.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    repair: RepairChoice,
+    /// Show the plan in human form and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    chunk: ChunkArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RepairChoice {
+    /// Also remove entries that exist only in the target.
+    #[arg(long)]
+    delete: bool,
+    /// Metadata to repair where content is equal: none, all, or mode,mtime,owner.
+    #[arg(long, default_value = "mode", value_parser = parse_meta)]
+    meta: MetaSet,
+    /// Proceed even when the source looks empty or a limit is exceeded.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The plan file ('-' for standard input).
+    plan: PathBuf,
+    /// Source root (default: the one recorded in the plan).
+    #[arg(long, value_name = "DIR", conflicts_with = "bundle")]
+    source: Option<PathBuf>,
+    /// Target root (default: the one recorded in the plan).
+    #[arg(long, value_name = "DIR")]
+    target: Option<PathBuf>,
+    /// Take source bytes from a bundle made by `cutover bundle` ('-' for standard input).
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    #[command(flatten)]
+    limits: Limits,
+    /// Show what the plan would do and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Limits {
+    /// Refuse to delete more than N entries.
+    #[arg(long, value_name = "N")]
+    max_delete: Option<u64>,
+    /// Proceed even when the source looks empty or unmounted, or --max-delete is exceeded.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BundleArgs {
+    /// The plan file.
+    plan: PathBuf,
+    /// Source root (default: the one recorded in the plan).
+    #[arg(long, value_name = "DIR")]
+    source: Option<PathBuf>,
+    /// Where to write the bundle ('-' for standard output).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RepairArgs {
+    /// The reference directory.
+    source: PathBuf,
+    /// The directory to make equal to it.
+    target: PathBuf,
+    /// Also remove entries that exist only in the target.
+    #[arg(long)]
+    delete: bool,
+    /// Metadata to repair: none, all, or mode,mtime,owner.
+    #[arg(long, default_value = "mode", value_parser = parse_meta)]
+    meta: MetaSet,
+    #[command(flatten)]
+    limits: Limits,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    #[command(flatten)]
+    chunk: ChunkArg,
+}
+
+/// Refuses `--delete` against a source with nothing in it while the target has content.
+fn check_source_not_empty(source: &Manifest, target: &Manifest, delete: bool, force: bool) -> Result<()> {
+    if delete && !force && source.entries.len() <= 1 && target.entries.len() > 1 {
+        bail!(
+            "the source {} is empty (unmounted?) and --delete would remove everything in the target; use --force if you mean it",
+            source.header.root
+        );
+    }
+    Ok(())
+}
+
+pub fn run_plan(args: PlanArgs) -> Result<u8> {
+    let (source, target) = load_pair(&args.source, &args.target, args.chunk.chunk_size)?;
+    check_source_not_empty(&source, &target, args.repair.delete, args.repair.force)?;
+    let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta };
+    let (plan, report) = build_plan(&source, &target, &options);
+    let stdout = std::io::stdout();
+    match (&args.output, args.dry_run) {
+        (Some(path), false) if path.as_os_str() == "-" => write_plan(&plan, stdout.lock())?,
+        (Some(path), false) => {
+            let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+            write_plan(&plan, std::io::BufWriter::new(file))
+                .with_context(|| format!("{}: cannot write", path.display()))?;
+            plan_summary(&mut std::io::stderr(), &plan)?;
+        }
+        _ => show_plan(&mut stdout.lock(), &plan)?,
+    }
+    Ok(if report.summary().trouble > 0 || !plan.unrepairable.is_empty() {
+        EXIT_TROUBLE
+    } else if plan.operations.is_empty() {
+        EXIT_SAME
+    } else {
+        EXIT_DIFFERENT
+    })
+}
+
+fn load_plan(path: &Path) -> Result<Plan> {
+    if path.as_os_str() == "-" {
+        return Ok(read_plan(std::io::stdin().lock(), Path::new("<stdin>"))?);
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    Ok(read_plan(std::io::BufReader::new(file), path)?)
+}
+
+pub fn run_apply(args: ApplyArgs) -> Result<u8> {
+    if args.plan.as_os_str() == "-" && args.bundle.as_ref().is_some_and(|b| b.as_os_str() == "-") {
+        bail!("the plan and the bundle cannot both come from standard input");
+    }
+    let plan = load_plan(&args.plan)?;
+    if args.dry_run {
+        show_plan(&mut std::io::stdout().lock(), &plan)?;
+        return Ok(EXIT_SAME);
+    }
+    let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.target.root));
+    let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
+    let report = match &args.bundle {
+        Some(bundle) => {
+            let chunk = ChunkSize::new(plan.chunk_size).map_err(anyhow::Error::msg)?;
+            let id = plan_id(&plan);
+            if bundle.as_os_str() == "-" {
+                let mut source =
+                    BundleSource::open(std::io::stdin().lock(), "<stdin>", &id, chunk).map_err(anyhow::Error::msg)?;
+                apply(&plan, &mut source, &target, &options)?
+            } else {
+                let file = std::fs::File::open(bundle).with_context(|| format!("{}: cannot open", bundle.display()))?;
+                let name = bundle.display().to_string();
+                let reader = std::io::BufReader::with_capacity(1 << 20, file);
+                let mut source = BundleSource::open(reader, &name, &id, chunk).map_err(anyhow::Error::msg)?;
+                apply(&plan, &mut source, &target, &options)?
+            }
+        }
+        None => {
+            let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
+            let mut source = DirSource::open(&root).map_err(anyhow::Error::msg)?;
+            apply(&plan, &mut source, &target, &options)?
+        }
+    };
+    show_apply(&mut std::io::stdout().lock(), &report, args.format)?;
+    Ok(if report.complete() { EXIT_SAME } else { EXIT_TROUBLE })
+}
+
+pub fn run_bundle(args: BundleArgs) -> Result<u8> {
+    let plan = load_plan(&args.plan)?;
+    let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
+    let mut source: Box<dyn SourceData> = Box::new(DirSource::open(&root).map_err(anyhow::Error::msg)?);
+    let bytes = if args.output.as_os_str() == "-" {
+        write_bundle(&plan, source.as_mut(), std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        let file =
+            std::fs::File::create(&args.output).with_context(|| format!("{}: cannot create", args.output.display()))?;
+        write_bundle(&plan, source.as_mut(), std::io::BufWriter::new(file))
+    }
+    .map_err(anyhow::Error::msg)?;
+    eprintln!("bundle: {} of source data for {} operations", size(bytes), plan.operations.len());
+    Ok(EXIT_SAME)
+}
+
+pub fn run_repair(args: RepairArgs) -> Result<u8> {
+    for dir in [&args.source, &args.target] {
+        if !dir.is_dir() {
+            bail!(
+                "{}: not a directory (repair needs both trees; use plan + bundle + apply across hosts)",
+                dir.display()
+            );
+        }
+    }
+    let chunk = args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT);
+    let scan_options = ScanOptions { chunk_size: chunk };
+    let source = scan(&args.source, &scan_options)?;
+    let target = scan(&args.target, &scan_options)?;
+    check_source_not_empty(&source, &target, args.delete, args.limits.force)?;
+    let (plan, _) = build_plan(&source, &target, &PlanOptions { delete: args.delete, meta: args.meta });
+    let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
+    let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
+    let applied = apply(&plan, &mut data, &args.target, &options)?;
+    let mut out = std::io::stdout().lock();
+    show_apply(&mut out, &applied, args.format)?;
+    let after = scan(&args.target, &scan_options)?;
+    let verify = diff(&source, &after, &DiffOptions { meta: args.meta });
+    let remaining = verify.differences.len();
+    if args.format == Format::Human {
+        if remaining == 0 {
+            writeln!(out, "verified: the target is identical to the source")?;
+        } else {
+            writeln!(out, "verify: {remaining} differences remain (run `cutover diff` to see them)")?;
+        }
+    }
+    Ok(if !applied.complete() {
+        EXIT_TROUBLE
+    } else if remaining > 0 {
+        EXIT_DIFFERENT
+    } else {
+        EXIT_SAME
+    })
+}
+
+fn plan_summary(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
+    let t = &plan.totals;
+    writeln!(
+        out,
+        "plan: {} operations, {} to copy, {} entries ({}) to delete",
+        t.operations,
+        size(t.copy_bytes),
+        t.delete_entries,
+        size(t.delete_bytes)
+    )?;
+    for u in &plan.unrepairable {
+        writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
+    }
+    Ok(())
+}
+
+/// The plan in human form: the dry run.
+pub fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
+    let chunk = ChunkSize::new(plan.chunk_size).unwrap_or(ChunkSize::DEFAULT);
+    for op in &plan.operations {
+        let path = op.at().rel().map(|p| shown(p.as_bytes())).unwrap_or_else(|e| format!("<{e}>"));
+        let detail = match op {
+            Operation::Remove { expect, entries, bytes, .. } => {
+                format!("{}, {entries} entries, {}", expect.kind, size(*bytes))
+            }
+            Operation::Mkdir { .. } => String::new(),
+            Operation::Copy { source, replaces, .. } => {
+                format!("{}{}", size(source.size), if replaces.is_some() { ", replacing" } else { "" })
+            }
+            Operation::Patch { source, chunks, .. } => {
+                let ranges: Vec<String> = chunks
+                    .iter()
+                    .take(8)
+                    .map(|c| {
+                        let r = chunk.chunk_range(c.index, source.size);
+                        format!("{}+{}", r.offset, r.length)
+                    })
+                    .collect();
+                format!("{} chunks, {}: {}", chunks.len(), size(op.copy_bytes(chunk)), ranges.join(" "))
+            }
+            Operation::Symlink { link, .. } => format!("→ {link}"),
+            Operation::Meta { kind, mode, mtime, owner, .. } => {
+                let mut fields = Vec::new();
+                if let Some(mode) = mode.filter(|_| *kind != Kind::Symlink) {
+                    fields.push(format!("mode {mode:04o}"));
+                }
+                if mtime.is_some() {
+                    fields.push("mtime".into());
+                }
+                if let Some((uid, gid)) = owner {
+                    fields.push(format!("owner {uid}:{gid}"));
+                }
+                fields.join(", ")
+            }
+        };
+        writeln!(out, "{:<8} {path}  {detail}", op.name())?;
+    }
+    plan_summary(out, plan)
+}
+
+fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std::io::Result<()> {
+    let (skipped, failed): (Vec<_>, Vec<_>) =
+        report.problems.iter().partition(|(_, _, outcome)| matches!(outcome, Outcome::Skipped(_)));
+    if format != Format::Human {
+        let list = |items: &[&(cutover::plan::OpPath, &str, Outcome)]| {
+            items
+                .iter()
+                .map(|(at, op, outcome)| {
+                    let (Outcome::Skipped(why) | Outcome::Failed(why)) = outcome else { unreachable!() };
+                    json!({"path": at.path, "path_bytes": at.path_bytes, "op": op, "reason": why})
+                })
+                .collect::<Vec<_>>()
+        };
+        let doc = json!({
+            "format": "cutover-apply/1",
+            "complete": report.complete(),
+            "done": report.done,
+            "already_done": report.already_done,
+            "skipped": list(&skipped),
+            "failed": list(&failed),
+            "bytes_copied": report.bytes_copied,
+            "bytes_deleted": report.bytes_deleted,
+            "entries_deleted": report.entries_deleted,
+            "stale_temps_removed": report.stale_temps_removed,
+        });
+        serde_json::to_writer(&mut *out, &doc)?;
+        return writeln!(out);
+    }
+    for (at, op, outcome) in &report.problems {
+        let (label, why) = match outcome {
+            Outcome::Skipped(why) => ("skipped", why),
+            Outcome::Failed(why) => ("failed", why),
+            _ => continue,
+        };
+        writeln!(out, "{label:<8} {op} {}: {why}", at.path)?;
+    }
+    writeln!(
+        out,
+        "apply: {} done, {} already done, {} skipped, {} failed; {} copied, {} entries ({}) deleted",
+        report.done,
+        report.already_done,
+        skipped.len(),
+        failed.len(),
+        size(report.bytes_copied),
+        report.entries_deleted,
+        size(report.bytes_deleted)
+    )
+}

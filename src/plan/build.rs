@@ -1,0 +1,303 @@
+//! Turning two manifests and their diff into a [`Plan`].
+
+use super::{
+    Attrs, FileState, Found, Hex, OpPath, Operation, PLAN_FORMAT, PatchChunk, Plan, PlanSide, Time, Totals,
+    Unrepairable,
+};
+use crate::diff::{Change, DiffOptions, Report, diff};
+use crate::digest::{ChunkSize, Digest, coarsen};
+use crate::manifest::{Entry, Kind, Manifest, MetaSet};
+use crate::path::RelPath;
+
+/// What the plan should repair.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanOptions {
+    /// Remove entries that exist only in the target.
+    pub delete: bool,
+    /// Metadata to repair where content is already equal (mtime is always set on what the plan
+    /// writes, so later scans see equal files).
+    pub meta: MetaSet,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { delete: false, meta: MetaSet::DEFAULT }
+    }
+}
+
+/// The operations that make `target` equal to `source`, and the diff they were made from.
+pub fn build_plan(source: &Manifest, target: &Manifest, options: &PlanOptions) -> (Plan, Report) {
+    let report = diff(source, target, &DiffOptions { meta: options.meta });
+    let mut builder = Builder {
+        source,
+        target,
+        chunk: report.chunk_size,
+        removals: Vec::new(),
+        creations: Vec::new(),
+        metas: Vec::new(),
+        unrepairable: Vec::new(),
+        touched_dirs: Vec::new(),
+    };
+    for difference in &report.differences {
+        builder.add(&difference.path, &difference.change, options);
+    }
+    let plan = builder.finish(&report, options);
+    (plan, report)
+}
+
+struct Builder<'a> {
+    source: &'a Manifest,
+    target: &'a Manifest,
+    chunk: ChunkSize,
+    removals: Vec<Operation>,
+    creations: Vec<Operation>,
+    metas: Vec<Operation>,
+    unrepairable: Vec<Unrepairable>,
+    /// Directories whose entries the plan changes, so their mtime must be restored afterwards.
+    touched_dirs: Vec<RelPath>,
+}
+
+fn attrs(e: &Entry) -> Attrs {
+    Attrs { mode: e.mode, mtime: time(e), uid: e.uid, gid: e.gid }
+}
+
+fn time(e: &Entry) -> Time {
+    Time { sec: e.mtime.sec, nsec: e.mtime.nsec }
+}
+
+fn file_state(e: &Entry) -> Option<FileState> {
+    Some(FileState { size: e.size, hash: Hex(e.digest?) })
+}
+
+impl Builder<'_> {
+    fn skip(&mut self, path: &RelPath, reason: impl Into<String>) {
+        let at = OpPath::new(path);
+        self.unrepairable.push(Unrepairable { path: at.path, path_bytes: at.path_bytes, reason: reason.into() });
+    }
+
+    fn add(&mut self, path: &RelPath, change: &Change, options: &PlanOptions) {
+        let (Some(s), t) = (self.source.find(path), self.target.find(path)) else {
+            // Only in the target.
+            if let (Change::Extra { .. }, Some(t)) = (change, self.target.find(path))
+                && options.delete
+            {
+                self.remove(t);
+            }
+            return;
+        };
+        match change {
+            Change::Missing { .. } => self.create_subtree(path),
+            Change::Type { .. } => {
+                if let Some(t) = t {
+                    self.remove(t);
+                }
+                self.create_subtree(path);
+            }
+            Change::Content { .. } => match t {
+                Some(t) => self.repair_file(s, t),
+                None => self.skip(path, "target entry vanished while planning"),
+            },
+            Change::LinkTarget { target, .. } => {
+                let target = String::from_utf8_lossy(target).into_owned();
+                self.symlink(s, Some(target));
+            }
+            Change::Metadata { changes } => {
+                let mut op = MetaOp::new(s);
+                for change in changes {
+                    match change.field() {
+                        "mode" => op.mode = Some(s.mode),
+                        "mtime" => op.mtime = Some(time(s)),
+                        _ => op.owner = Some((s.uid, s.gid)),
+                    }
+                }
+                self.metas.push(op.into_operation());
+            }
+            Change::Trouble { side, problem } => self.skip(path, format!("{} {problem}", side.name())),
+            Change::Extra { .. } => {}
+        }
+    }
+
+    fn remove(&mut self, t: &Entry) {
+        let index = self.target.entries.binary_search_by(|e| e.path.cmp(&t.path)).unwrap_or(0);
+        let subtree = &self.target.entries[index..self.target.subtree_end(index)];
+        let bytes = subtree.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum();
+        let file = t.kind == Kind::File;
+        self.removals.push(Operation::Remove {
+            at: OpPath::new(&t.path),
+            expect: Found { kind: t.kind, size: file.then_some(t.size), mtime: file.then(|| time(t)) },
+            entries: subtree.len() as u64,
+            bytes,
+        });
+        self.touched_dirs.push(t.path.parent());
+    }
+
+    /// Creates the source entry at `path` and everything below it.
+    fn create_subtree(&mut self, path: &RelPath) {
+        let Ok(start) = self.source.entries.binary_search_by(|e| e.path.cmp(path)) else {
+            return;
+        };
+        let end = self.source.subtree_end(start);
+        self.touched_dirs.push(path.parent());
+        for e in &self.source.entries[start..end] {
+            if let Some(problem) = e.problem.as_deref() {
+                self.skip(&e.path, format!("source {problem}"));
+                continue;
+            }
+            match e.kind {
+                Kind::Dir => {
+                    self.creations.push(Operation::Mkdir { at: OpPath::new(&e.path) });
+                    let mut op = MetaOp::new(e);
+                    op.mode = Some(e.mode);
+                    op.mtime = Some(time(e));
+                    op.owner = Some((e.uid, e.gid));
+                    self.metas.push(op.into_operation());
+                }
+                Kind::File => self.copy(e, None),
+                Kind::Symlink => self.symlink(e, None),
+                other => self.skip(&e.path, format!("{other} entries are not recreated (compare only)")),
+            }
+        }
+    }
+
+    fn copy(&mut self, s: &Entry, replaces: Option<FileState>) {
+        if let Some(source) = file_state(s) {
+            self.creations.push(Operation::Copy { at: OpPath::new(&s.path), source, replaces, attrs: attrs(s) });
+        }
+    }
+
+    fn symlink(&mut self, s: &Entry, replaces: Option<String>) {
+        let link = s.link.as_deref().unwrap_or_default();
+        let (text, b64) = match std::str::from_utf8(link) {
+            Ok(text) => (text.to_string(), None),
+            Err(_) => {
+                use base64::Engine as _;
+                (
+                    String::from_utf8_lossy(link).into_owned(),
+                    Some(base64::engine::general_purpose::STANDARD.encode(link)),
+                )
+            }
+        };
+        self.creations.push(Operation::Symlink {
+            at: OpPath::new(&s.path),
+            link: text,
+            link_bytes: b64,
+            replaces,
+            attrs: attrs(s),
+        });
+    }
+
+    /// A changed regular file: patch the divergent chunks in place when both sides have chunk
+    /// hashes at the plan's chunk size, else copy the whole (at most one chunk) file.
+    fn repair_file(&mut self, s: &Entry, t: &Entry) {
+        let (Some(source), Some(replaced)) = (file_state(s), file_state(t)) else {
+            return self.skip(&s.path, "no hash on one side");
+        };
+        let source_cvs = self.cvs_at_plan_size(s, self.source.header.chunk_size);
+        let target_cvs = self.cvs_at_plan_size(t, self.target.header.chunk_size);
+        let (Some(source_cvs), Some(target_cvs)) = (source_cvs, target_cvs) else {
+            return self.copy(s, Some(replaced));
+        };
+        let mut chunks = Vec::new();
+        for (index, new) in source_cvs.iter().enumerate() {
+            let index = index as u64;
+            let old = target_cvs.get(index as usize).copied();
+            let same_length = self.chunk.chunk_range(index, s.size) == self.chunk.chunk_range(index, t.size);
+            if !(same_length && old == Some(*new)) {
+                chunks.push(PatchChunk { index, old: old.map(Hex), new: Hex(*new) });
+            }
+        }
+        self.creations.push(Operation::Patch {
+            at: OpPath::new(&s.path),
+            source,
+            target_size: t.size,
+            chunks,
+            attrs: attrs(s),
+        });
+    }
+
+    fn cvs_at_plan_size(&self, e: &Entry, own: ChunkSize) -> Option<Vec<Digest>> {
+        if e.size <= self.chunk.bytes() || e.chunks.is_empty() {
+            return None;
+        }
+        Some(coarsen(&e.chunks, (self.chunk.bytes() / own.bytes()) as usize))
+    }
+
+    fn finish(mut self, report: &Report, options: &PlanOptions) -> Plan {
+        // Writing into a directory changes its mtime: restore the source's, children first.
+        self.touched_dirs.sort();
+        self.touched_dirs.dedup();
+        for dir in std::mem::take(&mut self.touched_dirs) {
+            if let Some(s) = self.source.find(&dir).filter(|e| e.kind == Kind::Dir && !dir.is_root()) {
+                let mut op = MetaOp::new(s);
+                op.mtime = Some(time(s));
+                self.metas.push(op.into_operation());
+            }
+        }
+        self.metas.sort_by(|a, b| b.at().rel().ok().cmp(&a.at().rel().ok()));
+        self.metas.dedup_by(|later, earlier| {
+            if later.at() != earlier.at() {
+                return false;
+            }
+            merge_meta(earlier, later);
+            true
+        });
+        let mut operations = self.removals;
+        operations.extend(self.creations);
+        operations.extend(self.metas);
+        let mut totals = Totals { operations: operations.len() as u64, ..Totals::default() };
+        for op in &operations {
+            totals.copy_bytes += op.copy_bytes(self.chunk);
+            if let Operation::Remove { entries, bytes, .. } = op {
+                totals.delete_entries += entries;
+                totals.delete_bytes += bytes;
+            }
+        }
+        let side = |info: &crate::diff::SideInfo, m: &Manifest| PlanSide {
+            root: info.root.clone(),
+            hash: info.hash.map(Digest::to_hex),
+            entries: m.entries.len() as u64,
+        };
+        Plan {
+            format: PLAN_FORMAT.into(),
+            tool: format!("cutover {}", env!("CARGO_PKG_VERSION")),
+            created: crate::time::now_rfc3339(),
+            source: side(&report.source, self.source),
+            target: side(&report.target, self.target),
+            chunk_size: self.chunk.bytes(),
+            delete: options.delete,
+            totals,
+            operations,
+            unrepairable: self.unrepairable,
+        }
+    }
+}
+
+/// Fields of a pending `meta` operation.
+struct MetaOp {
+    at: OpPath,
+    kind: Kind,
+    mode: Option<u32>,
+    mtime: Option<Time>,
+    owner: Option<(u32, u32)>,
+}
+
+impl MetaOp {
+    fn new(e: &Entry) -> Self {
+        MetaOp { at: OpPath::new(&e.path), kind: e.kind, mode: None, mtime: None, owner: None }
+    }
+
+    fn into_operation(self) -> Operation {
+        Operation::Meta { at: self.at, kind: self.kind, mode: self.mode, mtime: self.mtime, owner: self.owner }
+    }
+}
+
+/// Folds the fields of `from` into `into` (two `meta` operations on one path).
+fn merge_meta(into: &mut Operation, from: &Operation) {
+    if let (Operation::Meta { mode, mtime, owner, .. }, Operation::Meta { mode: m2, mtime: t2, owner: o2, .. }) =
+        (into, from)
+    {
+        *mode = mode.or(*m2);
+        *mtime = mtime.or(*t2);
+        *owner = owner.or(*o2);
+    }
+}

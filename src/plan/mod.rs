@@ -1,0 +1,255 @@
+//! Stage 4: the repair plan, a value.
+//!
+//! A [`Plan`] lists the operations that make the target equal to the source. Each operation
+//! carries what it expects to find (its precondition) and what it must leave (its postcondition),
+//! so `apply` can refuse to touch anything that changed since the plan was made and can tell a
+//! finished operation from one still to do. The JSON form `cutover-plan/1` is in [`format`] and
+//! docs/plan.md.
+
+mod build;
+mod format;
+
+pub use build::{PlanOptions, build_plan};
+pub use format::{PlanError, read_plan, write_plan};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{ChunkSize, Digest};
+use crate::manifest::Kind;
+use crate::path::RelPath;
+
+/// The format identifier; bump it when a field changes meaning.
+pub const PLAN_FORMAT: &str = "cutover-plan/1";
+
+/// One side of the plan, as it was when the plan was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSide {
+    pub root: String,
+    pub hash: Option<String>,
+    /// Entries in the tree, the root included: 1 means an empty (or unmounted) directory.
+    pub entries: u64,
+}
+
+/// Sums over the operations, for review and for `--max-delete`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub operations: u64,
+    /// Bytes `apply` will read from the source and write into the target.
+    pub copy_bytes: u64,
+    /// Entries the removals delete (each removal counts its whole subtree).
+    pub delete_entries: u64,
+    pub delete_bytes: u64,
+}
+
+/// A difference the plan cannot repair, with the reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unrepairable {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<String>,
+    pub reason: String,
+}
+
+/// A whole plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format: String,
+    pub tool: String,
+    pub created: String,
+    pub source: PlanSide,
+    pub target: PlanSide,
+    pub chunk_size: u64,
+    /// Whether extra target entries are removed.
+    pub delete: bool,
+    pub totals: Totals,
+    pub operations: Vec<Operation>,
+    #[serde(default)]
+    pub unrepairable: Vec<Unrepairable>,
+}
+
+/// Where an operation acts: a display path and, when not UTF-8, the exact bytes in base64.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpPath {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<String>,
+}
+
+impl OpPath {
+    pub fn new(path: &RelPath) -> Self {
+        OpPath { path: path.display(), path_bytes: path.exact_bytes_b64() }
+    }
+
+    /// The exact, validated path (no absolute path, no `..`).
+    pub fn rel(&self) -> Result<RelPath, String> {
+        let rel = RelPath::from_report(&self.path, self.path_bytes.as_deref())?;
+        if rel.is_root() {
+            return Err("an operation on the root itself".into());
+        }
+        Ok(rel)
+    }
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Time {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+/// A hex BLAKE3 digest in JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hex(pub Digest);
+
+impl Serialize for Hex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Hex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Digest::from_hex(&text)
+            .map(Hex)
+            .ok_or_else(|| serde::de::Error::custom(format!("'{text}' is not a BLAKE3 hex digest")))
+    }
+}
+
+/// A regular file's identity: size and BLAKE3 root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub size: u64,
+    pub hash: Hex,
+}
+
+/// What a removal expects to find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Found {
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// For a regular file, its size and mtime at plan time: a file changed since is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<Time>,
+}
+
+/// One chunk of a patch: its index, the CV the target has now (absent beyond the target's
+/// end), and the CV it must have after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchChunk {
+    pub index: u64,
+    pub old: Option<Hex>,
+    pub new: Hex,
+}
+
+/// Attributes set on whatever an operation creates or repairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attrs {
+    pub mode: u32,
+    pub mtime: Time,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One step of a plan. Steps run in order: removals, then creations and content repairs in
+/// path order (parents first), then metadata fixes children first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    /// Delete what is at `path` (a whole subtree for a directory).
+    Remove {
+        #[serde(flatten)]
+        at: OpPath,
+        expect: Found,
+        entries: u64,
+        bytes: u64,
+    },
+    /// Create a directory (its final mode and mtime come from a later `meta`).
+    Mkdir {
+        #[serde(flatten)]
+        at: OpPath,
+    },
+    /// Copy the whole source file to a temporary name, then rename it over `path`.
+    Copy {
+        #[serde(flatten)]
+        at: OpPath,
+        /// The source file, which is also what the target must hold afterwards.
+        source: FileState,
+        /// The file it replaces; absent means nothing may be at `path`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<FileState>,
+        attrs: Attrs,
+    },
+    /// Rewrite only the divergent chunks of an existing file in place.
+    Patch {
+        #[serde(flatten)]
+        at: OpPath,
+        source: FileState,
+        target_size: u64,
+        /// The chunks to write, in order; chunk `i` covers `[i * chunk_size, (i + 1) * chunk_size)`
+        /// clipped to the source size.
+        chunks: Vec<PatchChunk>,
+        attrs: Attrs,
+    },
+    /// Make `path` a symlink to `link`, replacing a symlink with another target if one is there.
+    Symlink {
+        #[serde(flatten)]
+        at: OpPath,
+        link: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link_bytes: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<String>,
+        attrs: Attrs,
+    },
+    /// Set metadata on an entry whose content is already right.
+    Meta {
+        #[serde(flatten)]
+        at: OpPath,
+        #[serde(rename = "type")]
+        kind: Kind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtime: Option<Time>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<(u32, u32)>,
+    },
+}
+
+impl Operation {
+    pub fn at(&self) -> &OpPath {
+        match self {
+            Operation::Remove { at, .. }
+            | Operation::Mkdir { at }
+            | Operation::Copy { at, .. }
+            | Operation::Patch { at, .. }
+            | Operation::Symlink { at, .. }
+            | Operation::Meta { at, .. } => at,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Remove { .. } => "remove",
+            Operation::Mkdir { .. } => "mkdir",
+            Operation::Copy { .. } => "copy",
+            Operation::Patch { .. } => "patch",
+            Operation::Symlink { .. } => "symlink",
+            Operation::Meta { .. } => "meta",
+        }
+    }
+
+    /// Bytes this operation copies from the source.
+    pub fn copy_bytes(&self, chunk: ChunkSize) -> u64 {
+        match self {
+            Operation::Copy { source, .. } => source.size,
+            Operation::Patch { source, chunks, .. } => {
+                chunks.iter().map(|c| chunk.chunk_range(c.index, source.size).length).sum()
+            }
+            _ => 0,
+        }
+    }
+}
