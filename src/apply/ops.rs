@@ -61,7 +61,7 @@ impl Run<'_, '_> {
                 self.symlink(&path, link, link_bytes.as_deref(), replaces.as_deref(), attrs)
             }
             Operation::Meta { kind, mode, mtime, owner, .. } => {
-                self.meta(&path, *kind, *mode, mtime.map(|t| (t.sec, t.nsec)), *owner).map(|()| Outcome::Done)
+                self.meta(&path, *kind, *mode, mtime.map(|t| (t.sec, t.nsec)), *owner)
             }
         };
         result.unwrap_or_else(|outcome| outcome)
@@ -310,23 +310,31 @@ impl Run<'_, '_> {
         mode: Option<u32>,
         mtime: Option<(i64, u32)>,
         owner: Option<(u32, u32)>,
-    ) -> Step<()> {
-        match self.stat(path)? {
-            Some(found) if found.kind == node_kind(kind) => {}
+    ) -> Step<Outcome> {
+        let found = match self.stat(path)? {
+            Some(found) if found.kind == node_kind(kind) => found,
             Some(found) => return Err(Outcome::Skipped(format!("expected a {kind}, found a {:?}", found.kind))),
             None => return Err(Outcome::Skipped("the entry is gone".into())),
+        };
+        let owner = owner.filter(|_| is_root());
+        let mode = mode.filter(|_| kind != Kind::Symlink);
+        let holds = owner.is_none_or(|o| o == (found.uid, found.gid))
+            && mode.is_none_or(|m| m == found.mode)
+            && mtime.is_none_or(|t| t == (found.mtime_sec, found.mtime_nsec));
+        if holds {
+            return Ok(Outcome::AlreadyDone);
         }
         let rel = path.as_bytes();
-        if let Some((uid, gid)) = owner.filter(|_| is_root()) {
+        if let Some((uid, gid)) = owner {
             self.root.set_owner(rel, uid, gid).map_err(failed)?;
         }
-        if let Some(mode) = mode.filter(|_| kind != Kind::Symlink) {
+        if let Some(mode) = mode {
             self.root.set_mode(rel, mode).map_err(failed)?;
         }
         if let Some((sec, nsec)) = mtime {
             self.root.set_mtime(rel, sec, nsec).map_err(failed)?;
         }
-        Ok(())
+        Ok(Outcome::Done)
     }
 
     fn set_attrs(&mut self, path: &RelPath, kind: NodeKind, attrs: &Attrs) -> Step<()> {

@@ -219,15 +219,14 @@ pub(crate) fn load_pair(source: &Path, target: &Path, chunk: Option<ChunkSize>) 
         let source = load_side(source, chunk.or(Some(target.header.chunk_size)))?;
         return Ok((source, target));
     }
+    if is_dir(source) && is_dir(target) {
+        // Both scans share the thread pool, so neither side's tail leaves a core idle.
+        let (source, target) = rayon::join(|| load_side(source, chunk), || load_side(target, chunk));
+        return Ok((source?, target?));
+    }
     let source = load_side(source, chunk)?;
-    let target_chunk =
-        chunk.or_else(|| (!is_dir(source_path_hint(source.header.root.as_str()))).then_some(source.header.chunk_size));
-    let target = load_side(target, target_chunk)?;
+    let target = load_side(target, chunk.or(Some(source.header.chunk_size)))?;
     Ok((source, target))
-}
-
-fn source_path_hint(root: &str) -> &Path {
-    Path::new(root)
 }
 
 fn run_diff(args: DiffArgs) -> Result<u8> {
