@@ -40,12 +40,11 @@ pub enum TargetError {
     #[error("cannot {op} {path:?}: expected {expected}, found {found:?}")]
     WrongType { path: String, op: &'static str, expected: &'static str, found: NodeKind },
     // The source is in the message, as elsewhere in this crate's errors.
-    #[error("cannot {op} {path:?} in target: {source}")]
+    #[error("cannot {op} {path:?}: {cause}")]
     Io {
         path: String,
         op: &'static str,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -53,7 +52,7 @@ impl TargetError {
     /// True when the path (or one of its parents) does not exist, so callers
     /// can treat "already gone" as success where that is what they want.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, TargetError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        matches!(self, TargetError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound)
     }
 }
 
@@ -112,7 +111,7 @@ fn lossy(rel: &[u8]) -> String {
 }
 
 fn io_err(rel: &[u8], op: &'static str, e: Errno) -> TargetError {
-    TargetError::Io { path: lossy(rel), op, source: e.into() }
+    TargetError::Io { path: lossy(rel), op, cause: e.into() }
 }
 
 /// `map_err` adapter: attach the path and operation to a raw errno.
@@ -228,7 +227,7 @@ impl TargetRoot {
         let fd = rfs::open(root, flags, Mode::empty()).map_err(|e| TargetError::Io {
             path: root.display().to_string(),
             op: "open target root",
-            source: e.into(),
+            cause: e.into(),
         })?;
         Ok(Self { fd, path: root.to_path_buf() })
     }
@@ -357,7 +356,7 @@ impl TargetRoot {
         for _ in 0..64 {
             let tmp_rel = join(split_last(rel).0, &temp_name(name));
             match self.symlink(target, &tmp_rel) {
-                Err(TargetError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(TargetError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 other => return other.map(|()| tmp_rel),
             }
         }

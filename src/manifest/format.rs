@@ -23,8 +23,8 @@ const MAX_CHUNKS: u64 = 1 << 40;
 /// A manifest that cannot be read, with the file and where it broke.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("{file}: {source}")]
-    Io { file: String, source: io::Error },
+    #[error("{file}: {cause}")]
+    Io { file: String, cause: io::Error },
     #[error("{file}: not a cutover manifest (no '{}' line at the start)", String::from_utf8_lossy(&MAGIC[..MAGIC.len() - 1]))]
     NotAManifest { file: String },
     #[error("{file}: manifest format '{found}' is not supported by this cutover (it reads cutover-manifest/1)")]
@@ -141,7 +141,7 @@ fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
 /// Reads and verifies the manifest at `path`.
 pub fn read_manifest(path: &Path) -> Result<Manifest, ManifestError> {
     let file =
-        std::fs::File::open(path).map_err(|source| ManifestError::Io { file: path.display().to_string(), source })?;
+        std::fs::File::open(path).map_err(|cause| ManifestError::Io { file: path.display().to_string(), cause })?;
     read_manifest_from(file, path)
 }
 
@@ -192,7 +192,7 @@ impl<R: Read> Reader<R> {
     }
 
     fn io(&self, source: io::Error) -> ManifestError {
-        ManifestError::Io { file: self.name(), source }
+        ManifestError::Io { file: self.name(), cause: source }
     }
 
     /// Reads exactly `buf.len()` bytes into the checksum, or reports truncation.

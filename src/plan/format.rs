@@ -15,8 +15,8 @@ use crate::digest::ChunkSize;
 /// A plan that cannot be used, with the file and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("{file}: {source}")]
-    Io { file: String, source: std::io::Error },
+    #[error("{file}: {cause}")]
+    Io { file: String, cause: std::io::Error },
     #[error("{file}: not a cutover plan: {why}")]
     Malformed { file: String, why: String },
     #[error("{file}: plan format '{found}' is not supported (this cutover reads {PLAN_FORMAT})")]
@@ -46,7 +46,7 @@ pub fn write_plan(plan: &Plan, mut out: impl Write) -> std::io::Result<()> {
 pub fn read_plan(mut input: impl Read, name: &Path) -> Result<Plan, PlanError> {
     let file = name.display().to_string();
     let mut text = Vec::new();
-    input.read_to_end(&mut text).map_err(|source| PlanError::Io { file: file.clone(), source })?;
+    input.read_to_end(&mut text).map_err(|cause| PlanError::Io { file: file.clone(), cause })?;
     let malformed = |why: String| PlanError::Malformed { file: file.clone(), why };
     let mut doc: Value = serde_json::from_slice(&text).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
     let object = doc.as_object_mut().ok_or_else(|| malformed("not a JSON object".into()))?;

@@ -30,8 +30,8 @@ impl Default for ScanOptions {
 /// manifest instead, so one unreadable file does not stop a scan of millions.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("{path}: cannot open: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot open: {cause}")]
+    Open { path: PathBuf, cause: std::io::Error },
     #[error("{path}: not a directory")]
     NotADirectory { path: PathBuf },
 }
@@ -39,7 +39,7 @@ pub enum ScanError {
 /// Scans the directory `root` (which may itself be reached through a symlink).
 pub fn scan(root: &Path, options: &ScanOptions) -> Result<Manifest, ScanError> {
     let started = crate::time::now_rfc3339();
-    let open_error = |e: rustix::io::Errno| ScanError::Open { path: root.to_path_buf(), source: e.into() };
+    let open_error = |e: rustix::io::Errno| ScanError::Open { path: root.to_path_buf(), cause: e.into() };
     let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
         .map_err(open_error)?;
     let stat = rustix::fs::fstat(&fd).map_err(open_error)?;
