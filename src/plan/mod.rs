@@ -147,6 +147,7 @@ pub struct PatchChunk {
 /// Attributes set on whatever an operation creates or repairs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attrs {
+    #[serde(with = "octal")]
     pub mode: u32,
     pub mtime: Time,
     pub uid: u32,
@@ -210,7 +211,7 @@ pub enum Operation {
         at: OpPath,
         #[serde(rename = "type")]
         kind: Kind,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "octal_option")]
         mode: Option<u32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mtime: Option<Time>,
@@ -251,5 +252,39 @@ impl Operation {
             }
             _ => 0,
         }
+    }
+}
+
+/// Permission bits as an octal string (`"0644"`), the way people read them.
+mod octal {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{mode:04o}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(d)?;
+        u32::from_str_radix(&text, 8)
+            .ok()
+            .filter(|mode| *mode <= 0o7777)
+            .ok_or_else(|| serde::de::Error::custom(format!("'{text}' is not an octal permission mode")))
+    }
+}
+
+mod octal_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match mode {
+            Some(mode) => super::octal::serialize(mode, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::octal")] u32);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(mode)| mode))
     }
 }
