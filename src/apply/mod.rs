@@ -78,10 +78,9 @@ pub enum ApplyError {
     Journal(String),
 }
 
-/// A stable id of a plan's content, used to tie bundles and journals to it.
+/// The id that ties bundles and journals to a plan: the first 32 hex digits of its checksum.
 pub fn plan_id(plan: &Plan) -> String {
-    let bytes = serde_json::to_vec(plan).unwrap_or_default();
-    blake3::hash(&bytes).to_hex()[..32].to_string()
+    crate::plan::plan_checksum(plan)[..32].to_string()
 }
 
 /// Carries out `plan` on the directory `target`, reading source bytes from `source`.

@@ -32,6 +32,11 @@ fn checksum(doc: &Value) -> String {
     blake3::hash(&bytes).to_hex().to_string()
 }
 
+/// The checksum of a plan: what `write_plan` stores in its `checksum` field.
+pub fn plan_checksum(plan: &Plan) -> String {
+    serde_json::to_value(plan).map(|doc| checksum(&doc)).unwrap_or_default()
+}
+
 /// Writes `plan` as pretty JSON with its checksum.
 pub fn write_plan(plan: &Plan, mut out: impl Write) -> std::io::Result<()> {
     let mut doc = serde_json::to_value(plan)?;

@@ -10,7 +10,7 @@ mod build;
 mod format;
 
 pub use build::{PlanOptions, build_plan};
-pub use format::{PlanError, read_plan, write_plan};
+pub use format::{PlanError, plan_checksum, read_plan, write_plan};
 
 use serde::{Deserialize, Serialize};
 
