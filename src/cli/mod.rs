@@ -143,7 +143,7 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
     let mut out = stdout.lock();
     if args.b3sum {
         for line in b3sum_lines(&manifest) {
-            out.write_all(&line)?;
+            out.write_all(line.as_bytes())?;
         }
     } else if let Some(output) = &args.output {
         let to_stdout = output.as_os_str() == "-";

@@ -67,27 +67,19 @@ pub(crate) fn hash_file(file: &std::fs::File, len: u64, chunk: ChunkSize) -> Res
 }
 
 /// `b3sum`-compatible lines (`HASH  path`) for every regular file, in manifest order, so
-/// `b3sum --check` run inside the root accepts them. Names holding `\` or a newline are escaped
-/// as b3sum does: the line starts with `\`, and `\` and newline become `\\` and `\n`.
-pub fn b3sum_lines(manifest: &Manifest) -> impl Iterator<Item = Vec<u8>> + '_ {
+/// `b3sum --check` run inside the root accepts them. Names are written as b3sum writes them: a
+/// name holding `\`, a newline or a carriage return is escaped (`\\`, `\n`, `\r`) and its
+/// line starts with `\`; a name that is not UTF-8 is written lossily, as b3sum does, and
+/// cannot be checked by b3sum.
+pub fn b3sum_lines(manifest: &Manifest) -> impl Iterator<Item = String> + '_ {
     manifest.entries.iter().filter(|e| e.kind == Kind::File).filter_map(|entry| {
         let digest = entry.digest?;
-        let path = entry.path.as_bytes();
-        let escape = path.iter().any(|&b| b == b'\\' || b == b'\n');
-        let mut line = Vec::with_capacity(path.len() + 70);
-        if escape {
-            line.push(b'\\');
-        }
-        line.extend_from_slice(digest.to_hex().as_bytes());
-        line.extend_from_slice(b"  ");
-        for &b in path {
-            match b {
-                b'\\' if escape => line.extend_from_slice(b"\\\\"),
-                b'\n' => line.extend_from_slice(b"\\n"),
-                _ => line.push(b),
-            }
-        }
-        line.push(b'\n');
-        Some(line)
+        let name = String::from_utf8_lossy(entry.path.as_bytes());
+        Some(if name.contains(['\\', '\n', '\r']) {
+            let escaped = name.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r");
+            format!("\\{digest}  {escaped}\n")
+        } else {
+            format!("{digest}  {name}\n")
+        })
     })
 }
