@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn merged_chunks_equal_blake3_hash() {
-        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let data: Vec<u8> = (0..60_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         for chunk in [1024usize, 2048, 4096, 8192] {
             for len in [chunk + 1, 2 * chunk - 1, 2 * chunk, 2 * chunk + 1, 7 * chunk + 5, 39_999] {
                 let cvs = chunk_cvs(&data[..len], chunk);

@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn subtree_sorts_right_after_its_directory() {
-        let mut paths = vec![p("a-b"), p("a/z"), p("a"), p("a.b"), p("a/b/c"), p("ab")];
+        let mut paths = [p("a-b"), p("a/z"), p("a"), p("a.b"), p("a/b/c"), p("ab")];
         paths.sort();
         let names: Vec<String> = paths.iter().map(|p| p.display()).collect();
         assert_eq!(names, ["a", "a/b/c", "a/z", "a-b", "a.b", "ab"]);

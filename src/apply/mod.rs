@@ -104,8 +104,7 @@ pub fn apply(
     let root = TargetRoot::open(target)?;
     let chunk = ChunkSize::new(plan.chunk_size).map_err(ApplyError::Journal)?;
     let mut journal = Journal::open(&root, &plan_id(plan)).map_err(ApplyError::Journal)?;
-    let mut report = ApplyReport::default();
-    report.stale_temps_removed = remove_stale_temps(&root, plan)?;
+    let mut report = ApplyReport { stale_temps_removed: remove_stale_temps(&root, plan)?, ..ApplyReport::default() };
     for (index, op) in plan.operations.iter().enumerate() {
         let mut run = ops::Run { root: &root, source: &mut *source, chunk, journal: &mut journal, report: &mut report };
         let outcome = run.operation(index, op);

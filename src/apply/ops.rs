@@ -12,7 +12,7 @@ use super::{ApplyReport, Outcome};
 use crate::digest::{ByteRange, ChunkSize, Digest};
 use crate::manifest::Kind;
 use crate::path::RelPath;
-use crate::plan::{Attrs, FileState, Found, Operation, PatchChunk};
+use crate::plan::{Attrs, FileState, Found, Operation, PatchChunk, Xattr};
 
 pub(super) struct Run<'a, 'j> {
     pub root: &'a TargetRoot,
@@ -20,6 +20,14 @@ pub(super) struct Run<'a, 'j> {
     pub chunk: ChunkSize,
     pub journal: &'a mut Journal<'j>,
     pub report: &'a mut ApplyReport,
+}
+
+/// Metadata a `meta` operation sets.
+#[derive(Clone, Copy)]
+struct Wanted {
+    mode: Option<u32>,
+    mtime: Option<(i64, u32)>,
+    owner: Option<(u32, u32)>,
 }
 
 /// Early exit from an operation with its outcome.
@@ -60,8 +68,9 @@ impl Run<'_, '_> {
             Operation::Symlink { link, link_bytes, replaces, attrs, .. } => {
                 self.symlink(&path, link, link_bytes.as_deref(), replaces.as_deref(), attrs)
             }
-            Operation::Meta { kind, mode, mtime, owner, .. } => {
-                self.meta(&path, *kind, *mode, mtime.map(|t| (t.sec, t.nsec)), *owner)
+            Operation::Meta { kind, mode, mtime, owner, xattrs, .. } => {
+                let wanted = Wanted { mode: *mode, mtime: mtime.map(|t| (t.sec, t.nsec)), owner: *owner };
+                self.meta(&path, *kind, wanted, xattrs.as_deref())
             }
         };
         result.unwrap_or_else(|outcome| outcome)
@@ -303,35 +312,40 @@ impl Run<'_, '_> {
         Ok(Outcome::Done)
     }
 
-    fn meta(
-        &mut self,
-        path: &RelPath,
-        kind: Kind,
-        mode: Option<u32>,
-        mtime: Option<(i64, u32)>,
-        owner: Option<(u32, u32)>,
-    ) -> Step<Outcome> {
+    fn meta(&mut self, path: &RelPath, kind: Kind, wanted: Wanted, xattrs: Option<&[Xattr]>) -> Step<Outcome> {
         let found = match self.stat(path)? {
             Some(found) if found.kind == node_kind(kind) => found,
             Some(found) => return Err(Outcome::Skipped(format!("expected a {kind}, found a {:?}", found.kind))),
             None => return Err(Outcome::Skipped("the entry is gone".into())),
         };
-        let owner = owner.filter(|_| is_root());
-        let mode = mode.filter(|_| kind != Kind::Symlink);
+        let rel = path.as_bytes();
+        let owner = wanted.owner.filter(|_| is_root());
+        let mode = wanted.mode.filter(|_| kind != Kind::Symlink);
+        let xattrs = match xattrs.filter(|_| matches!(kind, Kind::File | Kind::Dir)) {
+            Some(list) => Some(Xattr::decode(list).map_err(Outcome::Failed)?),
+            None => None,
+        };
+        let xattrs_hold = match &xattrs {
+            Some(desired) => self.root.xattrs(rel).map_err(failed)?.map(|x| *x).unwrap_or_default() == *desired,
+            None => true,
+        };
         let holds = owner.is_none_or(|o| o == (found.uid, found.gid))
             && mode.is_none_or(|m| m == found.mode)
-            && mtime.is_none_or(|t| t == (found.mtime_sec, found.mtime_nsec));
+            && wanted.mtime.is_none_or(|t| t == (found.mtime_sec, found.mtime_nsec))
+            && xattrs_hold;
         if holds {
             return Ok(Outcome::AlreadyDone);
         }
-        let rel = path.as_bytes();
         if let Some((uid, gid)) = owner {
             self.root.set_owner(rel, uid, gid).map_err(failed)?;
         }
         if let Some(mode) = mode {
             self.root.set_mode(rel, mode).map_err(failed)?;
         }
-        if let Some((sec, nsec)) = mtime {
+        if let Some(desired) = &xattrs {
+            self.root.set_xattrs(rel, desired).map_err(failed)?;
+        }
+        if let Some((sec, nsec)) = wanted.mtime {
             self.root.set_mtime(rel, sec, nsec).map_err(failed)?;
         }
         Ok(Outcome::Done)
@@ -348,6 +362,10 @@ impl Run<'_, '_> {
         }
         if kind != NodeKind::Symlink {
             self.root.set_mode(rel, attrs.mode).map_err(failed)?;
+        }
+        if let (Some(list), NodeKind::File | NodeKind::Dir) = (&attrs.xattrs, kind) {
+            let desired = Xattr::decode(list).map_err(Outcome::Failed)?;
+            self.root.set_xattrs(rel, &desired).map_err(failed)?;
         }
         self.root.set_mtime(rel, attrs.mtime.sec, attrs.mtime.nsec).map_err(failed)
     }

@@ -9,6 +9,7 @@
 //! component is only ever touched through `*at()` calls that do not follow
 //! symlinks. No `..` is accepted, so nothing can climb out of the root.
 
+use crate::manifest::Xattrs;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -41,11 +42,7 @@ pub enum TargetError {
     WrongType { path: String, op: &'static str, expected: &'static str, found: NodeKind },
     // The source is in the message, as elsewhere in this crate's errors.
     #[error("cannot {op} {path:?}: {cause}")]
-    Io {
-        path: String,
-        op: &'static str,
-        cause: std::io::Error,
-    },
+    Io { path: String, op: &'static str, cause: std::io::Error },
 }
 
 impl TargetError {
@@ -315,6 +312,49 @@ impl TargetRoot {
         }
         rfs::fcntl_setfl(&fd, access).map_err(ctx(rel, op))?;
         Ok(File::from(fd))
+    }
+
+    /// A regular file or directory opened read-only, never through a symlink, for its extended
+    /// attributes.
+    fn open_node(&self, rel: &[u8], op: &'static str) -> Result<OwnedFd, TargetError> {
+        let (parent, name) = self.resolve(rel)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        match Self::lstat_at(&parent, name, rel)?.map(|s| kind_of(&s)) {
+            None => return Err(io_err(rel, op, Errno::NOENT)),
+            Some(NodeKind::File | NodeKind::Dir) => {}
+            Some(k) => return Err(wrong(rel, op, "file or directory", k)),
+        }
+        let fd = rfs::openat(&parent, os(name), flags, Mode::empty()).map_err(ctx(rel, op))?;
+        match kind_of(&rfs::fstat(&fd).map_err(ctx(rel, op))?) {
+            NodeKind::File | NodeKind::Dir => Ok(fd),
+            k => Err(wrong(rel, op, "file or directory", k)),
+        }
+    }
+
+    /// The extended attributes of a file or directory, sorted by name.
+    pub fn xattrs(&self, rel: &[u8]) -> Result<Option<Box<Xattrs>>, TargetError> {
+        let fd = self.open_node(rel, "read extended attributes of")?;
+        crate::scan::read_xattrs(&fd).map_err(|cause| TargetError::Io {
+            path: lossy(rel),
+            op: "read extended attributes of",
+            cause,
+        })
+    }
+
+    /// Makes the extended attributes of a file or directory exactly `desired`.
+    pub fn set_xattrs(&self, rel: &[u8], desired: &Xattrs) -> Result<(), TargetError> {
+        let op = "set extended attributes of";
+        let fd = self.open_node(rel, op)?;
+        let current = crate::scan::read_xattrs(&fd)
+            .map_err(|cause| TargetError::Io { path: lossy(rel), op, cause })?
+            .unwrap_or_default();
+        for (name, _) in current.iter().filter(|(name, _)| !desired.iter().any(|(n, _)| n == name)) {
+            rfs::fremovexattr(&fd, os(name)).map_err(ctx(rel, op))?;
+        }
+        for (name, value) in desired.iter().filter(|pair| !current.contains(pair)) {
+            rfs::fsetxattr(&fd, os(name), value, rfs::XattrFlags::empty()).map_err(ctx(rel, op))?;
+        }
+        Ok(())
     }
 
     pub fn open_read(&self, rel: &[u8]) -> Result<File, TargetError> {

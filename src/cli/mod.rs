@@ -58,6 +58,9 @@ struct ScanArgs {
     /// Print `HASH  path` lines that `b3sum --check` accepts when run inside DIR.
     #[arg(long, conflicts_with = "output")]
     b3sum: bool,
+    /// Record extended attributes too (needed to compare them with `diff --meta xattr`).
+    #[arg(long)]
+    xattrs: bool,
     #[command(flatten)]
     chunk: ChunkArg,
 }
@@ -137,7 +140,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run_scan(args: ScanArgs) -> Result<u8> {
-    let options = ScanOptions { chunk_size: args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT) };
+    let options = ScanOptions { chunk_size: args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT), xattrs: args.xattrs };
     let manifest = scan(&args.dir, &options)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -181,7 +184,7 @@ fn report_problems(manifest: &Manifest) -> u8 {
     let mut count = 0;
     for (entry, problem) in manifest.problems() {
         count += 1;
-        eprintln!("cutover: {}: {problem}", render::shown(&entry.path.as_bytes()));
+        eprintln!("cutover: {}: {problem}", render::shown(entry.path.as_bytes()));
     }
     if count > 0 {
         eprintln!("cutover: {count} entries could not be hashed");
@@ -192,13 +195,13 @@ fn report_problems(manifest: &Manifest) -> u8 {
 }
 
 /// Loads one side of a comparison: a manifest from stdin or a file, or a scan of a directory.
-fn load_side(path: &Path, chunk: Option<ChunkSize>) -> Result<Manifest> {
+fn load_side(path: &Path, chunk: Option<ChunkSize>, xattrs: bool) -> Result<Manifest> {
     if path.as_os_str() == "-" {
         return Ok(read_manifest_from(std::io::stdin().lock(), Path::new("<stdin>"))?);
     }
     let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
     if meta.is_dir() {
-        Ok(scan(path, &ScanOptions { chunk_size: chunk.unwrap_or(ChunkSize::DEFAULT) })?)
+        Ok(scan(path, &ScanOptions { chunk_size: chunk.unwrap_or(ChunkSize::DEFAULT), xattrs })?)
     } else {
         Ok(read_manifest(path)?)
     }
@@ -210,27 +213,34 @@ fn is_dir(path: &Path) -> bool {
 
 /// Loads both sides. A directory compared with a manifest is scanned at the manifest's chunk
 /// size, so their chunks line up without coarsening.
-pub(crate) fn load_pair(source: &Path, target: &Path, chunk: Option<ChunkSize>) -> Result<(Manifest, Manifest)> {
+/// Directories are scanned with extended attributes when `meta` compares them.
+pub(crate) fn load_pair(
+    source: &Path,
+    target: &Path,
+    chunk: Option<ChunkSize>,
+    meta: MetaSet,
+) -> Result<(Manifest, Manifest)> {
+    let xattrs = meta.xattr;
     if source.as_os_str() == "-" && target.as_os_str() == "-" {
         bail!("only one side can be read from standard input");
     }
     if is_dir(source) && !is_dir(target) {
-        let target = load_side(target, chunk)?;
-        let source = load_side(source, chunk.or(Some(target.header.chunk_size)))?;
+        let target = load_side(target, chunk, xattrs)?;
+        let source = load_side(source, chunk.or(Some(target.header.chunk_size)), xattrs)?;
         return Ok((source, target));
     }
     if is_dir(source) && is_dir(target) {
         // Both scans share the thread pool, so neither side's tail leaves a core idle.
-        let (source, target) = rayon::join(|| load_side(source, chunk), || load_side(target, chunk));
+        let (source, target) = rayon::join(|| load_side(source, chunk, xattrs), || load_side(target, chunk, xattrs));
         return Ok((source?, target?));
     }
-    let source = load_side(source, chunk)?;
-    let target = load_side(target, chunk.or(Some(source.header.chunk_size)))?;
+    let source = load_side(source, chunk, xattrs)?;
+    let target = load_side(target, chunk.or(Some(source.header.chunk_size)), xattrs)?;
     Ok((source, target))
 }
 
 fn run_diff(args: DiffArgs) -> Result<u8> {
-    let (source, target) = load_pair(&args.source, &args.target, args.chunk.chunk_size)?;
+    let (source, target) = load_pair(&args.source, &args.target, args.chunk.chunk_size, args.meta)?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta });
     if !args.quiet {
         let stdout = std::io::stdout();

@@ -82,6 +82,7 @@ fn meta_text(changes: &[MetaChange]) -> String {
             MetaChange::Owner { source, target } => {
                 format!("owner {}:{}→{}:{}", source.0, source.1, target.0, target.1)
             }
+            MetaChange::Xattr { names } => format!("xattr {}", names.join(" ")),
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -124,7 +124,7 @@ fn check_source_not_empty(source: &Manifest, target: &Manifest, delete: bool, fo
 }
 
 pub fn run_plan(args: PlanArgs) -> Result<u8> {
-    let (source, target) = load_pair(&args.source, &args.target, args.chunk.chunk_size)?;
+    let (source, target) = load_pair(&args.source, &args.target, args.chunk.chunk_size, args.repair.meta)?;
     check_source_not_empty(&source, &target, args.repair.delete, args.repair.force)?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta };
     let (plan, report) = build_plan(&source, &target, &options);
@@ -219,7 +219,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         }
     }
     let chunk = args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT);
-    let scan_options = ScanOptions { chunk_size: chunk };
+    let scan_options = ScanOptions { chunk_size: chunk, xattrs: args.meta.xattr };
     let source = scan(&args.source, &scan_options)?;
     let target = scan(&args.target, &scan_options)?;
     check_source_not_empty(&source, &target, args.delete, args.limits.force)?;

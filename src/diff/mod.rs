@@ -28,11 +28,7 @@ impl Default for DiffOptions {
 
 /// Compares `target` against the reference `source`.
 pub fn diff(source: &Manifest, target: &Manifest, options: &DiffOptions) -> Report {
-    let meta = MetaSet {
-        mode: options.meta.mode && source.header.metadata.mode && target.header.metadata.mode,
-        mtime: options.meta.mtime && source.header.metadata.mtime && target.header.metadata.mtime,
-        owner: options.meta.owner && source.header.metadata.owner && target.header.metadata.owner,
-    };
+    let meta = options.meta.and(source.header.metadata).and(target.header.metadata);
     let mut merge = Merge {
         source,
         target,
@@ -136,7 +132,7 @@ impl Merge<'_> {
         }
         // Equal node hashes prove the subtrees equal in names, kinds, content and permission
         // bits, which is all the hash covers.
-        let covered = MetaSet { mode: self.meta.mode, mtime: false, owner: false };
+        let covered = MetaSet { mode: self.meta.mode, ..MetaSet::NONE };
         s.kind == Kind::Dir && !(content_equal && s.digest.is_some() && self.meta.within(covered))
     }
 
@@ -151,6 +147,9 @@ impl Merge<'_> {
         if self.meta.owner && (s.uid, s.gid) != (t.uid, t.gid) {
             changes.push(MetaChange::Owner { source: (s.uid, s.gid), target: (t.uid, t.gid) });
         }
+        if self.meta.xattr && s.kind != Kind::Symlink && s.xattrs != t.xattrs {
+            changes.push(MetaChange::Xattr { names: xattr_names_differing(s, t) });
+        }
         changes
     }
 }
@@ -159,6 +158,21 @@ impl Merge<'_> {
 /// seconds only), to the nanosecond otherwise.
 fn same_mtime(s: &Entry, t: &Entry) -> bool {
     if s.mtime.nsec == 0 || t.mtime.nsec == 0 { s.mtime.sec == t.mtime.sec } else { s.mtime == t.mtime }
+}
+
+/// Names of the extended attributes that are added, removed or changed between two entries.
+fn xattr_names_differing(s: &Entry, t: &Entry) -> Vec<String> {
+    let empty = Vec::new();
+    let (a, b) = (s.xattrs.as_deref().unwrap_or(&empty), t.xattrs.as_deref().unwrap_or(&empty));
+    let mut names: Vec<String> = a
+        .iter()
+        .filter(|pair| !b.contains(pair))
+        .chain(b.iter().filter(|pair| !a.contains(pair)))
+        .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Regular files and their bytes in a subtree.

@@ -25,9 +25,22 @@ impl Side {
 /// One metadata field that differs, with both values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetaChange {
-    Mode { source: u32, target: u32 },
-    Mtime { source: Mtime, target: Mtime },
-    Owner { source: (u32, u32), target: (u32, u32) },
+    Mode {
+        source: u32,
+        target: u32,
+    },
+    Mtime {
+        source: Mtime,
+        target: Mtime,
+    },
+    Owner {
+        source: (u32, u32),
+        target: (u32, u32),
+    },
+    /// Extended attributes differ; the names that were added, removed or changed.
+    Xattr {
+        names: Vec<String>,
+    },
 }
 
 impl MetaChange {
@@ -36,6 +49,7 @@ impl MetaChange {
             MetaChange::Mode { .. } => "mode",
             MetaChange::Mtime { .. } => "mtime",
             MetaChange::Owner { .. } => "owner",
+            MetaChange::Xattr { .. } => "xattr",
         }
     }
 }
@@ -221,6 +235,10 @@ fn meta_json(changes: &[MetaChange]) -> Value {
     let mut object = serde_json::Map::new();
     for change in changes {
         let (source, target) = match change {
+            MetaChange::Xattr { names } => {
+                object.insert(change.field().into(), json!({ "names": names }));
+                continue;
+            }
             MetaChange::Mode { source, target } => (json!(format!("{source:04o}")), json!(format!("{target:04o}"))),
             MetaChange::Mtime { source, target } => (json!(mtime_text(*source)), json!(mtime_text(*target))),
             MetaChange::Owner { source, target } => {

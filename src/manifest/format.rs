@@ -16,6 +16,7 @@ const TAG_END: u8 = 0;
 const FLAG_DIGEST: u8 = 1;
 const FLAG_UNREADABLE: u8 = 2;
 const FLAG_UNSTABLE: u8 = 4;
+const FLAG_XATTRS: u8 = 8;
 const MAX_HEADER: usize = 1 << 20;
 /// More chunk CVs than a 1 EiB file at the minimum chunk size has is corruption.
 const MAX_CHUNKS: u64 = 1 << 40;
@@ -99,6 +100,9 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8]) {
         Some(Problem::Unstable(_)) => flags |= FLAG_UNSTABLE,
         None => {}
     }
+    if entry.xattrs.is_some() {
+        flags |= FLAG_XATTRS;
+    }
     buf.push(flags);
     put_varint(buf, entry.size);
     put_varint(buf, u64::from(entry.mode));
@@ -122,6 +126,15 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8]) {
             }
         }
         _ => {}
+    }
+    if let Some(xattrs) = entry.xattrs.as_deref() {
+        put_varint(buf, xattrs.len() as u64);
+        for (name, value) in xattrs {
+            put_varint(buf, name.len() as u64);
+            buf.extend_from_slice(name);
+            put_varint(buf, value.len() as u64);
+            buf.extend_from_slice(value);
+        }
     }
     if let Some(problem) = entry.problem.as_deref() {
         let (Problem::Unreadable(why) | Problem::Unstable(why)) = problem;
@@ -384,6 +397,24 @@ impl<R: Read> Reader<R> {
                 entry.chunks = (0..n).map(|_| self.digest()).collect::<Result<_, _>>()?;
             }
             _ => {}
+        }
+        if flags & FLAG_XATTRS != 0 {
+            let count = self.varint()?;
+            if count == 0 || count > 1 << 16 {
+                return Err(self.corrupt(format!("implausible extended attribute count {count}")));
+            }
+            let mut xattrs = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let name_len = self.varint()?;
+                let name = self.bytes(name_len, 255, "extended attribute name")?;
+                let value_len = self.varint()?;
+                let value = self.bytes(value_len, 1 << 16, "extended attribute value")?;
+                xattrs.push((name.into_boxed_slice(), value.into_boxed_slice()));
+            }
+            if xattrs.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(self.corrupt("extended attributes not sorted by name"));
+            }
+            entry.xattrs = Some(Box::new(xattrs));
         }
         if flags & (FLAG_UNREADABLE | FLAG_UNSTABLE) != 0 {
             let len = self.varint()?;

@@ -104,8 +104,14 @@ pub struct Entry {
     pub chunks: Box<[Digest]>,
     /// Symlink target, exactly as `readlink` returned it.
     pub link: Option<Box<[u8]>>,
+    /// Extended attributes, sorted by name; `None` when there are none or they were not
+    /// recorded (the header's `metadata` says which).
+    pub xattrs: Option<Box<Xattrs>>,
     pub problem: Option<Box<Problem>>,
 }
+
+/// Extended attributes as (name, value) pairs sorted by name.
+pub type Xattrs = Vec<(Box<[u8]>, Box<[u8]>)>;
 
 impl Entry {
     /// A bare entry of `kind` at `path`, with no metadata yet.
@@ -121,6 +127,7 @@ impl Entry {
             digest: None,
             chunks: Box::default(),
             link: None,
+            xattrs: None,
             problem: None,
         }
     }
@@ -132,13 +139,15 @@ pub struct MetaSet {
     pub mode: bool,
     pub mtime: bool,
     pub owner: bool,
+    /// Extended attributes (of files and directories; symlinks' are not read).
+    pub xattr: bool,
 }
 
 impl MetaSet {
-    pub const NONE: MetaSet = MetaSet { mode: false, mtime: false, owner: false };
-    pub const ALL: MetaSet = MetaSet { mode: true, mtime: true, owner: true };
+    pub const NONE: MetaSet = MetaSet { mode: false, mtime: false, owner: false, xattr: false };
+    pub const ALL: MetaSet = MetaSet { mode: true, mtime: true, owner: true, xattr: true };
     /// The default, as rsync's `-rlpc`: permission bits only.
-    pub const DEFAULT: MetaSet = MetaSet { mode: true, mtime: false, owner: false };
+    pub const DEFAULT: MetaSet = MetaSet { mode: true, mtime: false, owner: false, xattr: false };
 
     /// Parses `none`, `all`, or a comma list of `mode`, `mtime`, `owner`.
     pub fn parse(list: &str) -> Result<MetaSet, String> {
@@ -153,20 +162,30 @@ impl MetaSet {
                 "mode" | "perms" => set.mode = true,
                 "mtime" | "times" => set.mtime = true,
                 "owner" => set.owner = true,
-                "xattr" => {
-                    return Err("extended attributes are not recorded yet (see docs/report.md)".into());
-                }
+                "xattr" | "xattrs" => set.xattr = true,
                 other => {
-                    return Err(format!("unknown metadata field '{other}' (expected mode, mtime, owner, none or all)"));
+                    return Err(format!(
+                        "unknown metadata field '{other}' (expected mode, mtime, owner, xattr, none or all)"
+                    ));
                 }
             }
         }
         Ok(set)
     }
 
+    /// Fields in both sets.
+    pub fn and(self, other: MetaSet) -> MetaSet {
+        MetaSet {
+            mode: self.mode && other.mode,
+            mtime: self.mtime && other.mtime,
+            owner: self.owner && other.owner,
+            xattr: self.xattr && other.xattr,
+        }
+    }
+
     pub fn names(self) -> Vec<&'static str> {
         let mut names = Vec::new();
-        for (on, name) in [(self.mode, "mode"), (self.mtime, "mtime"), (self.owner, "owner")] {
+        for (on, name) in [(self.mode, "mode"), (self.mtime, "mtime"), (self.owner, "owner"), (self.xattr, "xattr")] {
             if on {
                 names.push(name);
             }
@@ -176,7 +195,10 @@ impl MetaSet {
 
     /// True when every field in `self` is also in `other`.
     pub fn within(self, other: MetaSet) -> bool {
-        (!self.mode || other.mode) && (!self.mtime || other.mtime) && (!self.owner || other.owner)
+        (!self.mode || other.mode)
+            && (!self.mtime || other.mtime)
+            && (!self.owner || other.owner)
+            && (!self.xattr || other.xattr)
     }
 }
 

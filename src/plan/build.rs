@@ -2,7 +2,7 @@
 
 use super::{
     Attrs, FileState, Found, Hex, OpPath, Operation, PLAN_FORMAT, PatchChunk, Plan, PlanSide, Time, Totals,
-    Unrepairable,
+    Unrepairable, Xattr,
 };
 use crate::diff::{Change, DiffOptions, Report, diff};
 use crate::digest::{ChunkSize, Digest, coarsen};
@@ -31,6 +31,7 @@ pub fn build_plan(source: &Manifest, target: &Manifest, options: &PlanOptions) -
     let mut builder = Builder {
         source,
         target,
+        meta: report.compared,
         chunk: report.chunk_size,
         removals: Vec::new(),
         creations: Vec::new(),
@@ -48,6 +49,8 @@ pub fn build_plan(source: &Manifest, target: &Manifest, options: &PlanOptions) -
 struct Builder<'a> {
     source: &'a Manifest,
     target: &'a Manifest,
+    /// The metadata being repaired: what both sides recorded of what was asked.
+    meta: MetaSet,
     chunk: ChunkSize,
     removals: Vec<Operation>,
     creations: Vec<Operation>,
@@ -57,8 +60,9 @@ struct Builder<'a> {
     touched_dirs: Vec<RelPath>,
 }
 
-fn attrs(e: &Entry) -> Attrs {
-    Attrs { mode: e.mode, mtime: time(e), uid: e.uid, gid: e.gid }
+fn attrs(e: &Entry, meta: MetaSet) -> Attrs {
+    let xattrs = meta.xattr.then(|| Xattr::list(e.xattrs.as_deref()));
+    Attrs { mode: e.mode, mtime: time(e), uid: e.uid, gid: e.gid, xattrs }
 }
 
 fn time(e: &Entry) -> Time {
@@ -107,6 +111,7 @@ impl Builder<'_> {
                     match change.field() {
                         "mode" => op.mode = Some(s.mode),
                         "mtime" => op.mtime = Some(time(s)),
+                        "xattr" => op.xattrs = Some(Xattr::list(s.xattrs.as_deref())),
                         _ => op.owner = Some((s.uid, s.gid)),
                     }
                 }
@@ -150,6 +155,7 @@ impl Builder<'_> {
                     op.mode = Some(e.mode);
                     op.mtime = Some(time(e));
                     op.owner = Some((e.uid, e.gid));
+                    op.xattrs = self.meta.xattr.then(|| Xattr::list(e.xattrs.as_deref()));
                     self.metas.push(op.into_operation());
                 }
                 Kind::File => self.copy(e, None),
@@ -161,7 +167,12 @@ impl Builder<'_> {
 
     fn copy(&mut self, s: &Entry, replaces: Option<FileState>) {
         if let Some(source) = file_state(s) {
-            self.creations.push(Operation::Copy { at: OpPath::new(&s.path), source, replaces, attrs: attrs(s) });
+            self.creations.push(Operation::Copy {
+                at: OpPath::new(&s.path),
+                source,
+                replaces,
+                attrs: attrs(s, self.meta),
+            });
         }
     }
 
@@ -182,7 +193,7 @@ impl Builder<'_> {
             link: text,
             link_bytes: b64,
             replaces,
-            attrs: attrs(s),
+            attrs: attrs(s, self.meta),
         });
     }
 
@@ -211,7 +222,7 @@ impl Builder<'_> {
             source,
             target_size: t.size,
             chunks,
-            attrs: attrs(s),
+            attrs: attrs(s, self.meta),
         });
     }
 
@@ -233,7 +244,7 @@ impl Builder<'_> {
                 self.metas.push(op.into_operation());
             }
         }
-        self.metas.sort_by(|a, b| b.at().rel().ok().cmp(&a.at().rel().ok()));
+        self.metas.sort_by_key(|op| std::cmp::Reverse(op.at().rel().ok()));
         self.metas.dedup_by(|later, earlier| {
             if later.at() != earlier.at() {
                 return false;
@@ -279,15 +290,17 @@ struct MetaOp {
     mode: Option<u32>,
     mtime: Option<Time>,
     owner: Option<(u32, u32)>,
+    xattrs: Option<Vec<Xattr>>,
 }
 
 impl MetaOp {
     fn new(e: &Entry) -> Self {
-        MetaOp { at: OpPath::new(&e.path), kind: e.kind, mode: None, mtime: None, owner: None }
+        MetaOp { at: OpPath::new(&e.path), kind: e.kind, mode: None, mtime: None, owner: None, xattrs: None }
     }
 
     fn into_operation(self) -> Operation {
-        Operation::Meta { at: self.at, kind: self.kind, mode: self.mode, mtime: self.mtime, owner: self.owner }
+        let MetaOp { at, kind, mode, mtime, owner, xattrs } = self;
+        Operation::Meta { at, kind, mode, mtime, owner, xattrs }
     }
 }
 

@@ -79,17 +79,14 @@ fn validate(plan: &Plan, file: &str) -> Result<(), PlanError> {
     for (index, op) in plan.operations.iter().enumerate() {
         let bad = |why: String| PlanError::Unsafe { file: file.to_string(), index, op: op.name(), why };
         op.at().rel().map_err(bad)?;
-        match op {
-            Operation::Patch { source, chunks, .. } => {
-                let count = chunk.chunks_in(source.size);
-                if let Some(c) = chunks.iter().find(|c| c.index >= count) {
-                    return Err(bad(format!("chunk {} is beyond the source's {count} chunks", c.index)));
-                }
-                if chunks.windows(2).any(|w| w[0].index >= w[1].index) {
-                    return Err(bad("chunks are not in increasing order".into()));
-                }
+        if let Operation::Patch { source, chunks, .. } = op {
+            let count = chunk.chunks_in(source.size);
+            if let Some(c) = chunks.iter().find(|c| c.index >= count) {
+                return Err(bad(format!("chunk {} is beyond the source's {count} chunks", c.index)));
             }
-            _ => {}
+            if chunks.windows(2).any(|w| w[0].index >= w[1].index) {
+                return Err(bad("chunks are not in increasing order".into()));
+            }
         }
     }
     Ok(())

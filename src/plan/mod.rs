@@ -145,13 +145,57 @@ pub struct PatchChunk {
 }
 
 /// Attributes set on whatever an operation creates or repairs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attrs {
     #[serde(with = "octal")]
     pub mode: u32,
     pub mtime: Time,
     pub uid: u32,
     pub gid: u32,
+    /// The complete set of extended attributes, when the plan repairs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<Vec<Xattr>>,
+}
+
+/// One extended attribute: its name and its value in standard base64.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: String,
+    pub value: String,
+}
+
+impl Xattr {
+    /// The plan form of a recorded set (`None` in a manifest means none).
+    pub fn list(xattrs: Option<&crate::manifest::Xattrs>) -> Vec<Xattr> {
+        use base64::Engine as _;
+        xattrs
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| Xattr {
+                name: String::from_utf8_lossy(name).into_owned(),
+                value: base64::engine::general_purpose::STANDARD.encode(value),
+            })
+            .collect()
+    }
+
+    /// Back to (name, value) bytes, sorted by name.
+    pub fn decode(list: &[Xattr]) -> Result<crate::manifest::Xattrs, String> {
+        use base64::Engine as _;
+        let mut pairs = list
+            .iter()
+            .map(|x| {
+                let value = base64::engine::general_purpose::STANDARD
+                    .decode(&x.value)
+                    .map_err(|e| format!("extended attribute {}: bad base64: {e}", x.name))?;
+                if x.name.is_empty() || x.name.contains('\0') {
+                    return Err(format!("extended attribute name {:?} is invalid", x.name));
+                }
+                Ok((x.name.as_bytes().into(), value.into_boxed_slice()))
+            })
+            .collect::<Result<crate::manifest::Xattrs, String>>()?;
+        pairs.sort();
+        Ok(pairs)
+    }
 }
 
 /// One step of a plan. Steps run in order: removals, then creations and content repairs in
@@ -217,6 +261,9 @@ pub enum Operation {
         mtime: Option<Time>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<(u32, u32)>,
+        /// The complete set of extended attributes the entry must end with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        xattrs: Option<Vec<Xattr>>,
     },
 }
 

@@ -5,6 +5,9 @@
 
 mod hash;
 mod walk;
+mod xattr;
+
+pub(crate) use xattr::read_xattrs;
 
 use std::path::{Path, PathBuf};
 
@@ -18,11 +21,13 @@ use crate::path::RelPath;
 #[derive(Clone, Debug)]
 pub struct ScanOptions {
     pub chunk_size: ChunkSize,
+    /// Record extended attributes (one more system call per file; off by default).
+    pub xattrs: bool,
 }
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        ScanOptions { chunk_size: ChunkSize::DEFAULT }
+        ScanOptions { chunk_size: ChunkSize::DEFAULT, xattrs: false }
     }
 }
 
@@ -47,12 +52,12 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Manifest, ScanError> {
     if entry.kind != Kind::Dir {
         return Err(ScanError::NotADirectory { path: root.to_path_buf() });
     }
-    let walker = walk::Walker { chunk: options.chunk_size };
+    let walker = walk::Walker { chunk: options.chunk_size, xattrs: options.xattrs };
     let entries = walker.walk_dir(fd, entry);
     let header = Header {
         tool: format!("cutover {}", env!("CARGO_PKG_VERSION")),
         chunk_size: options.chunk_size,
-        metadata: MetaSet::ALL,
+        metadata: MetaSet { xattr: options.xattrs, ..MetaSet::ALL },
         root: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string(),
         started,
         finished: crate::time::now_rfc3339(),

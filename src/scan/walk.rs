@@ -12,12 +12,14 @@ use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::hash::{HashError, hash_file};
+use super::xattr::read_xattrs;
 use crate::digest::{ChunkSize, Digest};
 use crate::manifest::{Entry, Kind, Mtime, Problem, dir_digest, link_digest};
 use crate::path::RelPath;
 
 pub(super) struct Walker {
     pub chunk: ChunkSize,
+    pub xattrs: bool,
 }
 
 pub(super) fn kind_of(stat: &Stat) -> Kind {
@@ -46,7 +48,7 @@ pub(super) fn entry_from_stat(path: RelPath, stat: &Stat) -> Entry {
 }
 
 fn mtime_of(stat: &Stat) -> Mtime {
-    Mtime { sec: stat.st_mtime as i64, nsec: stat.st_mtime_nsec as u32 }
+    Mtime { sec: stat.st_mtime, nsec: stat.st_mtime_nsec as u32 }
 }
 
 fn unreadable(entry: &mut Entry, why: impl std::fmt::Display) {
@@ -57,6 +59,7 @@ fn unreadable(entry: &mut Entry, why: impl std::fmt::Display) {
 impl Walker {
     /// The subtree of the directory open as `dir`, whose own entry is `entry`, in pre-order.
     pub(super) fn walk_dir(&self, dir: OwnedFd, mut entry: Entry) -> Vec<Entry> {
+        self.record_xattrs(&dir, &mut entry);
         let names = match list_names(&dir) {
             Ok(names) => names,
             Err(e) => {
@@ -120,6 +123,7 @@ impl Walker {
             Ok(fd) => fd,
             Err(e) => return unreadable(entry, format_args!("cannot open: {}", std::io::Error::from(e))),
         };
+        self.record_xattrs(&fd, entry);
         let result = hash_file(fd.as_fd(), entry.size, self.chunk);
         let after = match rustix::fs::fstat(&fd) {
             Ok(after) => after,
@@ -134,6 +138,10 @@ impl Walker {
                 let why = format!("expected {expected} bytes, file ended at {at}");
                 entry.problem = Some(Box::new(Problem::Unstable(why)));
             }
+            Err(HashError::Truncated { expected }) => {
+                let why = format!("expected {expected} bytes, file was truncated while being read");
+                entry.problem = Some(Box::new(Problem::Unstable(why)));
+            }
             Err(HashError::Io(e)) => unreadable(entry, format_args!("read error: {e}")),
             Ok(_) if changed => {
                 let why = format!(
@@ -145,6 +153,17 @@ impl Walker {
             Ok(hash) => {
                 entry.digest = Some(hash.root);
                 entry.chunks = hash.chunks;
+            }
+        }
+    }
+}
+
+impl Walker {
+    fn record_xattrs(&self, fd: &OwnedFd, entry: &mut Entry) {
+        if self.xattrs {
+            match read_xattrs(fd) {
+                Ok(xattrs) => entry.xattrs = xattrs,
+                Err(e) => unreadable(entry, format_args!("cannot read extended attributes: {e}")),
             }
         }
     }
