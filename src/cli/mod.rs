@@ -1,6 +1,7 @@
 //! The command line: argument types, loading each side, exit codes. Only this layer knows
 //! about clap, terminals and process exit codes; the library gets plain values.
 
+mod progress;
 mod render;
 mod repair;
 
@@ -14,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cutover::diff::{DiffOptions, Report};
 use cutover::digest::ChunkSize;
 use cutover::manifest::{Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
-use cutover::scan::{ScanOptions, b3sum_lines, scan};
+use cutover::scan::{Progress, ScanOptions, b3sum_lines, scan_with_progress};
 
 /// Exit codes, as GNU diff: 0 identical or success, 1 differences, 2 trouble.
 pub const EXIT_SAME: u8 = 0;
@@ -141,7 +142,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run_scan(args: ScanArgs) -> Result<u8> {
     let options = ScanOptions { chunk_size: args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT), xattrs: args.xattrs };
-    let manifest = scan(&args.dir, &options)?;
+    let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.b3sum {
@@ -195,13 +196,14 @@ fn report_problems(manifest: &Manifest) -> u8 {
 }
 
 /// Loads one side of a comparison: a manifest from stdin or a file, or a scan of a directory.
-fn load_side(path: &Path, chunk: Option<ChunkSize>, xattrs: bool) -> Result<Manifest> {
+fn load_side(path: &Path, chunk: Option<ChunkSize>, xattrs: bool, progress: &dyn Progress) -> Result<Manifest> {
     if path.as_os_str() == "-" {
         return Ok(read_manifest_from(std::io::stdin().lock(), Path::new("<stdin>"))?);
     }
     let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
     if meta.is_dir() {
-        Ok(scan(path, &ScanOptions { chunk_size: chunk.unwrap_or(ChunkSize::DEFAULT), xattrs })?)
+        let options = ScanOptions { chunk_size: chunk.unwrap_or(ChunkSize::DEFAULT), xattrs };
+        Ok(scan_with_progress(path, &options, progress)?)
     } else {
         Ok(read_manifest(path)?)
     }
@@ -219,28 +221,32 @@ pub(crate) fn load_pair(
     target: &Path,
     chunk: Option<ChunkSize>,
     meta: MetaSet,
+    progress: &dyn Progress,
 ) -> Result<(Manifest, Manifest)> {
     let xattrs = meta.xattr;
     if source.as_os_str() == "-" && target.as_os_str() == "-" {
         bail!("only one side can be read from standard input");
     }
     if is_dir(source) && !is_dir(target) {
-        let target = load_side(target, chunk, xattrs)?;
-        let source = load_side(source, chunk.or(Some(target.header.chunk_size)), xattrs)?;
+        let target = load_side(target, chunk, xattrs, progress)?;
+        let source = load_side(source, chunk.or(Some(target.header.chunk_size)), xattrs, progress)?;
         return Ok((source, target));
     }
     if is_dir(source) && is_dir(target) {
         // Both scans share the thread pool, so neither side's tail leaves a core idle.
-        let (source, target) = rayon::join(|| load_side(source, chunk, xattrs), || load_side(target, chunk, xattrs));
+        let (source, target) =
+            rayon::join(|| load_side(source, chunk, xattrs, progress), || load_side(target, chunk, xattrs, progress));
         return Ok((source?, target?));
     }
-    let source = load_side(source, chunk, xattrs)?;
-    let target = load_side(target, chunk.or(Some(source.header.chunk_size)), xattrs)?;
+    let source = load_side(source, chunk, xattrs, progress)?;
+    let target = load_side(target, chunk.or(Some(source.header.chunk_size)), xattrs, progress)?;
     Ok((source, target))
 }
 
 fn run_diff(args: DiffArgs) -> Result<u8> {
-    let (source, target) = load_pair(&args.source, &args.target, args.chunk.chunk_size, args.meta)?;
+    let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
+        load_pair(&args.source, &args.target, args.chunk.chunk_size, args.meta, p)
+    })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta });
     if !args.quiet {
         let stdout = std::io::stdout();

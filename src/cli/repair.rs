@@ -12,7 +12,7 @@ use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
 use cutover::manifest::{Kind, Manifest, MetaSet};
 use cutover::plan::{Operation, Plan, PlanOptions, build_plan, read_plan, write_plan};
-use cutover::scan::{ScanOptions, scan};
+use cutover::scan::{ScanOptions, scan_with_progress};
 
 use super::render::{shown, size};
 use super::{ChunkArg, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, load_pair, parse_meta};
@@ -124,7 +124,9 @@ fn check_source_not_empty(source: &Manifest, target: &Manifest, delete: bool, fo
 }
 
 pub fn run_plan(args: PlanArgs) -> Result<u8> {
-    let (source, target) = load_pair(&args.source, &args.target, args.chunk.chunk_size, args.repair.meta)?;
+    let (source, target) = super::progress::with_progress("scanning", false, |p| {
+        load_pair(&args.source, &args.target, args.chunk.chunk_size, args.repair.meta, p)
+    })?;
     check_source_not_empty(&source, &target, args.repair.delete, args.repair.force)?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta };
     let (plan, report) = build_plan(&source, &target, &options);
@@ -220,8 +222,13 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     }
     let chunk = args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT);
     let scan_options = ScanOptions { chunk_size: chunk, xattrs: args.meta.xattr };
-    let source = scan(&args.source, &scan_options)?;
-    let target = scan(&args.target, &scan_options)?;
+    let (source, target) = super::progress::with_progress("scanning", false, |p| {
+        rayon::join(
+            || scan_with_progress(&args.source, &scan_options, p),
+            || scan_with_progress(&args.target, &scan_options, p),
+        )
+    });
+    let (source, target) = (source?, target?);
     check_source_not_empty(&source, &target, args.delete, args.limits.force)?;
     let (plan, _) = build_plan(&source, &target, &PlanOptions { delete: args.delete, meta: args.meta });
     let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
@@ -229,7 +236,8 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     let applied = apply(&plan, &mut data, &args.target, &options)?;
     let mut out = std::io::stdout().lock();
     show_apply(&mut out, &applied, args.format)?;
-    let after = scan(&args.target, &scan_options)?;
+    let after =
+        super::progress::with_progress("verifying", false, |p| scan_with_progress(&args.target, &scan_options, p))?;
     let verify = diff(&source, &after, &DiffOptions { meta: args.meta });
     let remaining = verify.differences.len();
     if args.format == Format::Human {

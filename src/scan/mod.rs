@@ -31,6 +31,21 @@ impl Default for ScanOptions {
     }
 }
 
+/// Receives progress from a scan. Called from many threads at once, so implementations
+/// should only bump counters; a terminal implementation renders them on its own schedule.
+pub trait Progress: Sync {
+    /// A regular file of `bytes` bytes has been hashed (or found unreadable).
+    fn file_done(&self, _bytes: u64) {}
+    /// A directory has been listed.
+    fn dir_done(&self) {}
+}
+
+/// Progress that goes nowhere: for tests, cron and library callers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Progress for Silent {}
+
 /// A root that cannot be scanned at all. Problems with single entries are recorded in the
 /// manifest instead, so one unreadable file does not stop a scan of millions.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +58,11 @@ pub enum ScanError {
 
 /// Scans the directory `root` (which may itself be reached through a symlink).
 pub fn scan(root: &Path, options: &ScanOptions) -> Result<Manifest, ScanError> {
+    scan_with_progress(root, options, &Silent)
+}
+
+/// [`scan`], reporting progress as it goes.
+pub fn scan_with_progress(root: &Path, options: &ScanOptions, _progress: &dyn Progress) -> Result<Manifest, ScanError> {
     let started = crate::time::now_rfc3339();
     let open_error = |e: rustix::io::Errno| ScanError::Open { path: root.to_path_buf(), cause: e.into() };
     let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
