@@ -248,6 +248,7 @@ fn run_diff(args: DiffArgs) -> Result<u8> {
         load_pair(&args.source, &args.target, args.chunk.chunk_size, args.meta, p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta });
+    warn_uncompared(args.meta, &report);
     if !args.quiet {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
@@ -255,6 +256,14 @@ fn run_diff(args: DiffArgs) -> Result<u8> {
         out.flush()?;
     }
     Ok(diff_exit_code(&report))
+}
+
+/// Says which requested metadata could not be compared because a manifest did not record it.
+pub(crate) fn warn_uncompared(asked: MetaSet, report: &Report) {
+    let missing: Vec<_> = asked.names().into_iter().filter(|name| !report.compared.names().contains(name)).collect();
+    if !missing.is_empty() {
+        eprintln!("cutover: note: not compared, a manifest did not record it: {}", missing.join(", "));
+    }
 }
 
 fn diff_exit_code(report: &Report) -> u8 {

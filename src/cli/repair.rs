@@ -106,6 +106,9 @@ pub struct RepairArgs {
     meta: MetaSet,
     #[command(flatten)]
     limits: Limits,
+    /// Show the plan in human form and change nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
     #[command(flatten)]
@@ -130,6 +133,7 @@ pub fn run_plan(args: PlanArgs) -> Result<u8> {
     check_source_not_empty(&source, &target, args.repair.delete, args.repair.force)?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta };
     let (plan, report) = build_plan(&source, &target, &options);
+    super::warn_uncompared(args.repair.meta, &report);
     let stdout = std::io::stdout();
     match (&args.output, args.dry_run) {
         (Some(path), false) if path.as_os_str() == "-" => write_plan(&plan, stdout.lock())?,
@@ -231,6 +235,10 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     let (source, target) = (source?, target?);
     check_source_not_empty(&source, &target, args.delete, args.limits.force)?;
     let (plan, _) = build_plan(&source, &target, &PlanOptions { delete: args.delete, meta: args.meta });
+    if args.dry_run {
+        show_plan(&mut std::io::stdout().lock(), &plan)?;
+        return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
+    }
     let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let applied = apply(&plan, &mut data, &args.target, &options)?;
