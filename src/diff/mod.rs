@@ -61,6 +61,15 @@ impl Merge<'_> {
         self.differences.push(Difference { path: path.clone(), change, hint: None });
     }
 
+    /// Entries of a one-sided subtree that could not be read: its counts are incomplete.
+    fn push_problems(&mut self, subtree: &[Entry], side: report::Side) {
+        for entry in subtree {
+            if let Some(problem) = entry.problem.as_deref() {
+                self.push(&entry.path, Change::Trouble { side, problem: problem.clone() });
+            }
+        }
+    }
+
     fn run(&mut self) {
         let (src, tgt) = (&self.source.entries, &self.target.entries);
         // Both lists start with the root directory, which always pairs with the other root.
@@ -76,12 +85,14 @@ impl Merge<'_> {
                     let end = self.source.subtree_end(i);
                     let (files, bytes) = count(&src[i..end]);
                     self.push(&src[i].path, Change::Missing { kind: src[i].kind, files, bytes });
+                    self.push_problems(&src[i..end], report::Side::Source);
                     i = end;
                 }
                 std::cmp::Ordering::Greater => {
                     let end = self.target.subtree_end(j);
                     let (files, bytes) = count(&tgt[j..end]);
                     self.push(&tgt[j].path, Change::Extra { kind: tgt[j].kind, files, bytes });
+                    self.push_problems(&tgt[j..end], report::Side::Target);
                     j = end;
                 }
                 std::cmp::Ordering::Equal => {
@@ -192,7 +203,7 @@ pub fn divergent_ranges(
 ) -> Vec<ByteRange> {
     let longer = s.size.max(t.size);
     let at_level = |e: &Entry, own: ChunkSize| -> Option<Vec<crate::digest::Digest>> {
-        if e.size <= chunk.bytes() || e.chunks.is_empty() {
+        if e.size < chunk.bytes() || e.chunks.is_empty() {
             return None;
         }
         Some(coarsen(&e.chunks, (chunk.bytes() / own.bytes()) as usize))

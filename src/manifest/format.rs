@@ -386,7 +386,7 @@ impl<R: Read> Reader<R> {
             }
             Kind::File => {
                 let n = self.varint()?;
-                let expected = if entry.digest.is_some() && entry.size > chunk_size.bytes() {
+                let expected = if entry.digest.is_some() && entry.size >= chunk_size.bytes() {
                     chunk_size.chunks_in(entry.size)
                 } else {
                     0

@@ -100,7 +100,7 @@ pub struct Entry {
     /// File root (what `b3sum` prints), symlink target hash or directory node hash; absent when
     /// the entry or something below it has a [`Problem`]. Special files have all-zero digests.
     pub digest: Option<Digest>,
-    /// Chunk CVs of a file longer than one chunk; empty otherwise.
+    /// Chunk CVs of a file of at least one full chunk; empty for a shorter file.
     pub chunks: Box<[Digest]>,
     /// Symlink target, exactly as `readlink` returned it.
     pub link: Option<Box<[u8]>>,

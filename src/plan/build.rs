@@ -227,7 +227,7 @@ impl Builder<'_> {
     }
 
     fn cvs_at_plan_size(&self, e: &Entry, own: ChunkSize) -> Option<Vec<Digest>> {
-        if e.size <= self.chunk.bytes() || e.chunks.is_empty() {
+        if e.size < self.chunk.bytes() || e.chunks.is_empty() {
             return None;
         }
         Some(coarsen(&e.chunks, (self.chunk.bytes() / own.bytes()) as usize))

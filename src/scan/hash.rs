@@ -115,13 +115,22 @@ fn hash_mapped(mapping: &mapped::Mapping, chunk: ChunkSize) -> Result<FileHash, 
 /// Hashes bytes held in memory into what `hash_file` gives for a file holding them.
 fn hash_bytes(data: &[u8], chunk: ChunkSize) -> FileHash {
     if data.len() as u64 <= chunk.bytes() {
-        return FileHash { root: blake3::hash(data).into(), chunks: Box::default() };
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(data);
+        return single_chunk(&hasher, data.len() as u64 == chunk.bytes());
     }
     let size = chunk.bytes() as usize;
     let per_task = (STRIPE as usize / size).max(1);
     let chunks: Box<[Digest]> =
         data.par_chunks(size).with_min_len(per_task).enumerate().map(|(i, c)| chunk_cv(c, (i * size) as u64)).collect();
     FileHash { root: root_from_chunks(&chunks), chunks }
+}
+
+/// A file of at most one chunk: its root, and for a file of exactly one full chunk also that
+/// chunk's CV, so it compares chunk by chunk with a longer file whose first chunk is the same.
+fn single_chunk(hasher: &blake3::Hasher, full: bool) -> FileHash {
+    let chunks = if full { Box::new([Digest(hasher.finalize_non_root())]) as Box<[Digest]> } else { Box::default() };
+    FileHash { root: hasher.finalize().into(), chunks }
 }
 
 /// The CV of the chunk `data`, which starts at byte `offset` of its file.
@@ -139,7 +148,7 @@ fn hash_read(fd: impl AsFd + Sync, len: u64, chunk: ChunkSize) -> Result<FileHas
         hash_range(&fd, ByteRange { offset: 0, length: len }, len, |data| {
             hasher.update(data);
         })?;
-        return Ok(FileHash { root: hasher.finalize().into(), chunks: Box::default() });
+        return Ok(single_chunk(&hasher, len == chunk.bytes()));
     }
     let stripe = chunk.bytes().max(PIECE);
     let stripes = len.div_ceil(stripe);
@@ -220,7 +229,7 @@ mod tests {
                 let file = file_with(&data[..len]);
                 let hash = hash_file(&file, len as u64, ChunkSize::new(chunk).unwrap()).unwrap();
                 assert_eq!(hash.root, blake3::hash(&data[..len]).into(), "chunk {chunk} len {len}");
-                let expected_chunks = if len as u64 > chunk { len.div_ceil(c) } else { 0 };
+                let expected_chunks = if len as u64 >= chunk { len.div_ceil(c) } else { 0 };
                 assert_eq!(hash.chunks.len(), expected_chunks, "chunk {chunk} len {len}");
             }
         }

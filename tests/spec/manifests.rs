@@ -1,0 +1,237 @@
+//! Manifests: a tree scanned on one host and compared on another must compare exactly like the
+//! tree itself, and a damaged manifest must be refused, never half-believed.
+
+use std::path::Path;
+
+use crate::support::{Run, Tree, cutover, diff_json, noise};
+
+/// A tree with one of everything a manifest has to carry.
+fn zoo() -> Tree {
+    let tree = Tree::new();
+    tree.file("empty", "").file("small.txt", "hello\n").file("multi-chunk.bin", noise(1, 3 * 4096 + 7));
+    tree.file(b"caf\xe9", "non-UTF-8 name").file("new\nline", "newline in name").file("d/e/f/deep", "deep");
+    tree.dir("empty-dir").symlink("link-rel", "small.txt").symlink("link-abs", "/nonexistent").fifo("pipe");
+    tree.file("exec", "#!/bin/sh\n").mode("exec", 0o750).mtime("exec", 1_500_000_000, 123_456_789);
+    tree
+}
+
+fn scan_to(dir: &Path, manifest: &Path, chunk: &str) {
+    cutover(["scan", "--chunk-size", chunk]).arg(dir).arg("-o").arg(manifest).run().expect_code(0);
+}
+
+/// The root hash `cutover scan DIR` prints on its first line.
+fn printed_root(dir: &Path) -> String {
+    let out = cutover(["scan"]).arg(dir).run().expect_code(0).stdout_text();
+    let first = out.lines().next().unwrap().to_string();
+    let (hash, shown) = first.split_once("  ").unwrap_or_else(|| panic!("'<hash>  <dir>' expected: {first}"));
+    assert_eq!(shown, dir.display().to_string());
+    assert_eq!(hash.len(), 64, "{first}");
+    assert!(hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{first}");
+    hash.to_string()
+}
+
+#[test]
+fn a_manifest_compares_identical_to_the_tree_it_was_scanned_from() {
+    let tree = zoo();
+    let work = Tree::new();
+    let manifest = work.at("m1");
+    scan_to(tree.path(), &manifest, "4K");
+    let root = printed_root(tree.path());
+    let meta_all = ["--meta", "all"];
+    for (source, target) in
+        [(manifest.as_path(), tree.path()), (tree.path(), manifest.as_path()), (&manifest, &manifest)]
+    {
+        let report = diff_json(source, target, &meta_all).expect_code(0).report();
+        assert_eq!(report.0["source"]["hash"], root.as_str());
+        assert_eq!(report.0["target"]["hash"], root.as_str());
+    }
+}
+
+#[test]
+fn a_manifest_file_starts_with_its_magic_line_and_a_json_header() {
+    let tree = zoo();
+    let work = Tree::new();
+    let manifest = work.at("m");
+    let run = cutover(["scan"]).arg(tree.path()).arg("-o").arg(&manifest).run().expect_code(0);
+    let bytes = std::fs::read(&manifest).unwrap();
+    assert!(bytes.starts_with(b"cutover-manifest/1\n"));
+    let header_line = bytes[19..].split(|&b| b == b'\n').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(header_line).expect("the second line is JSON");
+    assert_eq!(header["chunk_size"], 1 << 20);
+    let root = printed_root(tree.path());
+    assert_eq!(header["root_hash"], root.as_str());
+    assert!(run.stdout_text().starts_with(&root), "the summary still goes to stdout: {}", run.stdout_text());
+}
+
+#[test]
+fn a_manifest_written_to_stdout_pipes_into_diff_on_stdin() {
+    let tree = zoo();
+    let scan = cutover(["scan", "-o", "-"]).arg(tree.path()).run().expect_code(0);
+    assert!(scan.stdout.starts_with(b"cutover-manifest/1\n"), "the manifest alone is on stdout");
+    assert!(scan.stderr.contains(&printed_root(tree.path())), "the summary moves to stderr: {}", scan.stderr);
+    cutover(["diff", "-"]).arg(tree.path()).stdin(scan.stdout.clone()).run().expect_code(0);
+    cutover(["diff"]).arg(tree.path()).arg("-").stdin(scan.stdout.clone()).run().expect_code(0);
+
+    let changed = tree.copy();
+    changed.file("small.txt", "HELLO\n");
+    let report = cutover(["diff", "--format", "json", "-"]).arg(changed.path()).stdin(scan.stdout).run();
+    assert_eq!(report.expect_code(1).report().kinds(), [("small.txt".into(), "content".into())]);
+}
+
+#[test]
+fn only_one_side_can_come_from_stdin() {
+    let run = cutover(["diff", "-", "-"]).run().expect_code(2);
+    assert!(run.stderr.contains("standard input"), "{}", run.stderr);
+}
+
+/// A file of 10 000 bytes, and a copy with byte 5000 changed: with 4K chunks exactly one range.
+fn one_changed_chunk() -> (Tree, Tree) {
+    let source = Tree::new();
+    source.file("f", noise(3, 10_000));
+    let target = source.copy();
+    target.patch("f", 5000, b"#");
+    (source, target)
+}
+
+#[test]
+fn a_directory_compared_with_a_manifest_is_scanned_at_the_manifest_chunk_size() {
+    let (source, target) = one_changed_chunk();
+    let work = Tree::new();
+    let (m_source, m_target) = (work.at("source.m"), work.at("target.m"));
+    scan_to(source.path(), &m_source, "4K");
+    scan_to(target.path(), &m_target, "4K");
+    let mut wrong = Vec::new();
+    let pairs =
+        [("manifest DIR", m_source.as_path(), target.path()), ("DIR manifest", source.path(), m_target.as_path())];
+    for (label, a, b) in pairs {
+        let report = diff_json(a, b, &[]).expect_code(1).report();
+        if (report.0["chunk_size"].as_u64(), report.ranges("f")) != (Some(4096), vec![(4096, 4096)]) {
+            wrong.push(format!("{label}: chunk_size {} ranges {:?}", report.0["chunk_size"], report.ranges("f")));
+        }
+    }
+    let piped = cutover(["diff", "--format", "json", "-"]).arg(target.path()).stdin(std::fs::read(&m_source).unwrap());
+    let report = piped.run().expect_code(1).report();
+    if (report.0["chunk_size"].as_u64(), report.ranges("f")) != (Some(4096), vec![(4096, 4096)]) {
+        wrong.push(format!("- DIR: chunk_size {} ranges {:?}", report.0["chunk_size"], report.ranges("f")));
+    }
+    assert!(wrong.is_empty(), "expected chunk_size 4096 and range 4096+4096:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn manifests_of_different_chunk_sizes_compare_at_the_coarser_one() {
+    let source = Tree::new();
+    source.file("f", noise(4, 300_000)).file("small", noise(5, 5000));
+    let target = source.copy();
+    target.patch("f", 70_000, b"#").patch("small", 4500, b"#");
+    let work = Tree::new();
+    let (fine, coarse) = (work.at("fine.m"), work.at("coarse.m"));
+    scan_to(source.path(), &fine, "4K");
+    scan_to(target.path(), &coarse, "64K");
+    for (a, b) in [(&fine, &coarse), (&coarse, &fine)] {
+        let report = diff_json(a, b, &[]).expect_code(1).report();
+        assert_eq!(report.0["chunk_size"], 65_536);
+        assert_eq!(report.ranges("f"), [(65_536, 65_536)], "the 64K chunk holding byte 70000");
+        assert_eq!(report.ranges("small"), [(0, 5000)], "a file within one coarse chunk differs as a whole");
+    }
+    let same_fine = work.at("target-fine.m");
+    scan_to(target.path(), &same_fine, "4K");
+    let report = diff_json(&fine, &same_fine, &[]).expect_code(1).report();
+    assert_eq!(report.ranges("f"), [(69_632, 4096)]);
+    assert_eq!(report.ranges("small"), [(4096, 904)]);
+}
+
+#[test]
+fn the_root_hash_does_not_depend_on_the_chunk_size() {
+    let tree = zoo();
+    let work = Tree::new();
+    let (a, b) = (work.at("1k.m"), work.at("1m.m"));
+    scan_to(tree.path(), &a, "1K");
+    scan_to(tree.path(), &b, "1M");
+    let report = diff_json(&a, &b, &[]).expect_code(0).report();
+    assert_eq!(report.0["source"]["hash"], report.0["target"]["hash"]);
+    assert_eq!(report.0["source"]["hash"], printed_root(tree.path()).as_str());
+}
+
+/// Runs `cutover diff MANIFEST DIR` on a damaged manifest: trouble, named, never a panic.
+fn refused(manifest: &Path, dir: &Path) -> Run {
+    let run = cutover(["diff"]).arg(manifest).arg(dir).run();
+    assert_eq!(run.code(), 2, "a damaged manifest must be refused\nstdout: {}", String::from_utf8_lossy(&run.stdout));
+    assert!(run.stderr.contains(&manifest.display().to_string()), "the message names the file: {}", run.stderr);
+    run
+}
+
+fn damaged(work: &Tree, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = work.at(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_manifest_altered_after_it_was_written_fails_its_checksum() {
+    let tree = Tree::new();
+    let content = noise(9, 3000);
+    tree.file("f", &content);
+    let work = Tree::new();
+    let manifest = work.at("m");
+    scan_to(tree.path(), &manifest, "1K");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let digest = blake3::hash(&content);
+    let at = bytes.windows(32).position(|w| w == digest.as_bytes()).expect("the file's root is in the manifest");
+    bytes[at + 7] ^= 0x10;
+    let run = refused(&damaged(&work, "flipped", &bytes), tree.path());
+    assert!(run.stderr.contains("checksum"), "{}", run.stderr);
+}
+
+#[test]
+fn truncated_empty_garbage_and_future_manifests_are_refused_with_the_file_named() {
+    let tree = zoo();
+    let work = Tree::new();
+    let manifest = work.at("m");
+    scan_to(tree.path(), &manifest, "4K");
+    let bytes = std::fs::read(&manifest).unwrap();
+
+    let run = refused(&damaged(&work, "truncated", &bytes[..bytes.len() / 2]), tree.path());
+    assert!(run.stderr.contains("truncated"), "{}", run.stderr);
+    refused(&damaged(&work, "no-checksum", &bytes[..bytes.len() - 32]), tree.path());
+    refused(&damaged(&work, "empty", b""), tree.path());
+    refused(&damaged(&work, "garbage", &noise(11, 5000)), tree.path());
+    refused(&damaged(&work, "text", b"this is not a manifest\n"), tree.path());
+    let mut appended = bytes.clone();
+    appended.push(b'\n');
+    refused(&damaged(&work, "appended", &appended), tree.path());
+
+    let mut future = b"cutover-manifest/9\n".to_vec();
+    future.extend_from_slice(&bytes[19..]);
+    let run = refused(&damaged(&work, "future", &future), tree.path());
+    assert!(run.stderr.contains("cutover-manifest/9"), "names the version it found: {}", run.stderr);
+
+    let run = cutover(["diff", "-"]).arg(tree.path()).stdin(bytes[..100].to_vec()).run().expect_code(2);
+    assert!(run.stderr.contains("<stdin>"), "{}", run.stderr);
+}
+
+#[test]
+fn every_single_byte_flip_or_cut_of_a_manifest_is_refused() {
+    let tree = Tree::new();
+    tree.file("a", noise(12, 2100)).file("b/c", "c").symlink("l", "a");
+    let work = Tree::new();
+    let manifest = work.at("m");
+    scan_to(tree.path(), &manifest, "1K");
+    let bytes = std::fs::read(&manifest).unwrap();
+    let damaged_path = work.at("damaged");
+    let mut accepted = Vec::new();
+    for at in 0..bytes.len() {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x01;
+        std::fs::write(&damaged_path, &flipped).unwrap();
+        if cutover(["diff", "-q"]).arg(&damaged_path).arg(tree.path()).run().code() != 2 {
+            accepted.push(format!("flip at {at}"));
+        }
+    }
+    for len in (0..bytes.len()).step_by(5).chain(bytes.len() - 45..bytes.len()) {
+        std::fs::write(&damaged_path, &bytes[..len]).unwrap();
+        if cutover(["diff", "-q"]).arg(&damaged_path).arg(tree.path()).run().code() != 2 {
+            accepted.push(format!("cut at {len}"));
+        }
+    }
+    assert!(accepted.is_empty(), "damaged manifests accepted: {accepted:?}");
+}

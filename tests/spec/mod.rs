@@ -1,0 +1,10 @@
+//! One module per part of the promise cutover makes.
+
+mod b3sum;
+mod differences;
+mod manifests;
+mod names;
+mod output;
+mod properties;
+mod ranges;
+mod trouble;
