@@ -79,7 +79,7 @@ struct DiffArgs {
     source: PathBuf,
     /// The copy to check: a directory, a manifest file, or '-'.
     target: PathBuf,
-    /// Metadata to compare: none, all, or a list of mode,mtime,owner.
+    /// Metadata to compare: none, all, or a list of mode,mtime,owner,xattr.
     #[arg(long, default_value = "mode", value_parser = parse_meta)]
     meta: MetaSet,
     /// Output format.
@@ -252,8 +252,13 @@ fn run_diff(args: DiffArgs) -> Result<u8> {
     if !args.quiet {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        render::report(&mut out, &report, args.format)?;
-        out.flush()?;
+        let written = render::report(&mut out, &report, args.format).and_then(|()| out.flush());
+        // A reader that stopped early (`| head`) still gets the verdict in the exit code.
+        if let Err(e) = written
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e.into());
+        }
     }
     Ok(diff_exit_code(&report))
 }

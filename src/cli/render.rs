@@ -32,6 +32,11 @@ pub fn shown(bytes: &[u8]) -> String {
     out
 }
 
+/// `n` and the word that fits it: "1 file", "3 files".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 { format!("1 {one}") } else { format!("{n} {many}") }
+}
+
 /// Bytes as a short binary-prefixed size.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -46,11 +51,13 @@ pub fn size(bytes: u64) -> String {
 
 pub fn scan_summary(out: &mut dyn Write, manifest: &Manifest, dir: &Path) -> io::Result<()> {
     let files = manifest.entries.iter().filter(|e| e.kind == Kind::File);
-    let (count, bytes) = files.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.size));
-    let root =
-        manifest.root_digest().map_or_else(|| "(incomplete: some entries unreadable)".to_string(), |d| d.to_hex());
+    let (files, bytes) = files.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.size));
+    let root = manifest
+        .root_digest()
+        .map_or_else(|| "(incomplete: some entries could not be hashed)".to_string(), |d| d.to_hex());
     writeln!(out, "{root}  {}", dir.display())?;
-    writeln!(out, "{} entries, {count} files, {}", manifest.entries.len(), size(bytes))
+    let entries = manifest.entries.len() as u64;
+    writeln!(out, "{}, {}, {}", count(entries, "entry", "entries"), count(files, "file", "files"), size(bytes))
 }
 
 pub fn report(out: &mut dyn Write, report: &Report, format: Format) -> io::Result<()> {
@@ -95,7 +102,7 @@ fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             Change::Missing { kind, files, bytes } | Change::Extra { kind, files, bytes } => {
                 if *kind == Kind::Dir {
                     path.push('/');
-                    format!("directory: {files} files, {}", size(*bytes))
+                    format!("directory: {}, {}", count(*files, "file", "files"), size(*bytes))
                 } else if *kind == Kind::File {
                     size(*bytes)
                 } else {
@@ -158,8 +165,8 @@ fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     }
     writeln!(
         out,
-        "{} differences: {}; {} divergent in changed files, {} missing, {} extra",
-        report.differences.len(),
+        "{}: {}; {} divergent in changed files, {} missing, {} extra",
+        count(report.differences.len() as u64, "difference", "differences"),
         parts.join(", "),
         size(s.divergent_bytes),
         size(s.missing_bytes),

@@ -14,7 +14,7 @@ use cutover::manifest::{Kind, Manifest, MetaSet};
 use cutover::plan::{Operation, Plan, PlanOptions, build_plan, read_plan, write_plan};
 use cutover::scan::{ScanOptions, scan_with_progress};
 
-use super::render::{shown, size};
+use super::render::{count, shown, size};
 use super::{ChunkArg, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, load_pair, parse_meta};
 
 #[derive(Debug, clap::Args)]
@@ -40,7 +40,7 @@ pub struct RepairChoice {
     /// Also remove entries that exist only in the target.
     #[arg(long)]
     delete: bool,
-    /// Metadata to repair where content is equal: none, all, or mode,mtime,owner.
+    /// Metadata to repair where content is equal: none, all, or mode,mtime,owner,xattr.
     #[arg(long, default_value = "mode", value_parser = parse_meta)]
     meta: MetaSet,
     /// Proceed even when the source looks empty or a limit is exceeded.
@@ -101,7 +101,7 @@ pub struct RepairArgs {
     /// Also remove entries that exist only in the target.
     #[arg(long)]
     delete: bool,
-    /// Metadata to repair: none, all, or mode,mtime,owner.
+    /// Metadata to repair: none, all, or mode,mtime,owner,xattr.
     #[arg(long, default_value = "mode", value_parser = parse_meta)]
     meta: MetaSet,
     #[command(flatten)]
@@ -268,10 +268,10 @@ fn plan_summary(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
     let t = &plan.totals;
     writeln!(
         out,
-        "plan: {} operations, {} to copy, {} entries ({}) to delete",
-        t.operations,
+        "plan: {}, {} to copy, {} ({}) to delete",
+        count(t.operations, "operation", "operations"),
         size(t.copy_bytes),
-        t.delete_entries,
+        count(t.delete_entries, "entry", "entries"),
         size(t.delete_bytes)
     )?;
     for u in &plan.unrepairable {
@@ -362,13 +362,13 @@ fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std:
     }
     writeln!(
         out,
-        "apply: {} done, {} already done, {} skipped, {} failed; {} copied, {} entries ({}) deleted",
+        "apply: {} done, {} already done, {} skipped, {} failed; {} copied, {} ({}) deleted",
         report.done,
         report.already_done,
         skipped.len(),
         failed.len(),
         size(report.bytes_copied),
-        report.entries_deleted,
+        count(report.entries_deleted, "entry", "entries"),
         size(report.bytes_deleted)
     )
 }

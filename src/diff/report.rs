@@ -1,5 +1,6 @@
 //! The result of a diff, and its JSON form `cutover-diff/1` (docs/report.md).
 
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::digest::{ByteRange, ChunkSize, Digest};
@@ -277,7 +278,15 @@ impl Difference {
             }
             Change::LinkTarget { source, target, metadata } => {
                 o.insert("type".into(), json!("symlink"));
-                o.insert("link".into(), json!({ "source": bytes_json(source), "target": bytes_json(target) }));
+                let mut link = serde_json::Map::new();
+                for (side, bytes) in [("source", source), ("target", target)] {
+                    link.insert(side.into(), bytes_json(bytes));
+                    if std::str::from_utf8(bytes).is_err() {
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+                        link.insert(format!("{side}_bytes"), json!(b64));
+                    }
+                }
+                o.insert("link".into(), Value::Object(link));
                 if !metadata.is_empty() {
                     o.insert("metadata".into(), meta_json(metadata));
                 }

@@ -149,7 +149,7 @@ impl MetaSet {
     /// The default, as rsync's `-rlpc`: permission bits only.
     pub const DEFAULT: MetaSet = MetaSet { mode: true, mtime: false, owner: false, xattr: false };
 
-    /// Parses `none`, `all`, or a comma list of `mode`, `mtime`, `owner`.
+    /// Parses `none`, `all`, or a comma list of `mode`, `mtime`, `owner`, `xattr`.
     pub fn parse(list: &str) -> Result<MetaSet, String> {
         match list {
             "none" => return Ok(Self::NONE),
@@ -265,17 +265,92 @@ const DIR_NODE_CONTEXT: &str = "cutover 2026-11-24 directory node v1";
 /// name, kind, digest and permission bits. `None` when a child has no digest, so a directory
 /// that holds an unreadable file never compares equal by hash alone.
 pub fn dir_digest<'a>(children: impl IntoIterator<Item = &'a Entry>) -> Option<Digest> {
-    let key = blake3::hazmat::hash_derive_key_context(DIR_NODE_CONTEXT);
-    let mut hasher = blake3::Hasher::new_from_context_key(&key);
+    let mut node = DirNode::new();
     for child in children {
-        let name = child.path.name();
-        hasher.update(&(name.len() as u64).to_le_bytes());
-        hasher.update(name);
-        hasher.update(&[child.kind.code()]);
-        hasher.update(&child.digest?.0);
-        hasher.update(&child.mode.to_le_bytes());
+        node.add(child);
     }
-    Some(hasher.finalize().into())
+    node.finish()
+}
+
+/// A directory node hash computed child by child (see [`dir_digest`]).
+#[derive(Debug, Clone)]
+pub struct DirNode {
+    hasher: blake3::Hasher,
+    complete: bool,
+}
+
+impl DirNode {
+    pub fn new() -> Self {
+        let key = blake3::hazmat::hash_derive_key_context(DIR_NODE_CONTEXT);
+        DirNode { hasher: blake3::Hasher::new_from_context_key(&key), complete: true }
+    }
+
+    /// Adds the next child, in name order.
+    pub fn add(&mut self, child: &Entry) {
+        let Some(digest) = child.digest else {
+            self.complete = false;
+            return;
+        };
+        let name = child.path.name();
+        self.hasher.update(&(name.len() as u64).to_le_bytes());
+        self.hasher.update(name);
+        self.hasher.update(&[child.kind.code()]);
+        self.hasher.update(&digest.0);
+        self.hasher.update(&child.mode.to_le_bytes());
+    }
+
+    pub fn finish(&self) -> Option<Digest> {
+        self.complete.then(|| self.hasher.finalize().into())
+    }
+}
+
+impl Default for DirNode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Checks that a tree read from outside is internally consistent: every entry sits inside a
+/// directory listed before it, every non-directory has a digest or a problem, chunk CVs merge
+/// to the file root, and every directory hash is the hash of its children as listed. Returns
+/// the first offending path and what is wrong with it.
+pub fn check_tree(entries: &[Entry]) -> Result<(), (RelPath, String)> {
+    // Open directories from the root down, each with its node hash so far.
+    let mut open: Vec<(&Entry, DirNode)> = Vec::new();
+    let close = |(dir, node): (&Entry, DirNode)| -> Result<(), (RelPath, String)> {
+        if dir.problem.is_none() && dir.digest != node.finish() {
+            return Err((dir.path.clone(), "directory hash does not match its entries".into()));
+        }
+        Ok(())
+    };
+    for entry in entries {
+        while let Some((dir, _)) = open.last() {
+            if entry.path.is_inside(&dir.path) {
+                break;
+            }
+            close(open.pop().expect("checked by last()"))?;
+        }
+        match open.last_mut() {
+            Some((dir, node)) if entry.path.parent() == dir.path => node.add(entry),
+            None if entry.path.is_root() => {}
+            _ => return Err((entry.path.clone(), "its parent directory is not listed before it".into())),
+        }
+        if entry.kind != Kind::Dir && entry.digest.is_none() == entry.problem.is_none() {
+            return Err((entry.path.clone(), "must have either a digest or a problem".into()));
+        }
+        if let (Some(digest), true) = (entry.digest, entry.chunks.len() >= 2)
+            && crate::digest::root_from_chunks(&entry.chunks) != digest
+        {
+            return Err((entry.path.clone(), "chunk hashes do not merge to the file hash".into()));
+        }
+        if entry.kind == Kind::Dir {
+            open.push((entry, DirNode::new()));
+        }
+    }
+    while let Some(top) = open.pop() {
+        close(top)?;
+    }
+    Ok(())
 }
 
 /// The digest a symlink is compared by: the BLAKE3 hash of its target bytes.

@@ -124,6 +124,9 @@ impl Walker {
             Err(e) => return unreadable(entry, format_args!("cannot open: {}", std::io::Error::from(e))),
         };
         self.record_xattrs(&fd, entry);
+        if entry.problem.is_some() {
+            return;
+        }
         let result = hash_file(fd.as_fd(), entry.size, self.chunk);
         let after = match rustix::fs::fstat(&fd) {
             Ok(after) => after,
@@ -145,8 +148,13 @@ impl Walker {
             Err(HashError::Io(e)) => unreadable(entry, format_args!("read error: {e}")),
             Ok(_) if changed => {
                 let why = format!(
-                    "size {} -> {}, mtime {} -> {} during the read",
-                    before.st_size, after.st_size, before.st_mtime, after.st_mtime
+                    "size {} -> {}, mtime {}.{:09} -> {}.{:09} during the read",
+                    before.st_size,
+                    after.st_size,
+                    before.st_mtime,
+                    before.st_mtime_nsec,
+                    after.st_mtime,
+                    after.st_mtime_nsec
                 );
                 entry.problem = Some(Box::new(Problem::Unstable(why)));
             }

@@ -192,7 +192,7 @@ fn a_symlink_to_a_directory_outside_the_tree_is_never_followed() {
     assert_eq!(scan.lines().count(), 1, "only inside.txt is a file of the tree:\n{scan}");
     assert!(scan.ends_with("  inside.txt\n"), "{scan}");
     let summary = cutover(["scan"]).arg(source.path()).run().expect_code(0).stdout_text();
-    assert!(summary.contains("3 entries, 1 files"), "root, inside.txt and the link itself:\n{summary}");
+    assert!(summary.contains("3 entries, 1 file,"), "root, inside.txt and the link itself:\n{summary}");
 
     // A target holding a real directory with the same files is a different type, not equal.
     let target = Tree::new();
