@@ -120,14 +120,16 @@ pub fn apply(
     Ok(report)
 }
 
-/// Temporary files are only ever created next to the entries a plan copies or links, so
+/// Temporary files are only ever created next to the entries a plan copies, patches or links
+/// and next to the journal in the root, so
 /// leftovers from a killed run are looked for in those directories only.
 fn remove_stale_temps(root: &TargetRoot, plan: &Plan) -> Result<u64, ApplyError> {
     let mut dirs: Vec<_> = plan
         .operations
         .iter()
-        .filter(|op| matches!(op, Operation::Copy { .. } | Operation::Symlink { .. }))
+        .filter(|op| matches!(op, Operation::Copy { .. } | Operation::Symlink { .. } | Operation::Patch { .. }))
         .filter_map(|op| op.at().rel().ok().map(|p| p.parent()))
+        .chain([crate::path::RelPath::root()]) // where the journal lives
         .collect();
     dirs.sort();
     dirs.dedup();

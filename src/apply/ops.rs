@@ -12,7 +12,7 @@ use super::{ApplyReport, Outcome};
 use crate::digest::{ByteRange, ChunkSize, Digest};
 use crate::manifest::Kind;
 use crate::path::RelPath;
-use crate::plan::{Attrs, FileState, Found, Operation, PatchChunk, Xattr};
+use crate::plan::{Attrs, FileState, Found, Operation, PatchChunk, TargetFile, Xattr, text_bytes};
 
 pub(super) struct Run<'a, 'j> {
     pub root: &'a TargetRoot,
@@ -62,11 +62,20 @@ impl Run<'_, '_> {
             Operation::Copy { source, replaces, attrs, .. } => {
                 self.copy(index, &path, source, replaces.as_ref(), attrs)
             }
-            Operation::Patch { source, target_size, chunks, attrs, .. } => {
-                self.patch(index, &path, source, *target_size, chunks, attrs)
+            Operation::Patch { source, target, chunks, attrs, .. } => {
+                self.patch(index, &path, source, target, chunks, attrs)
             }
-            Operation::Symlink { link, link_bytes, replaces, attrs, .. } => {
-                self.symlink(&path, link, link_bytes.as_deref(), replaces.as_deref(), attrs)
+            Operation::Symlink { link, link_bytes, replaces, replaces_bytes, attrs, .. } => {
+                let link = text_bytes(link, link_bytes.as_deref()).map_err(|e| failed(format!("link_bytes: {e}")));
+                let replaces = replaces
+                    .as_deref()
+                    .map(|text| text_bytes(text, replaces_bytes.as_deref()))
+                    .transpose()
+                    .map_err(|e| failed(format!("replaces_bytes: {e}")));
+                match (link, replaces) {
+                    (Ok(link), Ok(replaces)) => self.symlink(&path, &link, replaces.as_deref(), attrs),
+                    (Err(outcome), _) | (_, Err(outcome)) => Err(outcome),
+                }
             }
             Operation::Meta { kind, mode, mtime, owner, xattrs, .. } => {
                 let wanted = Wanted { mode: *mode, mtime: mtime.map(|t| (t.sec, t.nsec)), owner: *owner };
@@ -85,6 +94,10 @@ impl Run<'_, '_> {
             return Ok(Outcome::AlreadyDone);
         };
         if found.kind != node_kind(expect.kind) {
+            // A type change whose removal and creation both ran already.
+            if expect.then.is_some_and(|then| found.kind == node_kind(then)) {
+                return Ok(Outcome::AlreadyDone);
+            }
             return Err(Outcome::Skipped(format!("expected a {} to remove, found a {:?}", expect.kind, found.kind)));
         }
         let changed_size = expect.size.is_some_and(|size| size != found.size);
@@ -200,7 +213,7 @@ impl Run<'_, '_> {
         index: usize,
         path: &RelPath,
         source: &FileState,
-        target_size: u64,
+        target: &TargetFile,
         chunks: &[PatchChunk],
         attrs: &Attrs,
     ) -> Step<Outcome> {
@@ -211,80 +224,101 @@ impl Run<'_, '_> {
             return Err(Outcome::Skipped(format!("expected a file to patch, found a {:?}", found.kind)));
         }
         let resumed = self.journal.was_started(index);
-        if !resumed && found.size != target_size && found.size != source.size {
-            return Err(Outcome::Skipped(format!("the file is {} bytes, the plan expected {target_size}", found.size)));
-        }
         let reader = self.root.open_read(path.as_bytes()).map_err(failed)?;
         let mut todo = Vec::new();
+        let mut all_old = true;
         for chunk in chunks {
-            let new_range = self.chunk.chunk_range(chunk.index, source.size);
             let now_range = self.chunk.chunk_range(chunk.index, found.size);
             let now = (now_range.length > 0).then(|| range_cv(&reader, now_range)).transpose().map_err(failed)?;
-            let old_range = self.chunk.chunk_range(chunk.index, target_size);
-            let is_new = now_range == new_range && now == Some(chunk.new.0);
-            let is_old = now_range == old_range && now == chunk.old.map(|h| h.0);
-            if is_new {
+            if now_range == self.chunk.chunk_range(chunk.index, source.size) && now == Some(chunk.new.0) {
                 continue;
             }
-            if !(is_old || resumed) {
-                return Err(Outcome::Skipped(format!(
-                    "chunk {} ({}+{}) changed since the plan was made",
-                    chunk.index, now_range.offset, now_range.length
-                )));
-            }
+            all_old &= now_range == self.chunk.chunk_range(chunk.index, target.size) && now == chunk.old.map(|h| h.0);
             todo.push(*chunk);
         }
-        let complete = todo.is_empty() && found.size == source.size;
-        if !complete {
-            self.journal.start(index).map_err(Outcome::Failed)?;
-            let writer = self.root.open_write(path.as_bytes()).map_err(failed)?;
+        if todo.is_empty() && found.size == source.size {
+            let outcome = self.verify(path, source)?;
+            self.set_attrs(path, NodeKind::File, attrs)?;
+            return Ok(if outcome == Outcome::Done { Outcome::AlreadyDone } else { outcome });
+        }
+        // Unless an earlier run of this plan was interrupted in the middle of this file, it must
+        // still be exactly what the plan saw, outside the planned chunks too.
+        if !resumed {
+            if found.size != target.size || !all_old {
+                return Err(Outcome::Skipped("the file changed since the plan was made".into()));
+            }
+            let unchanged_mtime = (found.mtime_sec, found.mtime_nsec) == (target.mtime.sec, target.mtime.nsec);
+            if !unchanged_mtime && self.target_file(path)?.hash != target.hash {
+                return Err(Outcome::Skipped("the file changed since the plan was made".into()));
+            }
+        }
+        if self.source.rereadable() {
+            // Check every source chunk before the first write, so a changed source writes nothing.
             for chunk in &todo {
-                self.patch_chunk(index, path, &writer, chunk, source.size)?;
+                self.source_chunk(index, path, chunk, source.size)?;
             }
-            if found.size != source.size {
-                writer.set_len(source.size).map_err(failed)?;
+        }
+        self.journal.start(index).map_err(Outcome::Failed)?;
+        if found.nlink > 1 {
+            // Other names of this inode (perhaps outside the target) must not see the writes:
+            // patch a private copy and rename it over this name.
+            let (mut copy, tmp) = self.root.create_temp(path.as_bytes(), 0o600).map_err(failed)?;
+            let written = std::io::copy(&mut &reader, &mut copy)
+                .map_err(failed)
+                .and_then(|_| self.write_chunks(index, path, &copy, &todo, source.size, found.size))
+                .and_then(|()| self.set_attrs_at(&tmp, NodeKind::File, attrs))
+                .and_then(|()| self.root.rename(&tmp, path.as_bytes()).map_err(failed))
+                .and_then(|()| self.root.sync_parent(path.as_bytes()).map_err(failed));
+            if let Err(outcome) = written {
+                let _ = self.root.remove_file(&tmp);
+                return Err(outcome);
             }
-            writer.sync_all().map_err(failed)?;
+        } else {
+            let writer = self.root.open_write(path.as_bytes()).map_err(failed)?;
+            self.write_chunks(index, path, &writer, &todo, source.size, found.size)?;
         }
         let outcome = self.verify(path, source)?;
         self.set_attrs(path, NodeKind::File, attrs)?;
-        Ok(if complete { Outcome::AlreadyDone } else { outcome })
+        Ok(outcome)
     }
 
-    /// Reads one source chunk, checks it against the plan, and writes it in place.
-    fn patch_chunk(&mut self, index: usize, path: &RelPath, writer: &File, chunk: &PatchChunk, size: u64) -> Step<()> {
+    /// Writes the planned chunks into `file`, sets its length to the source's, and syncs it.
+    fn write_chunks(
+        &mut self,
+        index: usize,
+        path: &RelPath,
+        file: &File,
+        todo: &[PatchChunk],
+        size: u64,
+        current: u64,
+    ) -> Step<()> {
+        for chunk in todo {
+            let data = self.source_chunk(index, path, chunk, size)?;
+            let offset = self.chunk.chunk_range(chunk.index, size).offset;
+            let mut done = 0;
+            while done < data.len() {
+                done += rustix::io::pwrite(file, &data[done..], offset + done as u64).map_err(failed)?;
+            }
+            self.report.bytes_copied += data.len() as u64;
+        }
+        if current != size {
+            file.set_len(size).map_err(failed)?;
+        }
+        file.sync_all().map_err(failed)
+    }
+
+    /// One chunk of source bytes, checked against the CV the plan expects.
+    fn source_chunk(&mut self, index: usize, path: &RelPath, chunk: &PatchChunk, size: u64) -> Step<Vec<u8>> {
         let range = self.chunk.chunk_range(chunk.index, size);
         let mut data = Vec::with_capacity(range.length as usize);
         self.source.read(index, path, range, &mut |piece| data.extend_from_slice(piece)).map_err(Outcome::Skipped)?;
         if chunk_cv(&data, range.offset) != chunk.new.0 {
-            return Err(Outcome::Skipped(format!(
-                "source chunk {} changed since the plan was made (file partly patched; re-plan)",
-                chunk.index
-            )));
+            return Err(Outcome::Skipped(format!("source chunk {} changed since the plan was made", chunk.index)));
         }
-        let mut done = 0;
-        while done < data.len() {
-            done += rustix::io::pwrite(writer, &data[done..], range.offset + done as u64).map_err(failed)?;
-        }
-        self.report.bytes_copied += range.length;
-        Ok(())
+        Ok(data)
     }
 
-    fn symlink(
-        &mut self,
-        path: &RelPath,
-        link: &str,
-        link_bytes: Option<&str>,
-        replaces: Option<&str>,
-        attrs: &Attrs,
-    ) -> Step<Outcome> {
-        let link = match link_bytes {
-            Some(b64) => {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| failed(format!("link_bytes: {e}")))?
-            }
-            None => link.as_bytes().to_vec(),
-        };
+    fn symlink(&mut self, path: &RelPath, link: &[u8], replaces: Option<&[u8]>, attrs: &Attrs) -> Step<Outcome> {
         match self.stat(path)? {
             Some(found) if found.kind == NodeKind::Symlink => {
                 let now = self.root.read_link(path.as_bytes()).map_err(failed)?;
@@ -292,7 +326,7 @@ impl Run<'_, '_> {
                     self.set_attrs(path, NodeKind::Symlink, attrs)?;
                     return Ok(Outcome::AlreadyDone);
                 }
-                if replaces.map(str::as_bytes) != Some(&now[..]) {
+                if replaces != Some(&now[..]) {
                     return Err(Outcome::Skipped("the symlink changed since the plan was made".into()));
                 }
             }
@@ -300,7 +334,7 @@ impl Run<'_, '_> {
             None => return Err(Outcome::Skipped("the symlink to replace is gone".into())),
             Some(found) => return Err(Outcome::Skipped(format!("a {:?} is in the way", found.kind))),
         }
-        let tmp = self.root.symlink_temp(&link, path.as_bytes()).map_err(failed)?;
+        let tmp = self.root.symlink_temp(link, path.as_bytes()).map_err(failed)?;
         let placed = self.set_attrs_at(&tmp, NodeKind::Symlink, attrs).and_then(|()| {
             self.root.rename(&tmp, path.as_bytes()).map_err(failed)?;
             self.root.sync_parent(path.as_bytes()).map_err(failed)

@@ -15,6 +15,12 @@ pub trait SourceData {
     /// `sink`, in one or more pieces.
     fn read(&mut self, op: usize, path: &RelPath, range: ByteRange, sink: &mut dyn FnMut(&[u8])) -> Result<(), String>;
 
+    /// True when the same bytes can be read again, so a patch can check every source chunk
+    /// before it writes the first one (a bundle is a stream, read once).
+    fn rereadable(&self) -> bool {
+        false
+    }
+
     /// True when the source is a directory that holds nothing: a plan that deletes must not run
     /// against an empty or unmounted source.
     fn looks_empty(&self) -> bool {
@@ -61,6 +67,10 @@ impl SourceData for DirSource {
 
     fn looks_empty(&self) -> bool {
         self.root.is_empty_dir().unwrap_or(false)
+    }
+
+    fn rereadable(&self) -> bool {
+        true
     }
 }
 
@@ -186,27 +196,27 @@ impl<R: BufRead + std::fmt::Debug> SourceData for BundleSource<R> {
 }
 
 /// Every source piece `apply` may ask for, in the order it asks: each chunk of a whole-file
-/// copy, each chunk of a patch.
-pub fn planned_reads(plan: &crate::plan::Plan, chunk: ChunkSize) -> Vec<(usize, RelPath, ByteRange)> {
+/// copy, each chunk of a patch. Lazy, so a plan claiming a huge file costs no memory up front.
+pub fn planned_reads(
+    plan: &crate::plan::Plan,
+    chunk: ChunkSize,
+) -> impl Iterator<Item = (usize, RelPath, ByteRange)> + '_ {
     use crate::plan::Operation;
-    let mut reads = Vec::new();
-    for (index, op) in plan.operations.iter().enumerate() {
-        let Ok(path) = op.at().rel() else { continue };
-        match op {
-            Operation::Copy { source, .. } => {
-                for i in 0..chunk.chunks_in(source.size) {
-                    reads.push((index, path.clone(), chunk.chunk_range(i, source.size)));
-                }
+    plan.operations.iter().enumerate().flat_map(move |(index, op)| {
+        let path = op.at().rel().ok();
+        let ranges: Box<dyn Iterator<Item = ByteRange>> = match (op, &path) {
+            (Operation::Copy { source, .. }, Some(_)) => {
+                let size = source.size;
+                Box::new((0..chunk.chunks_in(size)).map(move |i| chunk.chunk_range(i, size)))
             }
-            Operation::Patch { source, chunks, .. } => {
-                for c in chunks {
-                    reads.push((index, path.clone(), chunk.chunk_range(c.index, source.size)));
-                }
+            (Operation::Patch { source, chunks, .. }, Some(_)) => {
+                let size = source.size;
+                Box::new(chunks.iter().map(move |c| chunk.chunk_range(c.index, size)))
             }
-            _ => {}
-        }
-    }
-    reads
+            _ => Box::new(std::iter::empty()),
+        };
+        ranges.map(move |range| (index, path.clone().unwrap_or_default(), range))
+    })
 }
 
 /// Writes a bundle holding every piece of source data `plan` needs, each with its hash;

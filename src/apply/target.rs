@@ -71,6 +71,8 @@ pub struct NodeStat {
     pub mtime_nsec: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Hard links to the inode: more than one means a write in place would show elsewhere.
+    pub nlink: u64,
 }
 
 /// What [`TargetRoot::remove_tree`] deleted: every entry (directories
@@ -137,6 +139,7 @@ fn kind_of(st: &Stat) -> NodeKind {
 #[allow(clippy::unnecessary_cast)]
 fn node_stat(st: &Stat) -> NodeStat {
     NodeStat {
+        nlink: st.st_nlink as u64,
         kind: kind_of(st),
         size: u64::try_from(st.st_size).unwrap_or(0),
         mode: (st.st_mode as u32) & 0o7777,

@@ -283,7 +283,8 @@ impl<R: Read> Reader<R> {
         self.offset = line.len() as u64;
         let header = self.read_header()?;
         let expected = header.1;
-        let mut entries = Vec::with_capacity(expected.min(1 << 24) as usize);
+        // The header's count is not trusted with an allocation; the vector grows as records arrive.
+        let mut entries = Vec::with_capacity(expected.min(1 << 16) as usize);
         let mut previous: Vec<u8> = Vec::new();
         loop {
             let record_start = self.offset;

@@ -1,8 +1,8 @@
 //! Turning two manifests and their diff into a [`Plan`].
 
 use super::{
-    Attrs, FileState, Found, Hex, OpPath, Operation, PLAN_FORMAT, PatchChunk, Plan, PlanSide, Time, Totals,
-    Unrepairable, Xattr,
+    Attrs, FileState, Found, Hex, OpPath, Operation, PLAN_FORMAT, PatchChunk, Plan, PlanSide, TargetFile, Time, Totals,
+    Unrepairable, Xattr, bytes_text,
 };
 use crate::diff::{Change, DiffOptions, Report, diff};
 use crate::digest::{ChunkSize, Digest, coarsen};
@@ -85,7 +85,7 @@ impl Builder<'_> {
             if let (Change::Extra { .. }, Some(t)) = (change, self.target.find(path))
                 && options.delete
             {
-                self.remove(t);
+                self.remove(t, None);
             }
             return;
         };
@@ -93,7 +93,7 @@ impl Builder<'_> {
             Change::Missing { .. } => self.create_subtree(path),
             Change::Type { .. } => {
                 if let Some(t) = t {
-                    self.remove(t);
+                    self.remove(t, Some(s.kind));
                 }
                 self.create_subtree(path);
             }
@@ -102,8 +102,8 @@ impl Builder<'_> {
                 None => self.skip(path, "target entry vanished while planning"),
             },
             Change::LinkTarget { target, .. } => {
-                let target = String::from_utf8_lossy(target).into_owned();
                 self.symlink(s, Some(target));
+                self.touched_dirs.push(path.parent());
             }
             Change::Metadata { changes } => {
                 let mut op = MetaOp::new(s);
@@ -122,14 +122,14 @@ impl Builder<'_> {
         }
     }
 
-    fn remove(&mut self, t: &Entry) {
+    fn remove(&mut self, t: &Entry, then: Option<Kind>) {
         let index = self.target.entries.binary_search_by(|e| e.path.cmp(&t.path)).unwrap_or(0);
         let subtree = &self.target.entries[index..self.target.subtree_end(index)];
         let bytes = subtree.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum();
         let file = t.kind == Kind::File;
         self.removals.push(Operation::Remove {
             at: OpPath::new(&t.path),
-            expect: Found { kind: t.kind, size: file.then_some(t.size), mtime: file.then(|| time(t)) },
+            expect: Found { kind: t.kind, then, size: file.then_some(t.size), mtime: file.then(|| time(t)) },
             entries: subtree.len() as u64,
             bytes,
         });
@@ -176,23 +176,18 @@ impl Builder<'_> {
         }
     }
 
-    fn symlink(&mut self, s: &Entry, replaces: Option<String>) {
-        let link = s.link.as_deref().unwrap_or_default();
-        let (text, b64) = match std::str::from_utf8(link) {
-            Ok(text) => (text.to_string(), None),
-            Err(_) => {
-                use base64::Engine as _;
-                (
-                    String::from_utf8_lossy(link).into_owned(),
-                    Some(base64::engine::general_purpose::STANDARD.encode(link)),
-                )
-            }
+    fn symlink(&mut self, s: &Entry, replaces: Option<&[u8]>) {
+        let (link, link_bytes) = bytes_text(s.link.as_deref().unwrap_or_default());
+        let (replaces, replaces_bytes) = match replaces.map(bytes_text) {
+            Some((text, b64)) => (Some(text), b64),
+            None => (None, None),
         };
         self.creations.push(Operation::Symlink {
             at: OpPath::new(&s.path),
-            link: text,
-            link_bytes: b64,
+            link,
+            link_bytes,
             replaces,
+            replaces_bytes,
             attrs: attrs(s, self.meta),
         });
     }
@@ -206,6 +201,8 @@ impl Builder<'_> {
         let source_cvs = self.cvs_at_plan_size(s, self.source.header.chunk_size);
         let target_cvs = self.cvs_at_plan_size(t, self.target.header.chunk_size);
         let (Some(source_cvs), Some(target_cvs)) = (source_cvs, target_cvs) else {
+            // The rename replaces a directory entry: the parent's mtime must be put back.
+            self.touched_dirs.push(s.path.parent());
             return self.copy(s, Some(replaced));
         };
         let mut chunks = Vec::new();
@@ -220,7 +217,7 @@ impl Builder<'_> {
         self.creations.push(Operation::Patch {
             at: OpPath::new(&s.path),
             source,
-            target_size: t.size,
+            target: TargetFile { size: t.size, hash: replaced.hash, mtime: time(t) },
             chunks,
             attrs: attrs(s, self.meta),
         });

@@ -123,11 +123,43 @@ pub struct FileState {
     pub hash: Hex,
 }
 
+/// A target file a patch rewrites: size, root hash and mtime when the plan was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetFile {
+    pub size: u64,
+    pub hash: Hex,
+    pub mtime: Time,
+}
+
+/// Text in a plan that stands for bytes: the bytes themselves when `b64` is absent.
+pub fn text_bytes(text: &str, b64: Option<&str>) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    match b64 {
+        Some(b64) => base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("bad base64: {e}")),
+        None => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+/// The plan form of bytes: lossy text, plus base64 when they are not UTF-8.
+pub fn bytes_text(bytes: &[u8]) -> (String, Option<String>) {
+    use base64::Engine as _;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_string(), None),
+        Err(_) => {
+            (String::from_utf8_lossy(bytes).into_owned(), Some(base64::engine::general_purpose::STANDARD.encode(bytes)))
+        }
+    }
+}
+
 /// What a removal expects to find.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Found {
     #[serde(rename = "type")]
     pub kind: Kind,
+    /// For a type change, the kind a later operation puts at the same path: finding that
+    /// instead means this removal already happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<Kind>,
     /// For a regular file, its size and mtime at plan time: a file changed since is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
@@ -232,7 +264,9 @@ pub enum Operation {
         #[serde(flatten)]
         at: OpPath,
         source: FileState,
-        target_size: u64,
+        /// The target file as the plan saw it. Its mtime is the cheap check; when it differs the
+        /// whole file is hashed and must still be `hash`.
+        target: TargetFile,
         /// The chunks to write, in order; chunk `i` covers `[i * chunk_size, (i + 1) * chunk_size)`
         /// clipped to the source size.
         chunks: Vec<PatchChunk>,
@@ -247,6 +281,9 @@ pub enum Operation {
         link_bytes: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaces: Option<String>,
+        /// The replaced link's exact text in base64 when it is not UTF-8.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces_bytes: Option<String>,
         attrs: Attrs,
     },
     /// Set metadata on an entry whose content is already right.

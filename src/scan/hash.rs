@@ -99,13 +99,20 @@ pub(crate) fn hash_file(fd: impl AsFd + Sync, len: u64, chunk: ChunkSize) -> Res
 
 // TEMP knob for measurements
 fn map_min() -> u64 {
-    std::env::var("CUTOVER_MAP_MIN").ok().and_then(|v| v.parse().ok()).unwrap_or(MAP_MIN)
+    static V: std::sync::LazyLock<u64> =
+        std::sync::LazyLock::new(|| std::env::var("CUTOVER_MAP_MIN").ok().and_then(|v| v.parse().ok()).unwrap_or(MAP_MIN));
+    *V
 }
+static POPSTRIPE: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| std::env::var_os("CUTOVER_POPSTRIPE").is_some());
 
 /// Hashes a mapped file in place, unless it shrank while we read it.
 #[cfg(target_os = "linux")]
 fn hash_mapped(mapping: &mapped::Mapping, chunk: ChunkSize) -> Result<FileHash, HashError> {
-    let hash = hash_bytes(mapping.bytes(), chunk);
+    let hash = if *POPSTRIPE {
+        hash_bytes_with(mapping.bytes(), chunk, |r| mapping.prefault(r))
+    } else {
+        hash_bytes(mapping.bytes(), chunk)
+    };
     if mapping.truncated() {
         return Err(HashError::Truncated { expected: mapping.bytes().len() as u64 });
     }
@@ -131,6 +138,25 @@ fn hash_bytes(data: &[u8], chunk: ChunkSize) -> FileHash {
 fn single_chunk(hasher: &blake3::Hasher, full: bool) -> FileHash {
     let chunks = if full { Box::new([Digest(hasher.finalize_non_root())]) as Box<[Digest]> } else { Box::default() };
     FileHash { root: hasher.finalize().into(), chunks }
+}
+
+fn hash_bytes_with(data: &[u8], chunk: ChunkSize, before: impl Fn(std::ops::Range<usize>) + Sync) -> FileHash {
+    if data.len() as u64 <= chunk.bytes() {
+        before(0..data.len());
+        return FileHash { root: blake3::hash(data).into(), chunks: Box::default() };
+    }
+    let size = chunk.bytes() as usize;
+    let per_task = (STRIPE as usize / size).max(1);
+    let chunks: Box<[Digest]> = data
+        .par_chunks(size)
+        .with_min_len(per_task)
+        .enumerate()
+        .map(|(i, c)| {
+            before(i * size..i * size + c.len());
+            chunk_cv(c, (i * size) as u64)
+        })
+        .collect();
+    FileHash { root: root_from_chunks(&chunks), chunks }
 }
 
 /// The CV of the chunk `data`, which starts at byte `offset` of its file.

@@ -66,6 +66,12 @@ pub(crate) struct Mapping {
     seq: usize,
 }
 
+// SAFETY: a `Mapping` is read-only memory plus a registry slot only its `drop` writes; sharing
+// it or moving it between threads is like sharing or moving a `&[u8]` / `Box<[u8]>`.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot").field("len", &self.len.load(Ordering::Relaxed)).finish_non_exhaustive()
@@ -89,7 +95,9 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return None;
         }
-        if let Some(advice) = std::env::var("CUTOVER_MADV").ok().and_then(|v| v.parse().ok()) {
+        static MADV: std::sync::LazyLock<Option<c_int>> =
+            std::sync::LazyLock::new(|| std::env::var("CUTOVER_MADV").ok().and_then(|v| v.parse().ok()));
+        if let Some(advice) = *MADV {
             unsafe { libc::madvise(ptr, len, advice) };
         }
         let ptr = NonNull::new(ptr.cast::<u8>())?;
@@ -117,6 +125,19 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
+    /// Asks the kernel to map the pages of `range` (bytes of the mapping) in one call rather than
+    /// one fault at a time. Only a hint: errors, such as a range past the end of a truncated
+    /// file, are left for the reads to meet.
+    pub(crate) fn prefault(&self, range: std::ops::Range<usize>) {
+        let bytes = &self.bytes()[range];
+        let page = PAGE.load(Ordering::Relaxed);
+        let start = bytes.as_ptr() as usize & !(page - 1);
+        let end = bytes.as_ptr() as usize + bytes.len();
+        // SAFETY: MADV_POPULATE_READ only populates page tables of our own live read-only
+        // mapping, as reads would; it never changes what the memory holds.
+        unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_POPULATE_READ) };
+    }
+
     /// Whether a read ran past the end of the file, which means it shrank after being mapped
     /// and [`Mapping::bytes`] no longer shows its content.
     pub(crate) fn truncated(&self) -> bool {
@@ -134,7 +155,8 @@ impl Drop for Mapping {
 }
 
 fn temp_flags() -> c_int {
-    if std::env::var_os("CUTOVER_MAP_POPULATE").is_some() { libc::MAP_POPULATE } else { 0 }
+    static P: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| std::env::var_os("CUTOVER_MAP_POPULATE").is_some());
+    if *P { libc::MAP_POPULATE } else { 0 }
 }
 
 /// Takes a free slot for `start..start + len`; returns it with the sequence number we own.
