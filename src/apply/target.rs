@@ -615,40 +615,6 @@ impl TargetRoot {
         rfs::chownat(&parent, os(name), Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(ctx(rel, "set owner of"))
     }
-
-    /// Every leftover temp file (see [`is_temp_name`]) anywhere under the
-    /// root, sorted, for cleanup after a crash. Directories are entered only
-    /// when `lstat` says they are directories, so symlinks are never followed.
-    pub fn list_temp_files(&self) -> Result<Vec<Vec<u8>>, TargetError> {
-        let mut found = Vec::new();
-        let mut stack = vec![Vec::new()];
-        while let Some(dir_rel) = stack.pop() {
-            let mut dir = self.open_listing(&dir_rel)?;
-            while let Some(entry) = dir.read() {
-                let entry = entry.map_err(ctx(&dir_rel, "read directory"))?;
-                let ename = entry.file_name().to_bytes();
-                if ename == b"." || ename == b".." {
-                    continue;
-                }
-                let mut ft = entry.file_type();
-                if ft == FileType::Unknown {
-                    let dfd = dir.fd().map_err(ctx(&dir_rel, "read directory"))?;
-                    match rfs::statat(dfd, os(ename), AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(st) => ft = FileType::from_raw_mode(st.st_mode),
-                        Err(Errno::NOENT) => continue,
-                        Err(e) => return Err(io_err(&join(&dir_rel, ename), "stat", e)),
-                    }
-                }
-                match ft {
-                    FileType::Directory => stack.push(join(&dir_rel, ename)),
-                    FileType::RegularFile if is_temp_name(ename) => found.push(join(&dir_rel, ename)),
-                    _ => {}
-                }
-            }
-        }
-        found.sort();
-        Ok(found)
-    }
 }
 
 #[cfg(test)]
@@ -816,18 +782,19 @@ mod tests {
         f.write_all(b"new content").unwrap();
         f.sync_all().unwrap();
         drop(f);
-        assert_eq!(root.list_temp_files().unwrap(), vec![tmp.clone()]);
         root.rename(&tmp, b"d/f").unwrap();
         root.sync_parent(b"d/f").unwrap();
         assert_eq!(read_all(root.open_read(b"d/f").unwrap()), b"new content");
         let st = root.stat(b"d/f").unwrap().unwrap();
         assert_eq!((st.kind, st.size, st.mode), (NodeKind::File, 11, 0o666), "mode must ignore umask");
         assert!(root.stat(&tmp).unwrap().is_none());
-        assert!(root.list_temp_files().unwrap().is_empty());
-        // Two temps for the same name never collide.
+        // Two temps for the same name never collide, and both are found as leftovers.
         let (_a, ta) = root.create_temp(b"d/f", 0o600).unwrap();
         let (_b, tb) = root.create_temp(b"d/f", 0o600).unwrap();
         assert_ne!(ta, tb);
+        assert_eq!(root.remove_temps_in(b"d").unwrap(), 2);
+        assert!(root.stat(&ta).unwrap().is_none() && root.stat(&tb).unwrap().is_none());
+        assert_eq!(read_all(root.open_read(b"d/f").unwrap()), b"new content", "the real file stays");
         // A name at NAME_MAX still yields a valid temp name.
         let long = vec![b'n'; 255];
         let (_c, tl) = root.create_temp(&long, 0o600).unwrap();

@@ -28,6 +28,8 @@ pub struct PlanArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     repair: RepairChoice,
+    #[command(flatten)]
+    limits: Limits,
     /// Show the plan in human form and write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -43,9 +45,6 @@ pub struct RepairChoice {
     /// Metadata to repair where content is equal: none, all, or mode,mtime,owner,xattr.
     #[arg(long, default_value = "mode", value_parser = parse_meta)]
     meta: MetaSet,
-    /// Proceed even when the source looks empty or a limit is exceeded.
-    #[arg(long)]
-    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,12 +97,8 @@ pub struct RepairArgs {
     source: PathBuf,
     /// The directory to make equal to it.
     target: PathBuf,
-    /// Also remove entries that exist only in the target.
-    #[arg(long)]
-    delete: bool,
-    /// Metadata to repair: none, all, or mode,mtime,owner,xattr.
-    #[arg(long, default_value = "mode", value_parser = parse_meta)]
-    meta: MetaSet,
+    #[command(flatten)]
+    repair: RepairChoice,
     #[command(flatten)]
     limits: Limits,
     /// Show the plan in human form and change nothing.
@@ -130,10 +125,16 @@ pub fn run_plan(args: PlanArgs) -> Result<u8> {
     let (source, target) = super::progress::with_progress("scanning", false, |p| {
         load_pair(&args.source, &args.target, args.chunk.chunk_size, args.repair.meta, p)
     })?;
-    check_source_not_empty(&source, &target, args.repair.delete, args.repair.force)?;
+    check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta };
     let (plan, report) = build_plan(&source, &target, &options);
     super::warn_uncompared(args.repair.meta, &report);
+    if let Some(limit) = args.limits.max_delete
+        && plan.totals.delete_entries > limit
+        && !args.limits.force
+    {
+        bail!("the plan would delete {} entries, more than --max-delete {limit}", plan.totals.delete_entries);
+    }
     let stdout = std::io::stdout();
     match (&args.output, args.dry_run) {
         (Some(path), false) if path.as_os_str() == "-" => write_plan(&plan, stdout.lock())?,
@@ -225,7 +226,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         }
     }
     let chunk = args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT);
-    let scan_options = ScanOptions { chunk_size: chunk, xattrs: args.meta.xattr };
+    let scan_options = ScanOptions { chunk_size: chunk, xattrs: args.repair.meta.xattr };
     let (source, target) = super::progress::with_progress("scanning", false, |p| {
         rayon::join(
             || scan_with_progress(&args.source, &scan_options, p),
@@ -233,8 +234,8 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         )
     });
     let (source, target) = (source?, target?);
-    check_source_not_empty(&source, &target, args.delete, args.limits.force)?;
-    let (plan, _) = build_plan(&source, &target, &PlanOptions { delete: args.delete, meta: args.meta });
+    check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
+    let (plan, _) = build_plan(&source, &target, &PlanOptions { delete: args.repair.delete, meta: args.repair.meta });
     if args.dry_run {
         show_plan(&mut std::io::stdout().lock(), &plan)?;
         return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
@@ -246,7 +247,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     show_apply(&mut out, &applied, args.format)?;
     let after =
         super::progress::with_progress("verifying", false, |p| scan_with_progress(&args.target, &scan_options, p))?;
-    let verify = diff(&source, &after, &DiffOptions { meta: args.meta });
+    let verify = diff(&source, &after, &DiffOptions { meta: args.repair.meta });
     let remaining = verify.differences.len();
     if args.format == Format::Human {
         if remaining == 0 {

@@ -176,26 +176,19 @@ impl Report {
 
     /// The whole report as one `cutover-diff/1` JSON document.
     pub fn to_json(&self) -> Value {
-        json!({
-            "format": "cutover-diff/1",
-            "identical": self.identical(),
-            "source": side_json(&self.source),
-            "target": side_json(&self.target),
-            "compared": self.compared.names(),
-            "chunk_size": self.chunk_size.bytes(),
-            "summary": summary_json(&self.summary()),
-            "differences": self.differences.iter().map(Difference::to_json).collect::<Vec<_>>(),
-        })
+        let mut doc = self.header_json();
+        doc["differences"] = self.differences.iter().map(Difference::to_json).collect();
+        doc
     }
 
     /// The last line of the `jsonl` form: everything but the differences.
     pub fn summary_line_json(&self) -> Value {
-        let mut doc = self.to_json_without_differences();
+        let mut doc = self.header_json();
         doc["type"] = json!("summary");
         doc
     }
 
-    fn to_json_without_differences(&self) -> Value {
+    fn header_json(&self) -> Value {
         json!({
             "format": "cutover-diff/1",
             "identical": self.identical(),
