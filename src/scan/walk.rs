@@ -67,8 +67,10 @@ impl Walker {
                 return vec![entry];
             }
         };
-        let children: Vec<Vec<Entry>> =
-            names.par_iter().filter_map(|name| self.visit(&dir, entry.path.join(name.to_bytes()), name)).collect();
+        let children: Vec<Vec<Entry>> = names
+            .par_iter()
+            .filter_map(|(name, listed)| self.visit(&dir, entry.path.join(name.to_bytes()), name, *listed))
+            .collect();
         if entry.problem.is_none() {
             entry.digest = dir_digest(children.iter().map(|subtree| &subtree[0]));
         }
@@ -80,8 +82,16 @@ impl Walker {
         subtree
     }
 
-    /// The subtree rooted at `name` in `dir`; `None` if it vanished before we got to it.
-    fn visit(&self, dir: &OwnedFd, path: RelPath, name: &CStr) -> Option<Vec<Entry>> {
+    /// The subtree rooted at `name` in `dir`, which its directory listed as `listed`; `None` if it
+    /// vanished before we got to it.
+    fn visit(&self, dir: &OwnedFd, path: RelPath, name: &CStr, listed: FileType) -> Option<Vec<Entry>> {
+        let path = match listed {
+            FileType::RegularFile => match self.visit_file(dir, path, name) {
+                Ok(entry) => return Some(vec![entry]),
+                Err(path) => path,
+            },
+            _ => path,
+        };
         let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => stat,
             Err(rustix::io::Errno::NOENT) => return None,
@@ -116,13 +126,32 @@ impl Walker {
         Some(vec![entry])
     }
 
+    /// The entry of `name`, listed as a regular file, hashed. Opening it first and taking the
+    /// stat from the open file saves a path lookup per file (measured 1-2% on many small files).
+    /// Gives `path` back if it cannot be opened or is no longer a regular file, for the general
+    /// path to report.
+    fn visit_file(&self, dir: &OwnedFd, path: RelPath, name: &CStr) -> Result<Entry, RelPath> {
+        let Ok(fd) = rustix::fs::openat(dir, name, FILE_FLAGS, Mode::empty()) else { return Err(path) };
+        match rustix::fs::fstat(&fd) {
+            Ok(stat) if kind_of(&stat) == Kind::File => {
+                let mut entry = entry_from_stat(path, &stat);
+                self.hash_open(fd, &stat, &mut entry);
+                Ok(entry)
+            }
+            _ => Err(path),
+        }
+    }
+
     /// Hashes the regular file `name`, checking that it did not change while we read it.
     fn hash_into(&self, dir: &OwnedFd, name: &CStr, before: &Stat, entry: &mut Entry) {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-        let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(e) => return unreadable(entry, format_args!("cannot open: {}", std::io::Error::from(e))),
-        };
+        match rustix::fs::openat(dir, name, FILE_FLAGS, Mode::empty()) {
+            Ok(fd) => self.hash_open(fd, before, entry),
+            Err(e) => unreadable(entry, format_args!("cannot open: {}", std::io::Error::from(e))),
+        }
+    }
+
+    /// Hashes the open regular file `fd`, whose stat before reading was `before`.
+    fn hash_open(&self, fd: OwnedFd, before: &Stat, entry: &mut Entry) {
         self.record_xattrs(&fd, entry);
         if entry.problem.is_some() {
             return;
@@ -141,10 +170,12 @@ impl Walker {
                 let why = format!("expected {expected} bytes, file ended at {at}");
                 entry.problem = Some(Box::new(Problem::Unstable(why)));
             }
-            Err(HashError::Truncated { expected }) => {
+            // SIGBUS on a mapped file: it shrank under us, or (unchanged) a page could not be read.
+            Err(HashError::Faulted { expected }) if changed => {
                 let why = format!("expected {expected} bytes, file was truncated while being read");
                 entry.problem = Some(Box::new(Problem::Unstable(why)));
             }
+            Err(HashError::Faulted { .. }) => unreadable(entry, "read error: SIGBUS reading the mapped file"),
             Err(HashError::Io(e)) => unreadable(entry, format_args!("read error: {e}")),
             Ok(_) if changed => {
                 let why = format!(
@@ -177,8 +208,13 @@ impl Walker {
     }
 }
 
-/// The names in `dir` other than `.` and `..`, sorted by bytes.
-fn list_names(dir: &OwnedFd) -> std::io::Result<Vec<std::ffi::CString>> {
+/// How regular files are opened: never through a symlink, and a FIFO swapped in cannot block us.
+const FILE_FLAGS: OFlags =
+    OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK).union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
+
+/// The names in `dir` other than `.` and `..` with the type the listing gives (`Unknown` on
+/// file systems that do not say), sorted by bytes.
+fn list_names(dir: &OwnedFd) -> std::io::Result<Vec<(std::ffi::CString, FileType)>> {
     let fd = rustix::io::dup(dir)?;
     let mut reader = rustix::fs::Dir::new(fd)?;
     let mut names = Vec::new();
@@ -186,9 +222,9 @@ fn list_names(dir: &OwnedFd) -> std::io::Result<Vec<std::ffi::CString>> {
         let item = item?;
         let name = item.file_name();
         if name != c"." && name != c".." {
-            names.push(name.to_owned());
+            names.push((name.to_owned(), item.file_type()));
         }
     }
-    names.sort_unstable_by(|a, b| a.to_bytes().cmp(b.to_bytes()));
+    names.sort_unstable_by(|a, b| a.0.to_bytes().cmp(b.0.to_bytes()));
     Ok(names)
 }

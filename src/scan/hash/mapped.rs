@@ -1,18 +1,19 @@
 //! Read-only file mappings that survive the file being truncated under them.
 //!
-//! Reading a mapped page that lies past the end of a file which shrank after `mmap` raises
-//! SIGBUS, and SIGBUS kills the process. So every mapping made here is entered in a small
-//! lock-free registry, and a SIGBUS handler, installed once, asks whether the faulting address
-//! lies in a registered mapping. If it does, the handler maps anonymous zero pages over the whole
-//! mapping, marks it, and returns: the read resumes on zeros and the owner, seeing the mark,
-//! reports the file as changed instead of hashing garbage into a root. Any other SIGBUS goes on
-//! to the handler installed before ours (Rust's runtime installs one) or to the default action,
-//! so a real fault still kills the process as it would have.
+//! Reading a mapped page that lies past the end of a file which shrank after `mmap` (or a page
+//! the kernel cannot read) raises SIGBUS, and SIGBUS kills the process. So every mapping made
+//! here is entered in a small lock-free registry, and a SIGBUS handler, installed once, asks
+//! whether the faulting address lies in a registered mapping. If it does, the handler maps
+//! anonymous zero pages over the whole mapping, marks it, and returns: the read resumes on zeros
+//! and the owner, seeing the mark, reports the file instead of hashing zeros into a root. Any
+//! other SIGBUS goes on to the handler that was installed before ours (Rust's runtime installs
+//! one) or to the default action, so a real fault still kills the process as it would have.
 //!
 //! A mapping is only made while our handler is the installed one; when the registry is full or
 //! something replaced the handler, [`Mapping::new`] declines and the caller reads with `pread`.
-//! The handler touches only atomics and calls only `mmap`, `sigaction` and `raise`, which POSIX
-//! lists as async-signal-safe.
+//! (A handler installed by someone else while a mapping is being read is not detected: cutover
+//! installs none.) The handler touches only atomics and calls only `mmap`, `sigaction` and
+//! `raise`, which POSIX lists as async-signal-safe.
 //!
 //! All of cutover's `unsafe` code is in this module.
 
@@ -37,6 +38,12 @@ struct Slot {
     len: AtomicUsize,
     /// Set by the handler once it has replaced the mapping with zeros.
     zeroed: AtomicBool,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("len", &self.len.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
 }
 
 static REGISTRY: [Slot; SLOTS] = [const {
@@ -66,18 +73,6 @@ pub(crate) struct Mapping {
     seq: usize,
 }
 
-// SAFETY: a `Mapping` is read-only memory plus a registry slot only its `drop` writes; sharing
-// it or moving it between threads is like sharing or moving a `&[u8]` / `Box<[u8]>`.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl std::fmt::Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot").field("len", &self.len.load(Ordering::Relaxed)).finish_non_exhaustive()
-    }
-}
-
 impl Mapping {
     /// Maps `len` (> 0) bytes of `fd`, or `None` when mapping is not possible or not guarded (the
     /// caller then reads the file instead).
@@ -89,16 +84,10 @@ impl Mapping {
         // SAFETY: a fresh mapping at an address the kernel chooses, so no existing memory is
         // affected; the arguments are valid (len > 0, fd open for reading). On failure nothing
         // was mapped.
-        let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE | temp_flags(), fd.as_raw_fd(), 0)
-        };
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, fd.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
             return None;
-        }
-        static MADV: std::sync::LazyLock<Option<c_int>> =
-            std::sync::LazyLock::new(|| std::env::var("CUTOVER_MADV").ok().and_then(|v| v.parse().ok()));
-        if let Some(advice) = *MADV {
-            unsafe { libc::madvise(ptr, len, advice) };
         }
         let ptr = NonNull::new(ptr.cast::<u8>())?;
         let page = PAGE.load(Ordering::Relaxed);
@@ -113,7 +102,7 @@ impl Mapping {
     }
 
     /// The mapped bytes. They are the file's as long as it does not change; if it is truncated,
-    /// they may turn to zeros (see [`Mapping::truncated`]).
+    /// they may turn to zeros (see [`Mapping::faulted`]).
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr..ptr + len` is a live PROT_READ mapping owned by `self` and unmapped only
         // in `drop`, after every borrow of `self` has ended. Reads cannot fault fatally: a page
@@ -125,22 +114,9 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    /// Asks the kernel to map the pages of `range` (bytes of the mapping) in one call rather than
-    /// one fault at a time. Only a hint: errors, such as a range past the end of a truncated
-    /// file, are left for the reads to meet.
-    pub(crate) fn prefault(&self, range: std::ops::Range<usize>) {
-        let bytes = &self.bytes()[range];
-        let page = PAGE.load(Ordering::Relaxed);
-        let start = bytes.as_ptr() as usize & !(page - 1);
-        let end = bytes.as_ptr() as usize + bytes.len();
-        // SAFETY: MADV_POPULATE_READ only populates page tables of our own live read-only
-        // mapping, as reads would; it never changes what the memory holds.
-        unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_POPULATE_READ) };
-    }
-
-    /// Whether a read ran past the end of the file, which means it shrank after being mapped
-    /// and [`Mapping::bytes`] no longer shows its content.
-    pub(crate) fn truncated(&self) -> bool {
+    /// Whether a read raised SIGBUS, so [`Mapping::bytes`] holds zeros where the file's content
+    /// was: the file shrank after it was mapped, or a page of it could not be read.
+    pub(crate) fn faulted(&self) -> bool {
         self.slot.zeroed.load(Ordering::Acquire)
     }
 }
@@ -152,11 +128,6 @@ impl Drop for Mapping {
         // place); `&mut self` guarantees no slice from `bytes` is still alive.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
-}
-
-fn temp_flags() -> c_int {
-    static P: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| std::env::var_os("CUTOVER_MAP_POPULATE").is_some());
-    if *P { libc::MAP_POPULATE } else { 0 }
 }
 
 /// Takes a free slot for `start..start + len`; returns it with the sequence number we own.
@@ -325,7 +296,7 @@ mod tests {
         file.write_all(b"hello, mapping").unwrap();
         let mapping = Mapping::new(file.as_fd(), 14).unwrap();
         assert_eq!(mapping.bytes(), b"hello, mapping");
-        assert!(!mapping.truncated());
+        assert!(!mapping.faulted());
     }
 
     #[test]
@@ -337,7 +308,7 @@ mod tests {
         // Without the handler this read raises SIGBUS and the test binary dies.
         let sum: u64 = mapping.bytes().iter().map(|&b| u64::from(b)).sum();
         assert_eq!(sum, 0);
-        assert!(mapping.truncated());
+        assert!(mapping.faulted());
     }
 
     #[test]
