@@ -62,7 +62,7 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Manifest, ScanError> {
 }
 
 /// [`scan`], reporting progress as it goes.
-pub fn scan_with_progress(root: &Path, options: &ScanOptions, _progress: &dyn Progress) -> Result<Manifest, ScanError> {
+pub fn scan_with_progress(root: &Path, options: &ScanOptions, progress: &dyn Progress) -> Result<Manifest, ScanError> {
     let started = crate::time::now_rfc3339();
     let open_error = |e: rustix::io::Errno| ScanError::Open { path: root.to_path_buf(), cause: e.into() };
     let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
@@ -72,7 +72,7 @@ pub fn scan_with_progress(root: &Path, options: &ScanOptions, _progress: &dyn Pr
     if entry.kind != Kind::Dir {
         return Err(ScanError::NotADirectory { path: root.to_path_buf() });
     }
-    let walker = walk::Walker { chunk: options.chunk_size, xattrs: options.xattrs };
+    let walker = walk::Walker { chunk: options.chunk_size, xattrs: options.xattrs, progress };
     let entries = walker.walk_dir(fd, entry);
     let header = Header {
         tool: format!("cutover {}", env!("CARGO_PKG_VERSION")),

@@ -11,15 +11,17 @@ use std::os::fd::{AsFd, OwnedFd};
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
+use super::Progress;
 use super::hash::{HashError, hash_file};
 use super::xattr::read_xattrs;
 use crate::digest::{ChunkSize, Digest};
 use crate::manifest::{Entry, Kind, Mtime, Problem, dir_digest, link_digest};
 use crate::path::RelPath;
 
-pub(super) struct Walker {
+pub(super) struct Walker<'a> {
     pub chunk: ChunkSize,
     pub xattrs: bool,
+    pub progress: &'a dyn Progress,
 }
 
 pub(super) fn kind_of(stat: &Stat) -> Kind {
@@ -56,7 +58,7 @@ fn unreadable(entry: &mut Entry, why: impl std::fmt::Display) {
     entry.problem = Some(Box::new(Problem::Unreadable(why.to_string())));
 }
 
-impl Walker {
+impl Walker<'_> {
     /// The subtree of the directory open as `dir`, whose own entry is `entry`, in pre-order.
     pub(super) fn walk_dir(&self, dir: OwnedFd, mut entry: Entry) -> Vec<Entry> {
         self.record_xattrs(&dir, &mut entry);
@@ -67,6 +69,7 @@ impl Walker {
                 return vec![entry];
             }
         };
+        self.progress.dir_done();
         let children: Vec<Vec<Entry>> = names
             .par_iter()
             .filter_map(|(name, listed)| self.visit(&dir, entry.path.join(name.to_bytes()), name, *listed))
@@ -152,6 +155,11 @@ impl Walker {
 
     /// Hashes the open regular file `fd`, whose stat before reading was `before`.
     fn hash_open(&self, fd: OwnedFd, before: &Stat, entry: &mut Entry) {
+        self.hash_checked(fd, before, entry);
+        self.progress.file_done(entry.size);
+    }
+
+    fn hash_checked(&self, fd: OwnedFd, before: &Stat, entry: &mut Entry) {
         self.record_xattrs(&fd, entry);
         if entry.problem.is_some() {
             return;
@@ -197,7 +205,7 @@ impl Walker {
     }
 }
 
-impl Walker {
+impl Walker<'_> {
     fn record_xattrs(&self, fd: &OwnedFd, entry: &mut Entry) {
         if self.xattrs {
             match read_xattrs(fd) {
