@@ -137,25 +137,23 @@ impl Run<'_, '_> {
         replaces: Option<&FileState>,
         attrs: &Attrs,
     ) -> Step<Outcome> {
-        match (self.stat(path)?, replaces) {
-            (Some(found), _) if found.kind == NodeKind::File && found.size == source.size => {
-                if self.target_file(path)? == *source {
+        match self.stat(path)? {
+            None if replaces.is_some() => return Err(Outcome::Skipped("the file to replace is gone".into())),
+            None => {}
+            Some(found) if found.kind != NodeKind::File => {
+                return Err(Outcome::Skipped(format!("a {:?} is in the way that the plan did not expect", found.kind)));
+            }
+            Some(found) => {
+                // Hash the file only if its size leaves it a candidate for either state.
+                let candidate = found.size == source.size || replaces.is_some_and(|old| old.size == found.size);
+                let now = if candidate { Some(self.target_file(path)?) } else { None };
+                if now.as_ref() == Some(source) {
                     self.set_attrs(path, NodeKind::File, attrs)?;
                     return Ok(Outcome::AlreadyDone);
                 }
-                if replaces.is_none_or(|r| r.size != found.size || self.target_file(path).ok().as_ref() != Some(r)) {
+                if now.is_none() || now.as_ref() != replaces {
                     return Err(Outcome::Skipped("the target file changed since the plan was made".into()));
                 }
-            }
-            (None, None) => {}
-            (Some(found), Some(old)) if found.kind == NodeKind::File && found.size == old.size => {
-                if self.target_file(path)? != *old {
-                    return Err(Outcome::Skipped("the target file changed since the plan was made".into()));
-                }
-            }
-            (None, Some(_)) => return Err(Outcome::Skipped("the file to replace is gone".into())),
-            (Some(found), _) => {
-                return Err(Outcome::Skipped(format!("a {:?} is in the way that the plan did not expect", found.kind)));
             }
         }
         let (mut file, tmp) = self.root.create_temp(path.as_bytes(), 0o600).map_err(failed)?;
