@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cutover::diff::{DiffOptions, Report};
 use cutover::digest::ChunkSize;
 use cutover::manifest::{Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
-use cutover::scan::{Progress, ScanOptions, b3sum_lines, scan_with_progress};
+use cutover::scan::{Progress, ScanOptions, b3sum_lines, scan_pair, scan_with_progress};
 
 /// Exit codes, as GNU diff: 0 identical or success, 1 differences, 2 trouble.
 pub const EXIT_SAME: u8 = 0;
@@ -233,10 +233,9 @@ pub(crate) fn load_pair(
         return Ok((source, target));
     }
     if is_dir(source) && is_dir(target) {
-        // Both scans share the thread pool, so neither side's tail leaves a core idle.
-        let (source, target) =
-            rayon::join(|| load_side(source, chunk, xattrs, progress), || load_side(target, chunk, xattrs, progress));
-        return Ok((source?, target?));
+        // Walked together: a file on both sides is read in one pass and equal bytes hashed once.
+        let options = ScanOptions { chunk_size: chunk.unwrap_or(ChunkSize::DEFAULT), xattrs };
+        return Ok(scan_pair(source, target, &options, progress)?);
     }
     let source = load_side(source, chunk, xattrs, progress)?;
     let target = load_side(target, chunk.or(Some(source.header.chunk_size)), xattrs, progress)?;

@@ -31,7 +31,7 @@ const STRIPE: u64 = 1 << 20;
 const MAP_MIN: u64 = 2 << 20;
 
 /// A file's root hash and, when it has more than one chunk, its chunk CVs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct FileHash {
     pub root: Digest,
     pub chunks: Box<[Digest]>,
@@ -61,6 +61,8 @@ impl From<rustix::io::Errno> for HashError {
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Whole small files of a pair, for [`hash_pair`].
+    static PAIR_BUFFERS: std::cell::Cell<(Vec<u8>, Vec<u8>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// Runs `f` on this thread's page-aligned buffer of `PIECE` bytes. `f` must not re-enter rayon
@@ -99,6 +101,67 @@ pub(crate) fn hash_file(fd: impl AsFd + Sync, len: u64, chunk: ChunkSize) -> Res
         return hash_mapped(&mapping, chunk);
     }
     hash_read(fd, len, chunk)
+}
+
+/// Hashes two open files of `len` bytes each (a source file and its copy), hashing only once
+/// every chunk whose bytes are the same in both: comparing costs a fraction of hashing, and
+/// each side's digests still come from its own bytes.
+pub(crate) fn hash_pair(
+    a: impl AsFd + Sync,
+    b: impl AsFd + Sync,
+    len: u64,
+    chunk: ChunkSize,
+) -> [Result<FileHash, HashError>; 2] {
+    #[cfg(target_os = "linux")]
+    if len >= MAP_MIN
+        && let Some(map_a) = mapped::Mapping::new(a.as_fd(), len)
+        && let Some(map_b) = mapped::Mapping::new(b.as_fd(), len)
+    {
+        let [hash_a, hash_b] = hash_bytes_pair(map_a.bytes(), map_b.bytes(), chunk);
+        let settle = |mapping: &mapped::Mapping, hash| {
+            if mapping.faulted() { Err(HashError::Faulted { expected: len }) } else { Ok(hash) }
+        };
+        return [settle(&map_a, hash_a), settle(&map_b, hash_b)];
+    }
+    if len >= MAP_MIN {
+        return [hash_file(a, len, chunk), hash_file(b, len, chunk)];
+    }
+    // Taken out of the thread's slot, not borrowed: hashing may run another rayon task here.
+    let (mut buf_a, mut buf_b) = PAIR_BUFFERS.with(|cell| cell.take());
+    buf_a.resize(len as usize, 0);
+    buf_b.resize(len as usize, 0);
+    let hashes = match (read_exact_at(&a, &mut buf_a, 0, len), read_exact_at(&b, &mut buf_b, 0, len)) {
+        (Ok(()), Ok(())) => hash_bytes_pair(&buf_a, &buf_b, chunk).map(Ok),
+        (read_a, read_b) => [read_a.map(|()| hash_bytes(&buf_a, chunk)), read_b.map(|()| hash_bytes(&buf_b, chunk))],
+    };
+    PAIR_BUFFERS.with(|cell| cell.replace((buf_a, buf_b)));
+    hashes
+}
+
+/// [`hash_bytes`] of two equally long byte strings, each equal chunk hashed once.
+fn hash_bytes_pair(a: &[u8], b: &[u8], chunk: ChunkSize) -> [FileHash; 2] {
+    debug_assert_eq!(a.len(), b.len());
+    if a.len() as u64 <= chunk.bytes() {
+        let hash_a = hash_bytes(a, chunk);
+        let hash_b = if a == b { hash_a.clone() } else { hash_bytes(b, chunk) };
+        return [hash_a, hash_b];
+    }
+    let size = chunk.bytes() as usize;
+    let per_task = (STRIPE as usize / size).max(1);
+    let (cvs_a, cvs_b): (Vec<Digest>, Vec<Digest>) = a
+        .par_chunks(size)
+        .zip(b.par_chunks(size))
+        .with_min_len(per_task)
+        .enumerate()
+        .map(|(i, (x, y))| {
+            let offset = (i * size) as u64;
+            let cv = chunk_cv(x, offset);
+            (cv, if x == y { cv } else { chunk_cv(y, offset) })
+        })
+        .unzip();
+    let root_a = root_from_chunks(&cvs_a);
+    let root_b = if cvs_a == cvs_b { root_a } else { root_from_chunks(&cvs_b) };
+    [FileHash { root: root_a, chunks: cvs_a.into() }, FileHash { root: root_b, chunks: cvs_b.into() }]
 }
 
 /// Hashes a mapped file in place, unless a read of it faulted (see [`mapped::Mapping::faulted`]).

@@ -5,14 +5,14 @@
 //! mid-scan cannot hang us. Children are sorted by name bytes, which makes the output a
 //! deterministic pre-order list whatever the thread timing.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::Progress;
-use super::hash::{HashError, hash_file};
+use super::hash::{FileHash, HashError, hash_file, hash_pair};
 use super::xattr::read_xattrs;
 use crate::digest::{ChunkSize, Digest};
 use crate::manifest::{Entry, Kind, Mtime, Problem, dir_digest, link_digest};
@@ -74,15 +74,7 @@ impl Walker<'_> {
             .par_iter()
             .filter_map(|(name, listed)| self.visit(&dir, entry.path.join(name.to_bytes()), name, *listed))
             .collect();
-        if entry.problem.is_none() {
-            entry.digest = dir_digest(children.iter().map(|subtree| &subtree[0]));
-        }
-        let mut subtree = Vec::with_capacity(1 + children.iter().map(Vec::len).sum::<usize>());
-        subtree.push(entry);
-        for child in children {
-            subtree.extend(child);
-        }
-        subtree
+        assemble(entry, children)
     }
 
     /// The subtree rooted at `name` in `dir`, which its directory listed as `listed`; `None` if it
@@ -165,7 +157,13 @@ impl Walker<'_> {
             return;
         }
         let result = hash_file(fd.as_fd(), entry.size, self.chunk);
-        let after = match rustix::fs::fstat(&fd) {
+        self.settle(&fd, before, entry, result);
+    }
+
+    /// Records the hash of the open file `fd`, or why there is none: it failed, or the file
+    /// changed between `before` and now.
+    fn settle(&self, fd: &OwnedFd, before: &Stat, entry: &mut Entry, result: Result<FileHash, HashError>) {
+        let after = match rustix::fs::fstat(fd) {
             Ok(after) => after,
             Err(e) => return unreadable(entry, format_args!("cannot stat: {}", std::io::Error::from(e))),
         };
@@ -219,6 +217,154 @@ impl Walker<'_> {
 /// How regular files are opened: never through a symlink, and a FIFO swapped in cannot block us.
 const FILE_FLAGS: OFlags =
     OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK).union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
+
+/// A name listed in a source directory, a target directory, or both (with each side's type).
+enum Listed {
+    Source(CString, FileType),
+    Target(CString, FileType),
+    Both(CString, FileType, FileType),
+}
+
+/// Merges two sorted listings.
+fn pair_names(source: Vec<(CString, FileType)>, target: Vec<(CString, FileType)>) -> Vec<Listed> {
+    let mut merged = Vec::with_capacity(source.len().max(target.len()));
+    let (mut s, mut t) = (source.into_iter().peekable(), target.into_iter().peekable());
+    loop {
+        let order = match (s.peek(), t.peek()) {
+            (Some(a), Some(b)) => a.0.to_bytes().cmp(b.0.to_bytes()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return merged,
+        };
+        match order {
+            std::cmp::Ordering::Less => merged.extend(s.next().map(|(n, ft)| Listed::Source(n, ft))),
+            std::cmp::Ordering::Greater => merged.extend(t.next().map(|(n, ft)| Listed::Target(n, ft))),
+            std::cmp::Ordering::Equal => {
+                if let (Some((name, a)), Some((_, b))) = (s.next(), t.next()) {
+                    merged.push(Listed::Both(name, a, b));
+                }
+            }
+        }
+    }
+}
+
+impl Walker<'_> {
+    /// The subtrees of a source and a target directory at the same path, walked together so
+    /// that a file on both sides with the same size is read in one pass and every chunk whose
+    /// bytes agree is hashed once. Gives exactly what two `walk_dir`s would.
+    pub(super) fn walk_pair(&self, dirs: [OwnedFd; 2], entries: [Entry; 2]) -> [Vec<Entry>; 2] {
+        let (source_names, target_names) = match (list_names(&dirs[0]), list_names(&dirs[1])) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => {
+                let [sd, td] = dirs;
+                let [se, te] = entries;
+                return [self.walk_dir(sd, se), self.walk_dir(td, te)];
+            }
+        };
+        let mut entries = entries;
+        for (dir, entry) in dirs.iter().zip(entries.iter_mut()) {
+            self.record_xattrs(dir, entry);
+            self.progress.dir_done();
+        }
+        let listed = pair_names(source_names, target_names);
+        let children: Vec<[Option<Vec<Entry>>; 2]> = listed
+            .par_iter()
+            .map(|item| {
+                let at = |name: &CString| entries[0].path.join(name.to_bytes());
+                match item {
+                    Listed::Source(name, ft) => [self.visit(&dirs[0], at(name), name, *ft), None],
+                    Listed::Target(name, ft) => [None, self.visit(&dirs[1], at(name), name, *ft)],
+                    Listed::Both(name, a, b) => self.visit_both(&dirs, &at(name), name, [*a, *b]),
+                }
+            })
+            .collect();
+        let mut sides: [Vec<Vec<Entry>>; 2] = [Vec::new(), Vec::new()];
+        for [source, target] in children {
+            sides[0].extend(source);
+            sides[1].extend(target);
+        }
+        let [source_entry, target_entry] = entries;
+        let [source_children, target_children] = sides;
+        [assemble(source_entry, source_children), assemble(target_entry, target_children)]
+    }
+
+    /// `name`, present in both directories: walked together when both are directories or
+    /// both regular files of one size, else each on its own.
+    fn visit_both(
+        &self,
+        dirs: &[OwnedFd; 2],
+        path: &RelPath,
+        name: &CStr,
+        listed: [FileType; 2],
+    ) -> [Option<Vec<Entry>>; 2] {
+        let separately = || {
+            [self.visit(&dirs[0], path.clone(), name, listed[0]), self.visit(&dirs[1], path.clone(), name, listed[1])]
+        };
+        match listed {
+            [FileType::Directory, FileType::Directory] => {
+                match [open_dir(&dirs[0], path, name), open_dir(&dirs[1], path, name)] {
+                    [Some((sd, se)), Some((td, te))] => self.walk_pair([sd, td], [se, te]).map(Some),
+                    _ => separately(),
+                }
+            }
+            [FileType::RegularFile, FileType::RegularFile] => {
+                self.visit_file_pair(dirs, path, name).unwrap_or_else(separately)
+            }
+            _ => separately(),
+        }
+    }
+
+    /// Two regular files of the same size hashed together; `None` when they are not that (the
+    /// caller then visits each on its own, which also reports any problem).
+    fn visit_file_pair(&self, dirs: &[OwnedFd; 2], path: &RelPath, name: &CStr) -> Option<[Option<Vec<Entry>>; 2]> {
+        let open = |dir: &OwnedFd| {
+            let fd = rustix::fs::openat(dir, name, FILE_FLAGS, Mode::empty()).ok()?;
+            let stat = rustix::fs::fstat(&fd).ok().filter(|stat| kind_of(stat) == Kind::File)?;
+            Some((fd, stat))
+        };
+        let ((fd_a, stat_a), (fd_b, stat_b)) = (open(&dirs[0])?, open(&dirs[1])?);
+        if stat_a.st_size != stat_b.st_size {
+            return None;
+        }
+        let mut entries = [entry_from_stat(path.clone(), &stat_a), entry_from_stat(path.clone(), &stat_b)];
+        self.record_xattrs(&fd_a, &mut entries[0]);
+        self.record_xattrs(&fd_b, &mut entries[1]);
+        if entries.iter().any(|e| e.problem.is_some()) {
+            return None;
+        }
+        let [hash_a, hash_b] = hash_pair(fd_a.as_fd(), fd_b.as_fd(), entries[0].size, self.chunk);
+        let [entry_a, entry_b] = &mut entries;
+        self.settle(&fd_a, &stat_a, entry_a, hash_a);
+        self.settle(&fd_b, &stat_b, entry_b, hash_b);
+        for entry in &entries {
+            self.progress.file_done(entry.size);
+        }
+        let [a, b] = entries;
+        Some([Some(vec![a]), Some(vec![b])])
+    }
+}
+
+/// A directory's subtree in pre-order: its entry, with the node hash of its children, then
+/// each child's subtree.
+fn assemble(mut entry: Entry, children: Vec<Vec<Entry>>) -> Vec<Entry> {
+    if entry.problem.is_none() {
+        entry.digest = dir_digest(children.iter().map(|subtree| &subtree[0]));
+    }
+    let mut subtree = Vec::with_capacity(1 + children.iter().map(Vec::len).sum::<usize>());
+    subtree.push(entry);
+    for child in children {
+        subtree.extend(child);
+    }
+    subtree
+}
+
+/// The directory `name` in `dir`, opened without following a symlink, with its entry.
+fn open_dir(dir: &OwnedFd, path: &RelPath, name: &CStr) -> Option<(OwnedFd, Entry)> {
+    let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok().filter(|s| kind_of(s) == Kind::Dir)?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).ok()?;
+    Some((fd, entry_from_stat(path.clone(), &stat)))
+}
 
 /// The names in `dir` other than `.` and `..` with the type the listing gives (`Unknown` on
 /// file systems that do not say), sorted by bytes.
