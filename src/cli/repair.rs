@@ -12,7 +12,7 @@ use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
 use cutover::manifest::{Kind, Manifest, MetaSet};
 use cutover::plan::{Operation, Plan, PlanOptions, build_plan, read_plan, write_plan};
-use cutover::scan::{ScanOptions, scan_with_progress};
+use cutover::scan::{ScanOptions, scan_pair, scan_with_progress};
 
 use super::render::{count, shown, size};
 use super::{ChunkArg, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, load_pair, parse_meta};
@@ -227,13 +227,8 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     }
     let chunk = args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT);
     let scan_options = ScanOptions { chunk_size: chunk, xattrs: args.repair.meta.xattr };
-    let (source, target) = super::progress::with_progress("scanning", false, |p| {
-        rayon::join(
-            || scan_with_progress(&args.source, &scan_options, p),
-            || scan_with_progress(&args.target, &scan_options, p),
-        )
-    });
-    let (source, target) = (source?, target?);
+    let (source, target) =
+        super::progress::with_progress("scanning", false, |p| scan_pair(&args.source, &args.target, &scan_options, p))?;
     check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
     let (plan, _) = build_plan(&source, &target, &PlanOptions { delete: args.repair.delete, meta: args.repair.meta });
     if args.dry_run {
