@@ -315,7 +315,7 @@ pub fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
                 fields.join(", ")
             }
         };
-        writeln!(out, "{:<8} {path}  {detail}", op.name())?;
+        writeln!(out, "{}", format!("{:<8} {path}  {detail}", op.name()).trim_end())?;
     }
     plan_summary(out, plan)
 }
