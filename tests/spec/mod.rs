@@ -8,3 +8,4 @@ mod output;
 mod properties;
 mod ranges;
 mod trouble;
+mod xattrs;
