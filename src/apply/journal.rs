@@ -3,7 +3,6 @@
 //! accepted when the journal says this plan had started writing that file.
 
 use std::collections::HashSet;
-use std::io::Write;
 
 use super::target::TargetRoot;
 
@@ -27,12 +26,25 @@ impl<'a> Journal<'a> {
             let mut text = String::new();
             let mut file = root.open_read(&name).map_err(|e| e.to_string())?;
             std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| format!("journal: {e}"))?;
-            started.extend(text.lines().filter_map(|line| line.strip_prefix("patch ")?.parse::<usize>().ok()));
+            // `patch N` opens an interrupted patch, `done N` closes it again.
+            for line in text.lines() {
+                let number = |prefix| line.strip_prefix(prefix)?.parse::<usize>().ok();
+                if let Some(op) = number("patch ") {
+                    started.insert(op);
+                } else if let Some(op) = number("done ") {
+                    started.remove(&op);
+                }
+            }
         }
         Ok(Journal { root, name, started, file: None })
     }
 
-    /// Whether an earlier run began writing operation `op`.
+    /// The journal's file name in the target root.
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// Whether an earlier run began writing operation `op` and did not see it verified.
     pub fn was_started(&self, op: usize) -> bool {
         self.started.contains(&op)
     }
@@ -42,6 +54,21 @@ impl<'a> Journal<'a> {
         if self.started.contains(&op) {
             return Ok(());
         }
+        self.append(&format!("patch {op}\n"))?;
+        self.started.insert(op);
+        Ok(())
+    }
+
+    /// Records that operation `op` verified: from now on the file is the user's again, and a
+    /// later run must find it exactly as its plan expects before touching it.
+    pub fn finish_op(&mut self, op: usize) -> Result<(), String> {
+        if !self.started.remove(&op) {
+            return Ok(());
+        }
+        self.append(&format!("done {op}\n"))
+    }
+
+    fn append(&mut self, line: &str) -> Result<(), String> {
         if self.file.is_none() {
             let file = match self.root.open_write(&self.name) {
                 Ok(file) => file,
@@ -56,17 +83,14 @@ impl<'a> Journal<'a> {
         }
         let file = self.file.as_mut().ok_or("journal not open")?;
         let end = file.metadata().map_err(|e| format!("journal: {e}"))?.len();
-        rustix::io::pwrite(&*file, format!("patch {op}\n").as_bytes(), end).map_err(|e| format!("journal: {e}"))?;
+        rustix::io::pwrite(&*file, line.as_bytes(), end).map_err(|e| format!("journal: {e}"))?;
         file.sync_data().map_err(|e| format!("journal: {e}"))?;
-        self.root.sync_parent(&self.name).map_err(|e| e.to_string())?;
-        self.started.insert(op);
-        let _ = file.flush();
-        Ok(())
+        self.root.sync_parent(&self.name).map_err(|e| e.to_string())
     }
 
     /// Removes the journal after a complete run.
     pub fn finish(self) -> Result<(), String> {
-        if self.file.is_some() || !self.started.is_empty() {
+        if self.file.is_some() || self.root.stat(&self.name).ok().flatten().is_some() {
             self.root
                 .remove_file(&self.name)
                 .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e.to_string()) })?;

@@ -14,6 +14,7 @@ pub mod target;
 use std::path::Path;
 
 use crate::digest::ChunkSize;
+use crate::path::RelPath;
 use crate::plan::{OpPath, Operation, Plan};
 
 use self::journal::Journal;
@@ -72,7 +73,11 @@ pub enum ApplyError {
         "the source looks empty or unmounted ({root}) and the plan deletes {entries} entries: refusing without --force"
     )]
     EmptySource { root: String, entries: u64 },
-    #[error("target {0}")]
+    #[error(
+        "the source {source_root} and the target {target} overlap: one lies inside the other, so writing the target would change the source"
+    )]
+    Overlap { source_root: String, target: String },
+    #[error(transparent)]
     Target(#[from] target::TargetError),
     #[error("{0}")]
     Journal(String),
@@ -101,10 +106,17 @@ pub fn apply(
     if removes && plan.delete && (plan.source.entries <= 1 || source.looks_empty()) && !options.force {
         return Err(ApplyError::EmptySource { root: plan.source.root.clone(), entries: deletes });
     }
+    if source.overlaps(target) {
+        return Err(ApplyError::Overlap {
+            source_root: plan.source.root.clone(),
+            target: target.display().to_string(),
+        });
+    }
     let root = TargetRoot::open(target)?;
     let chunk = ChunkSize::new(plan.chunk_size).map_err(ApplyError::Journal)?;
     let mut journal = Journal::open(&root, &plan_id(plan)).map_err(ApplyError::Journal)?;
-    let mut report = ApplyReport { stale_temps_removed: remove_stale_temps(&root, plan)?, ..ApplyReport::default() };
+    let mut report =
+        ApplyReport { stale_temps_removed: remove_stale_temps(&root, plan, journal.name())?, ..ApplyReport::default() };
     for (index, op) in plan.operations.iter().enumerate() {
         let mut run = ops::Run { root: &root, source: &mut *source, chunk, journal: &mut journal, report: &mut report };
         let outcome = run.operation(index, op);
@@ -123,19 +135,19 @@ pub fn apply(
 /// Temporary files are only ever created next to the entries a plan copies, patches or links
 /// and next to the journal in the root, so
 /// leftovers from a killed run are looked for in those directories only.
-fn remove_stale_temps(root: &TargetRoot, plan: &Plan) -> Result<u64, ApplyError> {
-    let mut dirs: Vec<_> = plan
+fn remove_stale_temps(root: &TargetRoot, plan: &Plan, journal: &[u8]) -> Result<u64, ApplyError> {
+    let mut made_for: Vec<(RelPath, Vec<u8>)> = plan
         .operations
         .iter()
         .filter(|op| matches!(op, Operation::Copy { .. } | Operation::Symlink { .. } | Operation::Patch { .. }))
-        .filter_map(|op| op.at().rel().ok().map(|p| p.parent()))
-        .chain([crate::path::RelPath::root()]) // where the journal lives
+        .filter_map(|op| op.at().rel().ok().map(|p| (p.parent(), p.name().to_vec())))
+        .chain([(RelPath::root(), journal.to_vec())])
         .collect();
-    dirs.sort();
-    dirs.dedup();
+    made_for.sort();
     let mut removed = 0;
-    for dir in dirs {
-        match root.remove_temps_in(dir.as_bytes()) {
+    for group in made_for.chunk_by(|a, b| a.0 == b.0) {
+        let names: Vec<&[u8]> = group.iter().map(|(_, name)| &name[..]).collect();
+        match root.remove_temps_in(group[0].0.as_bytes(), &names) {
             Ok(n) => removed += n,
             Err(target::TargetError::SymlinkInPath { .. }) => {}
             Err(e) => return Err(e.into()),

@@ -22,6 +22,9 @@ pub(super) struct Run<'a, 'j> {
     pub report: &'a mut ApplyReport,
 }
 
+/// Source bytes of one patch read from a bundle and held until its first write.
+const STAGE_MAX: u64 = 256 << 20;
+
 /// Metadata a `meta` operation sets.
 #[derive(Clone, Copy)]
 struct Wanted {
@@ -215,55 +218,55 @@ impl Run<'_, '_> {
         chunks: &[PatchChunk],
         attrs: &Attrs,
     ) -> Step<Outcome> {
-        let Some(found) = self.stat(path)? else {
-            return Err(Outcome::Skipped("the file to patch is gone".into()));
-        };
-        if found.kind != NodeKind::File {
-            return Err(Outcome::Skipped(format!("expected a file to patch, found a {:?}", found.kind)));
+        match self.stat(path)? {
+            None => return Err(Outcome::Skipped("the file to patch is gone".into())),
+            Some(found) if found.kind != NodeKind::File => {
+                return Err(Outcome::Skipped(format!("expected a file to patch, found a {:?}", found.kind)));
+            }
+            Some(_) => {}
         }
+        // One descriptor for the checks and the writes: the file checked is the file written.
+        let file = self.root.open_read_write(path.as_bytes()).map_err(failed)?;
+        let found = rustix::fs::fstat(&file).map_err(failed)?;
+        let size = found.st_size as u64;
         let resumed = self.journal.was_started(index);
-        let reader = self.root.open_read(path.as_bytes()).map_err(failed)?;
         let mut todo = Vec::new();
         let mut all_old = true;
         for chunk in chunks {
-            let now_range = self.chunk.chunk_range(chunk.index, found.size);
-            let now = (now_range.length > 0).then(|| range_cv(&reader, now_range)).transpose().map_err(failed)?;
+            let now_range = self.chunk.chunk_range(chunk.index, size);
+            let now = (now_range.length > 0).then(|| range_cv(&file, now_range)).transpose().map_err(failed)?;
             if now_range == self.chunk.chunk_range(chunk.index, source.size) && now == Some(chunk.new.0) {
                 continue;
             }
             all_old &= now_range == self.chunk.chunk_range(chunk.index, target.size) && now == chunk.old.map(|h| h.0);
             todo.push(*chunk);
         }
-        if todo.is_empty() && found.size == source.size {
+        if todo.is_empty() && size == source.size {
             let outcome = self.verify(path, source)?;
+            self.journal.finish_op(index).map_err(Outcome::Failed)?;
             self.set_attrs(path, NodeKind::File, attrs)?;
             return Ok(if outcome == Outcome::Done { Outcome::AlreadyDone } else { outcome });
         }
         // Unless an earlier run of this plan was interrupted in the middle of this file, it must
         // still be exactly what the plan saw, outside the planned chunks too.
         if !resumed {
-            if found.size != target.size || !all_old {
+            if size != target.size || !all_old {
                 return Err(Outcome::Skipped("the file changed since the plan was made".into()));
             }
-            let unchanged_mtime = (found.mtime_sec, found.mtime_nsec) == (target.mtime.sec, target.mtime.nsec);
-            if !unchanged_mtime && self.target_file(path)?.hash != target.hash {
+            let unchanged_mtime = (found.st_mtime, found.st_mtime_nsec as u32) == (target.mtime.sec, target.mtime.nsec);
+            if !unchanged_mtime && crate::scan::hash_file(&file, size, self.chunk).map_err(failed)? != target.hash.0 {
                 return Err(Outcome::Skipped("the file changed since the plan was made".into()));
             }
         }
-        if self.source.rereadable() {
-            // Check every source chunk before the first write, so a changed source writes nothing.
-            for chunk in &todo {
-                self.source_chunk(index, path, chunk, source.size)?;
-            }
-        }
+        let staged = self.stage(index, path, &todo, source.size)?;
         self.journal.start(index).map_err(Outcome::Failed)?;
-        if found.nlink > 1 {
+        if found.st_nlink > 1 {
             // Other names of this inode (perhaps outside the target) must not see the writes:
             // patch a private copy and rename it over this name.
             let (mut copy, tmp) = self.root.create_temp(path.as_bytes(), 0o600).map_err(failed)?;
-            let written = std::io::copy(&mut &reader, &mut copy)
+            let written = std::io::copy(&mut &file, &mut copy)
                 .map_err(failed)
-                .and_then(|_| self.write_chunks(index, path, &copy, &todo, source.size, found.size))
+                .and_then(|_| self.write_chunks(index, path, &copy, &todo, source.size, size, staged))
                 .and_then(|()| self.set_attrs_at(&tmp, NodeKind::File, attrs))
                 .and_then(|()| self.root.rename(&tmp, path.as_bytes()).map_err(failed))
                 .and_then(|()| self.root.sync_parent(path.as_bytes()).map_err(failed));
@@ -272,15 +275,35 @@ impl Run<'_, '_> {
                 return Err(outcome);
             }
         } else {
-            let writer = self.root.open_write(path.as_bytes()).map_err(failed)?;
-            self.write_chunks(index, path, &writer, &todo, source.size, found.size)?;
+            self.write_chunks(index, path, &file, &todo, source.size, size, staged)?;
         }
         let outcome = self.verify(path, source)?;
+        self.journal.finish_op(index).map_err(Outcome::Failed)?;
         self.set_attrs(path, NodeKind::File, attrs)?;
         Ok(outcome)
     }
 
-    /// Writes the planned chunks into `file`, sets its length to the source's, and syncs it.
+    /// Checks every source chunk of a patch before its first write, so a changed source or a
+    /// corrupt bundle writes nothing. A source directory is simply read again while writing; a
+    /// bundle is a stream read once, so its chunks are kept (up to [`STAGE_MAX`] bytes).
+    fn stage(&mut self, index: usize, path: &RelPath, todo: &[PatchChunk], size: u64) -> Step<Option<Vec<Vec<u8>>>> {
+        let total: u64 = todo.iter().map(|c| self.chunk.chunk_range(c.index, size).length).sum();
+        if self.source.rereadable() {
+            for chunk in todo {
+                self.source_chunk(index, path, chunk, size)?;
+            }
+            return Ok(None);
+        }
+        if total > STAGE_MAX {
+            return Ok(None);
+        }
+        todo.iter().map(|chunk| self.source_chunk(index, path, chunk, size)).collect::<Step<Vec<_>>>().map(Some)
+    }
+
+    /// Writes the planned chunks into `file` (from `staged`, or read now), sets its length to
+    /// the source's, and syncs it. A chunk that cannot be had now fails the operation: earlier
+    /// chunks may be written, and the journal lets the next run of the plan finish the file.
+    #[allow(clippy::too_many_arguments)]
     fn write_chunks(
         &mut self,
         index: usize,
@@ -289,9 +312,18 @@ impl Run<'_, '_> {
         todo: &[PatchChunk],
         size: u64,
         current: u64,
+        mut staged: Option<Vec<Vec<u8>>>,
     ) -> Step<()> {
-        for chunk in todo {
-            let data = self.source_chunk(index, path, chunk, size)?;
+        for (k, chunk) in todo.iter().enumerate() {
+            let data = match staged.as_mut() {
+                Some(chunks) => std::mem::take(&mut chunks[k]),
+                None => self.source_chunk(index, path, chunk, size).map_err(|outcome| match outcome {
+                    Outcome::Skipped(why) => {
+                        Outcome::Failed(format!("{why} (file partly patched; run the plan again)"))
+                    }
+                    other => other,
+                })?,
+            };
             let offset = self.chunk.chunk_range(chunk.index, size).offset;
             let mut done = 0;
             while done < data.len() {

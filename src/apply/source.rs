@@ -2,7 +2,7 @@
 //! another host. Either way every piece is checked against a hash from the plan before it is
 //! written.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 
 use crate::digest::{ByteRange, ChunkSize};
 use crate::path::RelPath;
@@ -21,6 +21,12 @@ pub trait SourceData {
         false
     }
 
+    /// True when the source is a directory that contains `target` or lies inside it: writing the
+    /// target would then write the source.
+    fn overlaps(&self, _target: &std::path::Path) -> bool {
+        false
+    }
+
     /// True when the source is a directory that holds nothing: a plan that deletes must not run
     /// against an empty or unmounted source.
     fn looks_empty(&self) -> bool {
@@ -32,13 +38,14 @@ pub trait SourceData {
 #[derive(Debug)]
 pub struct DirSource {
     root: TargetRoot,
+    path: std::path::PathBuf,
     buffer: Vec<u8>,
 }
 
 impl DirSource {
-    pub fn open(root: &std::path::Path) -> Result<Self, String> {
-        let root = TargetRoot::open(root).map_err(|e| format!("source {e}"))?;
-        Ok(DirSource { root, buffer: vec![0; 1 << 20] })
+    pub fn open(root_path: &std::path::Path) -> Result<Self, String> {
+        let root = TargetRoot::open(root_path).map_err(|e| format!("source {e}"))?;
+        Ok(DirSource { root, path: root_path.to_path_buf(), buffer: vec![0; 1 << 20] })
     }
 }
 
@@ -72,6 +79,18 @@ impl SourceData for DirSource {
     fn rereadable(&self) -> bool {
         true
     }
+
+    fn overlaps(&self, target: &std::path::Path) -> bool {
+        roots_overlap(&self.path, target)
+    }
+}
+
+/// True when one directory is the other or lies inside it (after resolving symlinks).
+pub fn roots_overlap(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a.starts_with(&b) || b.starts_with(&a),
+        _ => false,
+    }
 }
 
 /// The format identifier of bundles.
@@ -96,6 +115,22 @@ pub struct RecordHeader {
     pub hash: String,
 }
 
+/// The longest header line a bundle may have; anything longer is corruption.
+const MAX_LINE: u64 = 4096;
+
+/// One `\n`-terminated line of at most [`MAX_LINE`] bytes.
+fn read_line(input: &mut impl BufRead) -> Result<Vec<u8>, String> {
+    let mut line = Vec::new();
+    input.take(MAX_LINE).read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+    match line.last() {
+        Some(b'\n') => Ok(line),
+        _ if line.len() as u64 >= MAX_LINE => {
+            Err(format!("corrupt bundle: a header line longer than {MAX_LINE} bytes"))
+        }
+        _ => Err("truncated bundle (it ends before its end line)".into()),
+    }
+}
+
 /// A bundle read as a stream, in plan order; pieces `apply` does not ask for are skipped.
 #[derive(Debug)]
 pub struct BundleSource<R> {
@@ -109,8 +144,7 @@ pub struct BundleSource<R> {
 impl<R: BufRead> BundleSource<R> {
     /// Reads the header and checks the bundle belongs to the plan with id `plan_id`.
     pub fn open(mut input: R, name: &str, plan_id: &str, chunk: ChunkSize) -> Result<Self, String> {
-        let mut line = Vec::new();
-        input.read_until(b'\n', &mut line).map_err(|e| format!("{name}: {e}"))?;
+        let line = read_line(&mut input).map_err(|e| format!("{name}: {e}"))?;
         let header: BundleHeader =
             serde_json::from_slice(&line).map_err(|e| format!("{name}: not a cutover bundle: {e}"))?;
         if header.format != BUNDLE_FORMAT {
@@ -132,11 +166,7 @@ impl<R: BufRead> BundleSource<R> {
         if self.ended {
             return Ok(None);
         }
-        let mut line = Vec::new();
-        self.input.read_until(b'\n', &mut line).map_err(|e| format!("{}: {e}", self.name))?;
-        if line.is_empty() {
-            return Err(format!("{}: truncated bundle (no end line)", self.name));
-        }
+        let line = read_line(&mut self.input).map_err(|e| format!("{}: {e}", self.name))?;
         if line.starts_with(b"{\"end\"") {
             self.ended = true;
             return Ok(None);

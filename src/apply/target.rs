@@ -187,6 +187,17 @@ pub fn is_temp_name(name: &[u8]) -> bool {
     digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
 }
 
+/// The real name a temp name was made for (cut short if it was long), or `None` when `name`
+/// is not a temp name.
+fn temp_base(name: &[u8]) -> Option<&[u8]> {
+    if !is_temp_name(name) {
+        return None;
+    }
+    let marker = TEMP_MARKER.as_bytes();
+    let at = name.windows(marker.len()).rposition(|w| w == marker)?;
+    Some(&name[1..at])
+}
+
 /// A fresh `.<name>.cutover-tmp.<pid>.<counter>` name, the real name cut to fit `NAME_MAX`.
 fn temp_name(name: &[u8]) -> Vec<u8> {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -364,6 +375,11 @@ impl TargetRoot {
         self.open_regular(rel, OFlags::RDONLY, "open for reading")
     }
 
+    /// Read and write on one descriptor, so what a patch checks is what it writes.
+    pub fn open_read_write(&self, rel: &[u8]) -> Result<File, TargetError> {
+        self.open_regular(rel, OFlags::RDWR, "open for reading and writing")
+    }
+
     /// No `O_TRUNC`: the apply stage patches files in place block by block.
     pub fn open_write(&self, rel: &[u8]) -> Result<File, TargetError> {
         self.open_regular(rel, OFlags::WRONLY, "open for writing")
@@ -407,24 +423,35 @@ impl TargetRoot {
     }
 
     /// Removes leftover temporary files and symlinks (from a run that was killed) in the
-    /// directory `dir` (empty for the root); returns how many. A missing directory has none.
-    pub fn remove_temps_in(&self, dir: &[u8]) -> Result<u64, TargetError> {
+    /// directory `dir` (empty for the root) that were made for one of `names`; returns how many.
+    /// Anything else, including a directory with such a name, is left alone. A missing
+    /// directory has none.
+    pub fn remove_temps_in(&self, dir: &[u8], names: &[&[u8]]) -> Result<u64, TargetError> {
         let mut listing = match self.open_listing(dir) {
             Ok(listing) => listing,
             Err(e) if e.is_not_found() => return Ok(0),
             Err(e) => return Err(e),
         };
+        let made_for = |base: &[u8]| {
+            // A long name is cut short in its temp name (see `temp_name`).
+            names.iter().any(|name| *name == base || (base.len() >= 200 && name.starts_with(base)))
+        };
         let mut leftovers = Vec::new();
         while let Some(entry) = listing.read() {
             let entry = entry.map_err(ctx(dir, "read directory"))?;
-            if is_temp_name(entry.file_name().to_bytes()) {
-                leftovers.push(join(dir, entry.file_name().to_bytes()));
+            let name = entry.file_name().to_bytes();
+            if temp_base(name).is_some_and(made_for) {
+                leftovers.push(join(dir, name));
             }
         }
+        let mut removed = 0;
         for path in &leftovers {
-            self.remove_file(path)?;
+            if matches!(self.stat(path)?.map(|st| st.kind), Some(NodeKind::File | NodeKind::Symlink)) {
+                self.remove_file(path)?;
+                removed += 1;
+            }
         }
-        Ok(leftovers.len() as u64)
+        Ok(removed)
     }
 
     /// True when the root directory holds no entries at all.
@@ -792,7 +819,8 @@ mod tests {
         let (_a, ta) = root.create_temp(b"d/f", 0o600).unwrap();
         let (_b, tb) = root.create_temp(b"d/f", 0o600).unwrap();
         assert_ne!(ta, tb);
-        assert_eq!(root.remove_temps_in(b"d").unwrap(), 2);
+        assert_eq!(root.remove_temps_in(b"d", &[b"other"]).unwrap(), 0, "made for another name");
+        assert_eq!(root.remove_temps_in(b"d", &[b"f"]).unwrap(), 2);
         assert!(root.stat(&ta).unwrap().is_none() && root.stat(&tb).unwrap().is_none());
         assert_eq!(read_all(root.open_read(b"d/f").unwrap()), b"new content", "the real file stays");
         // A name at NAME_MAX still yields a valid temp name.

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use cutover::apply::source::{BundleSource, DirSource, SourceData, write_bundle};
+use cutover::apply::source::{BundleSource, DirSource, SourceData, roots_overlap, write_bundle};
 use cutover::apply::{ApplyOptions, ApplyReport, Outcome, apply, plan_id};
 use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
 use cutover::manifest::{Kind, Manifest, MetaSet};
 use cutover::plan::{Operation, Plan, PlanOptions, build_plan, read_plan, write_plan};
-use cutover::scan::{ScanOptions, scan_pair, scan_with_progress};
+use cutover::scan::{ScanOptions, scan_pair};
 
 use super::render::{count, shown, size};
 use super::{ChunkArg, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, load_pair, parse_meta};
@@ -225,6 +225,13 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
             );
         }
     }
+    if roots_overlap(&args.source, &args.target) {
+        bail!(
+            "{} and {} overlap: one lies inside the other, so repairing the target would change the source",
+            args.source.display(),
+            args.target.display()
+        );
+    }
     let chunk = args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT);
     let scan_options = ScanOptions { chunk_size: chunk, xattrs: args.repair.meta.xattr };
     let (source, target) =
@@ -240,18 +247,24 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     let applied = apply(&plan, &mut data, &args.target, &options)?;
     let mut out = std::io::stdout().lock();
     show_apply(&mut out, &applied, args.format)?;
-    let after =
-        super::progress::with_progress("verifying", false, |p| scan_with_progress(&args.target, &scan_options, p))?;
-    let verify = diff(&source, &after, &DiffOptions { meta: args.repair.meta });
+    // Both sides again: a source that changed during the repair must not pass as verified.
+    let (source_after, target_after) = super::progress::with_progress("verifying", false, |p| {
+        scan_pair(&args.source, &args.target, &scan_options, p)
+    })?;
+    let verify = diff(&source_after, &target_after, &DiffOptions { meta: args.repair.meta });
     let remaining = verify.differences.len();
     if args.format == Format::Human {
+        for u in &plan.unrepairable {
+            writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
+        }
         if remaining == 0 {
             writeln!(out, "verified: the target is identical to the source")?;
         } else {
             writeln!(out, "verify: {remaining} differences remain (run `cutover diff` to see them)")?;
         }
     }
-    Ok(if !applied.complete() {
+    let trouble = !applied.complete() || !plan.unrepairable.is_empty() || verify.summary().trouble > 0;
+    Ok(if trouble {
         EXIT_TROUBLE
     } else if remaining > 0 {
         EXIT_DIFFERENT
@@ -347,6 +360,9 @@ fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std:
         });
         serde_json::to_writer(&mut *out, &doc)?;
         return writeln!(out);
+    }
+    if report.stale_temps_removed > 0 {
+        writeln!(out, "removed {} temporary files left by an interrupted run", report.stale_temps_removed)?;
     }
     for (at, op, outcome) in &report.problems {
         let (label, why) = match outcome {

@@ -91,6 +91,13 @@ impl Builder<'_> {
         };
         match change {
             Change::Missing { .. } => self.create_subtree(path),
+            // Removing the target's entry only makes sense if the source's can be created.
+            Change::Type { .. } if !matches!(s.kind, Kind::File | Kind::Dir | Kind::Symlink) => {
+                self.skip(
+                    path,
+                    format!("{} entries are not recreated (compare only); the target's is left alone", s.kind),
+                );
+            }
             Change::Type { .. } => {
                 if let Some(t) = t {
                     self.remove(t, Some(s.kind));

@@ -335,6 +335,9 @@ impl Walker<'_> {
         let [hash_a, hash_b] = hash_pair(fd_a.as_fd(), fd_b.as_fd(), entries[0].size, self.chunk);
         let [entry_a, entry_b] = &mut entries;
         self.settle(&fd_a, &stat_a, entry_a, hash_a);
+        // A chunk CV taken from the source side stands for the target's bytes only if the
+        // source held still; if it did not (changed, faulted), hash the target on its own.
+        let hash_b = if entry_a.problem.is_some() { hash_file(fd_b.as_fd(), entry_b.size, self.chunk) } else { hash_b };
         self.settle(&fd_b, &stat_b, entry_b, hash_b);
         for entry in &entries {
             self.progress.file_done(entry.size);
