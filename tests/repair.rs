@@ -1014,3 +1014,92 @@ fn repair_with_meta_all_leaves_directory_mtimes_equal_too() {
     assert_eq!(run.code(), 0, "{}{}\nwhat remains:\n{}", run.stdout_text(), run.stderr, diff.stdout_text());
     assert_judged_equal(source.path(), target.path());
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. Found in review: each of these once lost or misreported data
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_finished_patch_is_never_resumed_over_later_edits() {
+    let (source, target, work) = (Tree::new(), Tree::new(), Tree::new());
+    let big = noise(70, 12 * 1024);
+    source.file("big", &big).file("other", "one");
+    target.file("big", flipped(&big, &[100])).file("other", "two");
+    let p = work.at("plan.json");
+    plan(source.path(), target.path(), &p, &["--chunk-size", "4K"]).expect_code(1);
+    // The copy of `other` is skipped (changed since the plan), so the run ends incomplete...
+    target.file("other", "changed");
+    apply(&p, source.path(), target.path(), &[]).expect_code(2);
+    // ...and the user then edits the repaired file, in the very chunk the patch wrote.
+    target.patch("big", 200, b"USER");
+    target.file("other", "two");
+    let run = apply(&p, source.path(), target.path(), &[]).expect_code(2);
+    assert_eq!(&bytes_of(&target.at("big"))[200..204], b"USER", "a verified patch is never redone");
+    let skipped: Vec<String> = problems(&run).into_iter().map(|(kind, path, _)| format!("{kind} {path}")).collect();
+    assert_eq!(skipped, ["skipped big"]);
+}
+
+#[test]
+fn only_temporary_files_made_for_planned_names_are_cleaned_up() {
+    let source = Tree::new();
+    source.file("d/.notes.cutover-tmp.2024.1", "precious").file("d/keep", "k");
+    let target = source.copy();
+    target.dir(".x.cutover-tmp.1.2");
+    source.file("d/new.txt", "n");
+    cutover(["repair"]).arg(source.path()).arg(target.path()).run().expect_code(1);
+    assert_holds(&target.at("d/.notes.cutover-tmp.2024.1"), b"precious", "a user's file that looks like a temp");
+    assert!(target.at(".x.cutover-tmp.1.2").is_dir());
+    assert_holds(&target.at("d/new.txt"), b"n", "the repair itself ran");
+}
+
+#[test]
+fn a_target_inside_the_source_is_refused_and_nothing_is_written() {
+    let source = Tree::new();
+    source.file("a", "alpha").dir("t");
+    let before = snapshot(source.path());
+    let run = cutover(["repair"]).arg(source.path()).arg(source.at("t")).run().expect_code(2);
+    assert!(run.stderr.contains("overlap"), "{}", run.stderr);
+    assert_unchanged(&before, source.path(), "the source");
+
+    let work = Tree::new();
+    let p = work.at("plan.json");
+    plan(source.path(), &source.at("t"), &p, &[]).expect_code(1);
+    apply(&p, source.path(), &source.at("t"), &[]).expect_code(2);
+    assert_unchanged(&before, source.path(), "the source");
+}
+
+#[test]
+fn a_type_change_the_plan_cannot_recreate_leaves_the_target_alone() {
+    let (source, target) = (Tree::new(), Tree::new());
+    source.fifo("x").file("f", "new");
+    target.file("x/important", "data").file("f", "old");
+    let run = cutover(["repair"]).arg(source.path()).arg(target.path()).run().expect_code(2);
+    assert!(run.stdout_text().contains("cannot repair x"), "{}", run.stdout_text());
+    assert_holds(&target.at("x/important"), b"data", "nothing replaces it, so nothing removes it");
+    assert_holds(&target.at("f"), b"new", "the rest is repaired");
+}
+
+#[test]
+fn a_damaged_bundle_record_stops_a_patch_before_its_first_write() {
+    let (source, target, work, p) = bundle_fixture();
+    let b = work.at("bundle");
+    cutover(["bundle"]).arg(&p).arg("--source").arg(source.path()).arg("-o").arg(&b).run().expect_code(0);
+    let mut bundle = bytes_of(&b);
+    let patch = op_index(&p, "patch", "patched.bin");
+    let last = bundle_records(&bundle).into_iter().filter(|r| r.op == patch).last().unwrap();
+    assert!(last.offset > 0, "the patch has a record after its first");
+    bundle[last.data.start] ^= 0x01;
+    std::fs::write(&b, &bundle).unwrap();
+    let before = bytes_of(&target.at("patched.bin"));
+    apply_bundle(&p, &b, target.path()).expect_code(2);
+    assert_eq!(bytes_of(&target.at("patched.bin")), before, "not one chunk written");
+}
+
+#[test]
+fn an_endless_bundle_line_is_refused_without_exhausting_memory() {
+    let (_source, target, _work, p) = bundle_fixture();
+    let garbage = vec![b'x'; 1 << 20];
+    let run = cutover(["apply"]).arg(&p).args(["--bundle", "-", "--target"]).arg(target.path()).stdin(garbage).run();
+    let run = run.expect_code(2);
+    assert!(run.stderr.contains("longer than"), "{}", run.stderr);
+}
