@@ -1086,7 +1086,7 @@ fn a_damaged_bundle_record_stops_a_patch_before_its_first_write() {
     cutover(["bundle"]).arg(&p).arg("--source").arg(source.path()).arg("-o").arg(&b).run().expect_code(0);
     let mut bundle = bytes_of(&b);
     let patch = op_index(&p, "patch", "patched.bin");
-    let last = bundle_records(&bundle).into_iter().filter(|r| r.op == patch).last().unwrap();
+    let last = bundle_records(&bundle).into_iter().rfind(|r| r.op == patch).unwrap();
     assert!(last.offset > 0, "the patch has a record after its first");
     bundle[last.data.start] ^= 0x01;
     std::fs::write(&b, &bundle).unwrap();
