@@ -843,7 +843,7 @@ fn a_dry_run_writes_nothing() {
     assert!(!p.exists(), "plan --dry-run writes no plan");
     assert!(shown.stdout_text().contains("remove"), "{}", shown.stdout_text());
     plan(source.path(), target.path(), &p, &["--delete"]).expect_code(1);
-    apply(&p, source.path(), target.path(), &["--dry-run"]).expect_code(0);
+    apply(&p, source.path(), target.path(), &["--dry-run"]).expect_code(1); // like `plan`: there is work to do
     assert_unchanged(&before, target.path(), "the target of a dry run");
 }
 
@@ -1102,4 +1102,67 @@ fn an_endless_bundle_line_is_refused_without_exhausting_memory() {
     let run = cutover(["apply"]).arg(&p).args(["--bundle", "-", "--target"]).arg(target.path()).stdin(garbage).run();
     let run = run.expect_code(2);
     assert!(run.stderr.contains("longer than"), "{}", run.stderr);
+}
+
+#[test]
+fn a_directory_that_gained_files_since_the_plan_is_not_removed() {
+    let (source, target, work) = (Tree::new(), Tree::new(), Tree::new());
+    source.file("a", "a");
+    target.file("a", "a").file("old/x", "x");
+    let p = work.at("plan.json");
+    plan(source.path(), target.path(), &p, &["--delete"]).expect_code(1);
+    target.file("old/sub/thesis.tex", "precious");
+    let run = apply(&p, source.path(), target.path(), &["--max-delete", "2"]).expect_code(2);
+    assert_holds(&target.at("old/sub/thesis.tex"), b"precious", "written after the plan, never deleted by it");
+    let skipped: Vec<String> = problems(&run).into_iter().map(|(kind, path, _)| format!("{kind} {path}")).collect();
+    assert_eq!(skipped, ["skipped old"]);
+}
+
+#[test]
+fn metadata_is_never_set_through_a_hard_link_into_the_source() {
+    let (source, target) = (Tree::new(), Tree::new());
+    source.file("g", "data").file("f", "data").mode("f", 0o600).mtime("f", 978_307_200, 0);
+    std::fs::hard_link(source.at("g"), target.at("f")).unwrap();
+    target.file("g", "data");
+    let before = snapshot(source.path());
+    cutover(["repair", "--meta", "all"]).arg(source.path()).arg(target.path()).run().expect_code(0);
+    assert_unchanged(&before, source.path(), "the source, linked from the target");
+    assert_judged_equal(source.path(), target.path());
+}
+
+#[test]
+fn a_read_only_file_patched_earlier_is_already_done_on_the_next_run() {
+    let Some(nobody) = support::Unprivileged::new() else { return };
+    let (source, target, work) = (Tree::new(), Tree::new(), Tree::new());
+    let big = noise(80, 12 * 1024);
+    source.file("big", &big).mode("big", 0o444);
+    target.file("big", flipped(&big, &[5000]));
+    for tree in [&source, &target, &work] {
+        run_tool(Command::new("chown").arg("-R").arg("65534:65534").arg(tree.path()), "chown");
+    }
+    let p = work.at("plan.json");
+    nobody
+        .cutover(["plan", "--chunk-size", "4K", "-o"])
+        .arg(&p)
+        .arg(source.path())
+        .arg(target.path())
+        .run()
+        .expect_code(1);
+    nobody.cutover(["apply"]).arg(&p).run().expect_code(0);
+    assert_eq!(std::fs::metadata(target.at("big")).unwrap().mode() & 0o777, 0o444);
+    nobody.cutover(["apply"]).arg(&p).run().expect_code(0);
+}
+
+#[test]
+fn repair_dry_run_says_trouble_and_honours_max_delete_like_plan() {
+    let (source, target) = (Tree::new(), Tree::new());
+    source.fifo("x").file("a", "a");
+    target.dir("x").file("a", "a").file("e1", "1").file("e2", "2");
+    cutover(["repair", "--dry-run"]).arg(source.path()).arg(target.path()).run().expect_code(2);
+    let run = cutover(["repair", "--dry-run", "--delete", "--max-delete", "1"])
+        .arg(source.path())
+        .arg(target.path())
+        .run()
+        .expect_code(2);
+    assert!(run.stderr.contains("--max-delete"), "{}", run.stderr);
 }

@@ -95,7 +95,9 @@ pub fn apply(
     target: &Path,
     options: &ApplyOptions,
 ) -> Result<ApplyReport, ApplyError> {
-    let deletes = plan.totals.delete_entries;
+    // Counted from the operations, not taken from the plan's totals, which nothing checks.
+    let deletes: u64 =
+        plan.operations.iter().map(|op| if let Operation::Remove { entries, .. } = op { *entries } else { 0 }).sum();
     if let Some(limit) = options.max_delete
         && deletes > limit
         && !options.force

@@ -60,7 +60,7 @@ impl Run<'_, '_> {
             Err(why) => return Outcome::Failed(why),
         };
         let result = match op {
-            Operation::Remove { expect, .. } => self.remove(&path, expect),
+            Operation::Remove { expect, entries, bytes, .. } => self.remove(&path, expect, (*entries, *bytes)),
             Operation::Mkdir { .. } => self.mkdir(&path),
             Operation::Copy { source, replaces, attrs, .. } => {
                 self.copy(index, &path, source, replaces.as_ref(), attrs)
@@ -92,7 +92,9 @@ impl Run<'_, '_> {
         self.root.stat(path.as_bytes()).map_err(failed)
     }
 
-    fn remove(&mut self, path: &RelPath, expect: &Found) -> Step<Outcome> {
+    /// Removes what is at `path` if it is still what the plan saw: a directory must still hold
+    /// exactly the `planned` (entries, bytes), or something was added or changed in it since.
+    fn remove(&mut self, path: &RelPath, expect: &Found, planned: (u64, u64)) -> Step<Outcome> {
         let Some(found) = self.stat(path)? else {
             return Ok(Outcome::AlreadyDone);
         };
@@ -107,6 +109,15 @@ impl Run<'_, '_> {
         let changed_time = expect.mtime.is_some_and(|t| (t.sec, t.nsec) != (found.mtime_sec, found.mtime_nsec));
         if changed_size || changed_time {
             return Err(Outcome::Skipped("the file changed since the plan was made; kept".into()));
+        }
+        if found.kind == NodeKind::Dir {
+            let now = self.root.count_tree(path.as_bytes()).map_err(failed)?;
+            if (now.entries, now.bytes) != planned {
+                return Err(Outcome::Skipped(format!(
+                    "the directory changed since the plan was made ({} entries, {} bytes now; {} entries, {} bytes planned); kept",
+                    now.entries, now.bytes, planned.0, planned.1
+                )));
+            }
         }
         let stats = self.root.remove_tree(path.as_bytes()).map_err(failed)?;
         self.report.entries_deleted += stats.entries;
@@ -225,8 +236,7 @@ impl Run<'_, '_> {
             }
             Some(_) => {}
         }
-        // One descriptor for the checks and the writes: the file checked is the file written.
-        let file = self.root.open_read_write(path.as_bytes()).map_err(failed)?;
+        let file = self.root.open_read(path.as_bytes()).map_err(failed)?;
         let found = rustix::fs::fstat(&file).map_err(failed)?;
         let size = found.st_size as u64;
         let resumed = self.journal.was_started(index);
@@ -275,7 +285,14 @@ impl Run<'_, '_> {
                 return Err(outcome);
             }
         } else {
-            self.write_chunks(index, path, &file, &todo, source.size, size, staged)?;
+            // Opened for writing only now that there is work, and only if it is still the file
+            // that was checked.
+            let writer = self.root.open_read_write(path.as_bytes()).map_err(failed)?;
+            let same = rustix::fs::fstat(&writer).map_err(failed)?;
+            if (same.st_dev, same.st_ino) != (found.st_dev, found.st_ino) {
+                return Err(Outcome::Skipped("the file was replaced while it was being checked".into()));
+            }
+            self.write_chunks(index, path, &writer, &todo, source.size, size, staged)?;
         }
         let outcome = self.verify(path, source)?;
         self.journal.finish_op(index).map_err(Outcome::Failed)?;
@@ -400,6 +417,9 @@ impl Run<'_, '_> {
         if holds {
             return Ok(Outcome::AlreadyDone);
         }
+        if kind == Kind::File {
+            self.unshare(path)?;
+        }
         if let Some((uid, gid)) = owner {
             self.root.set_owner(rel, uid, gid).map_err(failed)?;
         }
@@ -416,7 +436,32 @@ impl Run<'_, '_> {
     }
 
     fn set_attrs(&mut self, path: &RelPath, kind: NodeKind, attrs: &Attrs) -> Step<()> {
+        if kind == NodeKind::File {
+            self.unshare(path)?;
+        }
         self.set_attrs_at(path.as_bytes(), kind, attrs)
+    }
+
+    /// Gives a regular file with more than one hard link an inode of its own (a private copy
+    /// renamed over it), so setting its metadata cannot change its other names, which may be
+    /// outside the target or even in the source.
+    fn unshare(&mut self, path: &RelPath) -> Step<()> {
+        let rel = path.as_bytes();
+        match self.root.stat(rel).map_err(failed)? {
+            Some(found) if found.kind == NodeKind::File && found.nlink > 1 => {}
+            _ => return Ok(()),
+        }
+        let mut original = self.root.open_read(rel).map_err(failed)?;
+        let (mut copy, tmp) = self.root.create_temp(rel, 0o600).map_err(failed)?;
+        let done = std::io::copy(&mut original, &mut copy)
+            .and_then(|_| copy.sync_all())
+            .map_err(failed)
+            .and_then(|()| self.root.rename(&tmp, rel).map_err(failed))
+            .and_then(|()| self.root.sync_parent(rel).map_err(failed));
+        if done.is_err() {
+            let _ = self.root.remove_file(&tmp);
+        }
+        done
     }
 
     /// Owner first: chown clears the setuid and setgid bits the mode then restores.

@@ -85,10 +85,18 @@ impl SourceData for DirSource {
     }
 }
 
-/// True when one directory is the other or lies inside it (after resolving symlinks).
+/// True when one directory is the other or lies inside it. Compared by device and inode of
+/// each directory and its ancestors, so a second view of the same tree (a bind mount) counts
+/// too, not only paths that resolve to one another.
 pub fn roots_overlap(a: &std::path::Path, b: &std::path::Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a.starts_with(&b) || b.starts_with(&a),
+    use std::os::unix::fs::MetadataExt;
+    let lineage = |path: &std::path::Path| -> Vec<(u64, u64)> {
+        let Ok(path) = std::fs::canonicalize(path) else { return Vec::new() };
+        path.ancestors().filter_map(|dir| std::fs::metadata(dir).ok()).map(|m| (m.dev(), m.ino())).collect()
+    };
+    let (a, b) = (lineage(a), lineage(b));
+    match (a.first(), b.first()) {
+        (Some(root_a), Some(root_b)) => b.contains(root_a) || a.contains(root_b),
         _ => false,
     }
 }

@@ -494,6 +494,46 @@ impl TargetRoot {
     /// Each directory is re-reached from the root by the no-follow walk
     /// rather than by keeping one fd per level, so depth is not limited by
     /// the fd limit or the stack. An absent `rel` removes nothing.
+    /// What [`remove_tree`](Self::remove_tree) would delete at `rel` now, without deleting.
+    pub fn count_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
+        let mut stats = RemoveStats::default();
+        let Some(top) = self.stat(rel)? else {
+            return Ok(stats);
+        };
+        stats.entries = 1;
+        if top.kind == NodeKind::File {
+            stats.bytes = top.size;
+        }
+        if top.kind != NodeKind::Dir {
+            return Ok(stats);
+        }
+        let mut stack = vec![rel.to_vec()];
+        while let Some(dir_rel) = stack.pop() {
+            let mut dir = self.open_listing(&dir_rel)?;
+            while let Some(entry) = dir.read() {
+                let entry = entry.map_err(ctx(&dir_rel, "read directory"))?;
+                let ename = entry.file_name().to_bytes();
+                if ename == b"." || ename == b".." {
+                    continue;
+                }
+                let dfd = dir.fd().map_err(ctx(&dir_rel, "read directory"))?;
+                let child = join(&dir_rel, ename);
+                let st = match rfs::statat(dfd, os(ename), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(Errno::NOENT) => continue,
+                    Err(e) => return Err(io_err(&child, "stat", e)),
+                };
+                stats.entries += 1;
+                match kind_of(&st) {
+                    NodeKind::Dir => stack.push(child),
+                    NodeKind::File => stats.bytes += node_stat(&st).size,
+                    _ => {}
+                }
+            }
+        }
+        Ok(stats)
+    }
+
     pub fn remove_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
         let mut stats = RemoveStats::default();
         let (parent, name) = match self.resolve(rel) {

@@ -127,7 +127,9 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_SAME),
+        // The reader went away: say nothing more, but never claim success (`diff` keeps its
+        // verdict itself, see `run_diff`).
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_TROUBLE),
         Err(err) => {
             eprintln!("cutover: error: {err:#}");
             ExitCode::from(EXIT_TROUBLE)

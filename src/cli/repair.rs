@@ -129,12 +129,7 @@ pub fn run_plan(args: PlanArgs) -> Result<u8> {
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta };
     let (plan, report) = build_plan(&source, &target, &options);
     super::warn_uncompared(args.repair.meta, &report);
-    if let Some(limit) = args.limits.max_delete
-        && plan.totals.delete_entries > limit
-        && !args.limits.force
-    {
-        bail!("the plan would delete {} entries, more than --max-delete {limit}", plan.totals.delete_entries);
-    }
+    check_max_delete(&plan, &args.limits)?;
     let stdout = std::io::stdout();
     match (&args.output, args.dry_run) {
         (Some(path), false) if path.as_os_str() == "-" => write_plan(&plan, stdout.lock())?,
@@ -146,13 +141,30 @@ pub fn run_plan(args: PlanArgs) -> Result<u8> {
         }
         _ => show_plan(&mut stdout.lock(), &plan)?,
     }
-    Ok(if report.summary().trouble > 0 || !plan.unrepairable.is_empty() {
+    Ok(plan_verdict(&plan, &report))
+}
+
+/// Exit code of a plan: 2 when something could not be read or cannot be repaired, else 1 when
+/// there is work, 0 when there is none.
+fn plan_verdict(plan: &Plan, report: &cutover::diff::Report) -> u8 {
+    if report.summary().trouble > 0 || !plan.unrepairable.is_empty() {
         EXIT_TROUBLE
     } else if plan.operations.is_empty() {
         EXIT_SAME
     } else {
         EXIT_DIFFERENT
-    })
+    }
+}
+
+/// Refuses, at planning time already, a plan that deletes more than `--max-delete`.
+fn check_max_delete(plan: &Plan, limits: &Limits) -> Result<()> {
+    if let Some(limit) = limits.max_delete
+        && plan.totals.delete_entries > limit
+        && !limits.force
+    {
+        bail!("the plan would delete {} entries, more than --max-delete {limit}", plan.totals.delete_entries);
+    }
+    Ok(())
 }
 
 fn load_plan(path: &Path) -> Result<Plan> {
@@ -170,7 +182,7 @@ pub fn run_apply(args: ApplyArgs) -> Result<u8> {
     let plan = load_plan(&args.plan)?;
     if args.dry_run {
         show_plan(&mut std::io::stdout().lock(), &plan)?;
-        return Ok(EXIT_SAME);
+        return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
     }
     let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.target.root));
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
@@ -237,31 +249,42 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     let (source, target) =
         super::progress::with_progress("scanning", false, |p| scan_pair(&args.source, &args.target, &scan_options, p))?;
     check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
-    let (plan, _) = build_plan(&source, &target, &PlanOptions { delete: args.repair.delete, meta: args.repair.meta });
+    let (plan, report) =
+        build_plan(&source, &target, &PlanOptions { delete: args.repair.delete, meta: args.repair.meta });
     if args.dry_run {
+        check_max_delete(&plan, &args.limits)?;
         show_plan(&mut std::io::stdout().lock(), &plan)?;
-        return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
+        return Ok(plan_verdict(&plan, &report));
     }
     let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let applied = apply(&plan, &mut data, &args.target, &options)?;
-    let mut out = std::io::stdout().lock();
-    show_apply(&mut out, &applied, args.format)?;
     // Both sides again: a source that changed during the repair must not pass as verified.
     let (source_after, target_after) = super::progress::with_progress("verifying", false, |p| {
         scan_pair(&args.source, &args.target, &scan_options, p)
     })?;
     let verify = diff(&source_after, &target_after, &DiffOptions { meta: args.repair.meta });
     let remaining = verify.differences.len();
-    if args.format == Format::Human {
-        for u in &plan.unrepairable {
-            writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
+    // Everything is decided before anything is printed, so a closed pipe cannot cut a repair short.
+    let printed = (|| -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        show_apply(&mut out, &applied, args.format)?;
+        if args.format == Format::Human {
+            for u in &plan.unrepairable {
+                writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
+            }
+            if remaining == 0 {
+                writeln!(out, "verified: the target is identical to the source")?;
+            } else {
+                writeln!(out, "verify: {remaining} differences remain (run `cutover diff` to see them)")?;
+            }
         }
-        if remaining == 0 {
-            writeln!(out, "verified: the target is identical to the source")?;
-        } else {
-            writeln!(out, "verify: {remaining} differences remain (run `cutover diff` to see them)")?;
-        }
+        out.flush()
+    })();
+    if let Err(e) = printed
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e.into());
     }
     let trouble = !applied.complete() || !plan.unrepairable.is_empty() || verify.summary().trouble > 0;
     Ok(if trouble {

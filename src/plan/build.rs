@@ -256,6 +256,9 @@ impl Builder<'_> {
             merge_meta(earlier, later);
             true
         });
+        // A path can be unrepairable for two reasons at once (missing and unreadable, say).
+        self.unrepairable.sort_by(|a, b| (&a.path, &a.path_bytes).cmp(&(&b.path, &b.path_bytes)));
+        self.unrepairable.dedup_by(|a, b| (&a.path, &a.path_bytes) == (&b.path, &b.path_bytes));
         let mut operations = self.removals;
         operations.extend(self.creations);
         operations.extend(self.metas);
