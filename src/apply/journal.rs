@@ -26,10 +26,10 @@ impl<'a> Journal<'a> {
             let mut text = String::new();
             let mut file = root.open_read(&name).map_err(|e| e.to_string())?;
             std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| format!("journal: {e}"))?;
-            // `patch N` opens an interrupted patch, `done N` closes it again.
+            // `start N` opens an operation that writes in place, `done N` closes it again.
             for line in text.lines() {
                 let number = |prefix| line.strip_prefix(prefix)?.parse::<usize>().ok();
-                if let Some(op) = number("patch ") {
+                if let Some(op) = number("start ") {
                     started.insert(op);
                 } else if let Some(op) = number("done ") {
                     started.remove(&op);
@@ -54,7 +54,7 @@ impl<'a> Journal<'a> {
         if self.started.contains(&op) {
             return Ok(());
         }
-        self.append(&format!("patch {op}\n"))?;
+        self.append(&format!("start {op}\n"))?;
         self.started.insert(op);
         Ok(())
     }

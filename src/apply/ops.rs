@@ -60,7 +60,7 @@ impl Run<'_, '_> {
             Err(why) => return Outcome::Failed(why),
         };
         let result = match op {
-            Operation::Remove { expect, entries, bytes, .. } => self.remove(&path, expect, (*entries, *bytes)),
+            Operation::Remove { expect, entries, bytes, .. } => self.remove(index, &path, expect, (*entries, *bytes)),
             Operation::Mkdir { .. } => self.mkdir(&path),
             Operation::Copy { source, replaces, attrs, .. } => {
                 self.copy(index, &path, source, replaces.as_ref(), attrs)
@@ -94,7 +94,8 @@ impl Run<'_, '_> {
 
     /// Removes what is at `path` if it is still what the plan saw: a directory must still hold
     /// exactly the `planned` (entries, bytes), or something was added or changed in it since.
-    fn remove(&mut self, path: &RelPath, expect: &Found, planned: (u64, u64)) -> Step<Outcome> {
+    /// A removal interrupted half way (journal) is simply continued.
+    fn remove(&mut self, index: usize, path: &RelPath, expect: &Found, planned: (u64, u64)) -> Step<Outcome> {
         let Some(found) = self.stat(path)? else {
             return Ok(Outcome::AlreadyDone);
         };
@@ -110,7 +111,7 @@ impl Run<'_, '_> {
         if changed_size || changed_time {
             return Err(Outcome::Skipped("the file changed since the plan was made; kept".into()));
         }
-        if found.kind == NodeKind::Dir {
+        if found.kind == NodeKind::Dir && !self.journal.was_started(index) {
             let now = self.root.count_tree(path.as_bytes()).map_err(failed)?;
             if (now.entries, now.bytes) != planned {
                 return Err(Outcome::Skipped(format!(
@@ -119,7 +120,11 @@ impl Run<'_, '_> {
                 )));
             }
         }
+        if found.kind == NodeKind::Dir {
+            self.journal.start(index).map_err(Outcome::Failed)?;
+        }
         let stats = self.root.remove_tree(path.as_bytes()).map_err(failed)?;
+        self.journal.finish_op(index).map_err(Outcome::Failed)?;
         self.report.entries_deleted += stats.entries;
         self.report.bytes_deleted += stats.bytes;
         Ok(Outcome::Done)
