@@ -134,14 +134,14 @@ pub fn apply(
     Ok(report)
 }
 
-/// Temporary files are only ever created next to the entries a plan copies, patches or links
-/// and next to the journal in the root, so
-/// leftovers from a killed run are looked for in those directories only.
+/// Temporary files are only ever created next to the entries a plan copies, patches, links or
+/// gives their own inode (hard links, before a metadata change) and next to the journal in the
+/// root, so leftovers from a killed run are looked for there only.
 fn remove_stale_temps(root: &TargetRoot, plan: &Plan, journal: &[u8]) -> Result<u64, ApplyError> {
     let mut made_for: Vec<(RelPath, Vec<u8>)> = plan
         .operations
         .iter()
-        .filter(|op| matches!(op, Operation::Copy { .. } | Operation::Symlink { .. } | Operation::Patch { .. }))
+        .filter(|op| !matches!(op, Operation::Remove { .. } | Operation::Mkdir { .. }))
         .filter_map(|op| op.at().rel().ok().map(|p| (p.parent(), p.name().to_vec())))
         .chain([(RelPath::root(), journal.to_vec())])
         .collect();
