@@ -1166,3 +1166,35 @@ fn repair_dry_run_says_trouble_and_honours_max_delete_like_plan() {
         .expect_code(2);
     assert!(run.stderr.contains("--max-delete"), "{}", run.stderr);
 }
+
+#[test]
+fn giving_a_hard_linked_file_its_own_inode_keeps_what_the_plan_does_not_change() {
+    let (source, target, outside) = (Tree::new(), Tree::new(), Tree::new());
+    source.file("run", "#!/bin/sh\necho ok\n").mode("run", 0o755).mtime("run", 1_577_836_800, 0);
+    target.file("run", "#!/bin/sh\necho ok\n").mode("run", 0o755);
+    std::fs::hard_link(target.at("run"), outside.at("run")).unwrap();
+    cutover(["repair", "--meta", "mtime"]).arg(source.path()).arg(target.path()).run().expect_code(0);
+    let meta = std::fs::metadata(target.at("run")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o755, "the mode the plan did not touch survives");
+    assert_eq!(meta.mtime(), 1_577_836_800);
+    assert_ne!(std::fs::metadata(outside.at("run")).unwrap().mtime(), 1_577_836_800, "the other name is untouched");
+}
+
+#[test]
+fn a_removal_that_failed_before_removing_anything_is_checked_again_next_time() {
+    let Some(nobody) = support::Unprivileged::new() else { return };
+    let (source, target, work) = (Tree::new(), Tree::new(), Tree::new());
+    source.file("keep", "a");
+    target.file("keep", "a").file("D/old", "x");
+    for tree in [&source, &target, &work] {
+        run_tool(Command::new("chown").arg("-R").arg("65534:65534").arg(tree.path()), "chown");
+    }
+    target.mode("D", 0o555);
+    let p = work.at("plan.json");
+    nobody.cutover(["plan", "--delete", "-o"]).arg(&p).arg(source.path()).arg(target.path()).run().expect_code(1);
+    nobody.cutover(["apply"]).arg(&p).run().expect_code(2);
+    target.mode("D", 0o755).file("D/new", "precious");
+    run_tool(Command::new("chown").arg("-R").arg("65534:65534").arg(target.path()), "chown");
+    nobody.cutover(["apply"]).arg(&p).run().expect_code(2);
+    assert_holds(&target.at("D/new"), b"precious", "added after the failed run, never deleted");
+}

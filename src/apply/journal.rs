@@ -26,10 +26,11 @@ impl<'a> Journal<'a> {
             let mut text = String::new();
             let mut file = root.open_read(&name).map_err(|e| e.to_string())?;
             std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| format!("journal: {e}"))?;
-            // `start N` opens an operation that writes in place, `done N` closes it again.
+            // `start N` (`patch N` in the first builds) opens an operation that writes in place,
+            // `done N` closes it again.
             for line in text.lines() {
                 let number = |prefix| line.strip_prefix(prefix)?.parse::<usize>().ok();
-                if let Some(op) = number("start ") {
+                if let Some(op) = number("start ").or_else(|| number("patch ")) {
                     started.insert(op);
                 } else if let Some(op) = number("done ") {
                     started.remove(&op);

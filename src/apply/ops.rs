@@ -111,9 +111,15 @@ impl Run<'_, '_> {
         if changed_size || changed_time {
             return Err(Outcome::Skipped("the file changed since the plan was made; kept".into()));
         }
-        if found.kind == NodeKind::Dir && !self.journal.was_started(index) {
+        if found.kind == NodeKind::Dir {
             let now = self.root.count_tree(path.as_bytes()).map_err(failed)?;
-            if (now.entries, now.bytes) != planned {
+            // After an interrupted run of this removal the directory may only have shrunk.
+            let fits = if self.journal.was_started(index) {
+                now.entries <= planned.0 && now.bytes <= planned.1
+            } else {
+                (now.entries, now.bytes) == planned
+            };
+            if !fits {
                 return Err(Outcome::Skipped(format!(
                     "the directory changed since the plan was made ({} entries, {} bytes now; {} entries, {} bytes planned); kept",
                     now.entries, now.bytes, planned.0, planned.1
@@ -274,7 +280,6 @@ impl Run<'_, '_> {
             }
         }
         let staged = self.stage(index, path, &todo, source.size)?;
-        self.journal.start(index).map_err(Outcome::Failed)?;
         if found.st_nlink > 1 {
             // Other names of this inode (perhaps outside the target) must not see the writes:
             // patch a private copy and rename it over this name.
@@ -297,6 +302,8 @@ impl Run<'_, '_> {
             if (same.st_dev, same.st_ino) != (found.st_dev, found.st_ino) {
                 return Err(Outcome::Skipped("the file was replaced while it was being checked".into()));
             }
+            // Recorded only now that the first byte is about to be written in place.
+            self.journal.start(index).map_err(Outcome::Failed)?;
             self.write_chunks(index, path, &writer, &todo, source.size, size, staged)?;
         }
         let outcome = self.verify(path, source)?;
@@ -456,11 +463,23 @@ impl Run<'_, '_> {
             Some(found) if found.kind == NodeKind::File && found.nlink > 1 => {}
             _ => return Ok(()),
         }
+        let Some(before) = self.root.stat(rel).map_err(failed)? else { return Ok(()) };
+        let xattrs = self.root.xattrs(rel).map_err(failed)?;
         let mut original = self.root.open_read(rel).map_err(failed)?;
         let (mut copy, tmp) = self.root.create_temp(rel, 0o600).map_err(failed)?;
+        // The copy keeps everything the original had, so fields the plan leaves alone stay.
         let done = std::io::copy(&mut original, &mut copy)
             .and_then(|_| copy.sync_all())
             .map_err(failed)
+            .and_then(|()| {
+                if is_root() { self.root.set_owner(&tmp, before.uid, before.gid).map_err(failed) } else { Ok(()) }
+            })
+            .and_then(|()| self.root.set_mode(&tmp, before.mode).map_err(failed))
+            .and_then(|()| match &xattrs {
+                Some(xattrs) => self.root.set_xattrs(&tmp, xattrs).map_err(failed),
+                None => Ok(()),
+            })
+            .and_then(|()| self.root.set_mtime(&tmp, before.mtime_sec, before.mtime_nsec).map_err(failed))
             .and_then(|()| self.root.rename(&tmp, rel).map_err(failed))
             .and_then(|()| self.root.sync_parent(rel).map_err(failed));
         if done.is_err() {

@@ -281,10 +281,11 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         }
         out.flush()
     })();
-    if let Err(e) = printed
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        return Err(e.into());
+    match printed {
+        // The report could not be delivered whole: as for every command but `diff`, say so.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_TROUBLE),
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
     }
     let trouble = !applied.complete() || !plan.unrepairable.is_empty() || verify.summary().trouble > 0;
     Ok(if trouble {
