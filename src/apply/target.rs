@@ -494,6 +494,32 @@ impl TargetRoot {
     /// Each directory is re-reached from the root by the no-follow walk
     /// rather than by keeping one fd per level, so depth is not limited by
     /// the fd limit or the stack. An absent `rel` removes nothing.
+    /// Calls `visit` for every entry of the directory `dir_rel` (not `.` and `..`) with the open
+    /// directory, the entry's name, its path and its `lstat`; entries that vanish meanwhile are
+    /// skipped.
+    fn for_each_child(
+        &self,
+        dir_rel: &[u8],
+        mut visit: impl FnMut(BorrowedFd<'_>, &[u8], Vec<u8>, &Stat) -> Result<(), TargetError>,
+    ) -> Result<(), TargetError> {
+        let mut dir = self.open_listing(dir_rel)?;
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(ctx(dir_rel, "read directory"))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let dfd = dir.fd().map_err(ctx(dir_rel, "read directory"))?;
+            let child = join(dir_rel, name);
+            match rfs::statat(dfd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => visit(dfd, name, child, &st)?,
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(io_err(&child, "stat", e)),
+            }
+        }
+        Ok(())
+    }
+
     /// What [`remove_tree`](Self::remove_tree) would delete at `rel` now, without deleting.
     pub fn count_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
         let mut stats = RemoveStats::default();
@@ -509,27 +535,15 @@ impl TargetRoot {
         }
         let mut stack = vec![rel.to_vec()];
         while let Some(dir_rel) = stack.pop() {
-            let mut dir = self.open_listing(&dir_rel)?;
-            while let Some(entry) = dir.read() {
-                let entry = entry.map_err(ctx(&dir_rel, "read directory"))?;
-                let ename = entry.file_name().to_bytes();
-                if ename == b"." || ename == b".." {
-                    continue;
-                }
-                let dfd = dir.fd().map_err(ctx(&dir_rel, "read directory"))?;
-                let child = join(&dir_rel, ename);
-                let st = match rfs::statat(dfd, os(ename), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => st,
-                    Err(Errno::NOENT) => continue,
-                    Err(e) => return Err(io_err(&child, "stat", e)),
-                };
+            self.for_each_child(&dir_rel, |_, _, child, st| {
                 stats.entries += 1;
-                match kind_of(&st) {
+                match kind_of(st) {
                     NodeKind::Dir => stack.push(child),
-                    NodeKind::File => stats.bytes += node_stat(&st).size,
+                    NodeKind::File => stats.bytes += node_stat(st).size,
                     _ => {}
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(stats)
     }
@@ -555,31 +569,19 @@ impl TargetRoot {
         let mut stack = vec![rel.to_vec()];
         while let Some(dir_rel) = stack.last().cloned() {
             let mut subdirs = Vec::new();
-            let mut dir = self.open_listing(&dir_rel)?;
-            while let Some(entry) = dir.read() {
-                let entry = entry.map_err(ctx(&dir_rel, "read directory"))?;
-                let ename = entry.file_name().to_bytes();
-                if ename == b"." || ename == b".." {
-                    continue;
-                }
-                let dfd = dir.fd().map_err(ctx(&dir_rel, "read directory"))?;
-                let child = join(&dir_rel, ename);
-                let st = match rfs::statat(dfd, os(ename), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => st,
-                    Err(Errno::NOENT) => continue,
-                    Err(e) => return Err(io_err(&child, "stat", e)),
-                };
-                match kind_of(&st) {
+            self.for_each_child(&dir_rel, |dfd, name, child, st| {
+                match kind_of(st) {
                     NodeKind::Dir => subdirs.push(child),
-                    k => {
-                        rfs::unlinkat(dfd, os(ename), AtFlags::empty()).map_err(ctx(&child, "remove"))?;
+                    kind => {
+                        rfs::unlinkat(dfd, os(name), AtFlags::empty()).map_err(ctx(&child, "remove"))?;
                         stats.entries += 1;
-                        if k == NodeKind::File {
-                            stats.bytes += node_stat(&st).size;
+                        if kind == NodeKind::File {
+                            stats.bytes += node_stat(st).size;
                         }
                     }
                 }
-            }
+                Ok(())
+            })?;
             if subdirs.is_empty() {
                 stack.pop();
                 let (parent, name) = self.resolve(&dir_rel)?;
