@@ -5,7 +5,8 @@
 //!
 //! 1. [`scan`] walks a directory in parallel and hashes every file with BLAKE3's own tree,
 //!    producing a [`manifest::Manifest`]: every entry in [`path::RelPath`] order with its file
-//!    root (what `b3sum` prints), chunk chaining values, and directory node hashes.
+//!    root (what `b3sum` prints), chunk chaining values, and directory node hashes. Two local
+//!    directories are walked together ([`scan::scan_pair`]) so equal bytes are hashed once.
 //! 2. [`manifest`] writes and reads that tree, so each side can be scanned on its own host.
 //! 3. [`diff`] merges two manifests in one pass, skipping subtrees whose directory hashes agree,
 //!    and produces a [`diff::Report`] naming every difference with its divergent byte ranges.
