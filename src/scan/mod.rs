@@ -1,6 +1,6 @@
 //! Stage 1: walk a directory tree in parallel and hash it into a [`Manifest`].
 //!
-//! See [`walk`] for how the tree is traversed safely and [`hash`] for how a file becomes its
+//! See `walk.rs` for how the tree is traversed safely and `hash.rs` for how a file becomes its
 //! BLAKE3 root and chunk CVs.
 
 mod hash;
