@@ -81,6 +81,8 @@ pub enum ApplyError {
     Target(#[from] target::TargetError),
     #[error("{0}")]
     Journal(String),
+    #[error("the plan: {0}")]
+    BadPlan(String),
 }
 
 /// The id that ties bundles and journals to a plan: the first 32 hex digits of its checksum.
@@ -115,7 +117,7 @@ pub fn apply(
         });
     }
     let root = TargetRoot::open(target)?;
-    let chunk = ChunkSize::new(plan.chunk_size).map_err(ApplyError::Journal)?;
+    let chunk = ChunkSize::new(plan.chunk_size).map_err(ApplyError::BadPlan)?;
     let mut journal = Journal::open(&root, &plan_id(plan)).map_err(ApplyError::Journal)?;
     let mut report =
         ApplyReport { stale_temps_removed: remove_stale_temps(&root, plan, journal.name())?, ..ApplyReport::default() };

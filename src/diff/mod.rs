@@ -10,7 +10,7 @@ mod report;
 
 pub use report::{Change, Difference, MetaChange, Report, SideInfo, Summary};
 
-use crate::digest::{ByteRange, ChunkSize, coarsen, push_merged};
+use crate::digest::{ByteRange, ChunkSize, push_merged};
 use crate::manifest::{Entry, Kind, Manifest, MetaSet};
 use crate::path::RelPath;
 
@@ -202,15 +202,9 @@ pub fn divergent_ranges(
     chunk: ChunkSize,
 ) -> Vec<ByteRange> {
     let longer = s.size.max(t.size);
-    let at_level = |e: &Entry, own: ChunkSize| -> Option<Vec<crate::digest::Digest>> {
-        if e.size < chunk.bytes() || e.chunks.is_empty() {
-            return None;
-        }
-        Some(coarsen(&e.chunks, (chunk.bytes() / own.bytes()) as usize))
-    };
     let mut ranges = Vec::new();
     let mut first_unmatched = 0;
-    if let (Some(s_cvs), Some(t_cvs)) = (at_level(s, s_chunk), at_level(t, t_chunk)) {
+    if let (Some(s_cvs), Some(t_cvs)) = (s.chunks_at(s_chunk, chunk), t.chunks_at(t_chunk, chunk)) {
         for (index, (a, b)) in s_cvs.iter().zip(&t_cvs).enumerate() {
             let index = index as u64;
             let range = chunk.chunk_range(index, s.size);

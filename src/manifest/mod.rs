@@ -114,6 +114,16 @@ pub struct Entry {
 pub type Xattrs = Vec<(Box<[u8]>, Box<[u8]>)>;
 
 impl Entry {
+    /// The chunk CVs of this file at the chunk size `level` (a multiple of the `own` size it
+    /// was scanned with), or `None` when it holds no full chunk at that size: then it can only
+    /// be compared whole.
+    pub fn chunks_at(&self, own: ChunkSize, level: ChunkSize) -> Option<Vec<Digest>> {
+        if self.size < level.bytes() || self.chunks.is_empty() {
+            return None;
+        }
+        Some(crate::digest::coarsen(&self.chunks, (level.bytes() / own.bytes()) as usize))
+    }
+
     /// A bare entry of `kind` at `path`, with no metadata yet.
     pub fn new(path: RelPath, kind: Kind) -> Self {
         Entry {

@@ -5,7 +5,7 @@ use super::{
     Unrepairable, Xattr, bytes_text,
 };
 use crate::diff::{Change, DiffOptions, Report, diff};
-use crate::digest::{ChunkSize, Digest, coarsen};
+use crate::digest::{ChunkSize, Digest};
 use crate::manifest::{Entry, Kind, Manifest, MetaSet};
 use crate::path::RelPath;
 
@@ -205,8 +205,8 @@ impl Builder<'_> {
         let (Some(source), Some(replaced)) = (file_state(s), file_state(t)) else {
             return self.skip(&s.path, "no hash on one side");
         };
-        let source_cvs = self.cvs_at_plan_size(s, self.source.header.chunk_size);
-        let target_cvs = self.cvs_at_plan_size(t, self.target.header.chunk_size);
+        let source_cvs = s.chunks_at(self.source.header.chunk_size, self.chunk);
+        let target_cvs = t.chunks_at(self.target.header.chunk_size, self.chunk);
         let (Some(source_cvs), Some(target_cvs)) = (source_cvs, target_cvs) else {
             // The rename replaces a directory entry: the parent's mtime must be put back.
             self.touched_dirs.push(s.path.parent());
@@ -228,13 +228,6 @@ impl Builder<'_> {
             chunks,
             attrs: attrs(s, self.meta),
         });
-    }
-
-    fn cvs_at_plan_size(&self, e: &Entry, own: ChunkSize) -> Option<Vec<Digest>> {
-        if e.size < self.chunk.bytes() || e.chunks.is_empty() {
-            return None;
-        }
-        Some(coarsen(&e.chunks, (self.chunk.bytes() / own.bytes()) as usize))
     }
 
     fn finish(mut self, report: &Report, options: &PlanOptions) -> Plan {
