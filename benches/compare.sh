@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side wall-clock comparison of cutover against peer tools.
-# usage: benches/compare.sh [big|small|diff|memory ...]   (default: big small diff)
+# usage: benches/compare.sh [big|cold|small|cold-small|diff|memory ...]   (default: big small diff)
 # env:   RUNS=5  BENCH_DIR=/tmp/bench-data  CUTOVER=target/release/cutover
 #        MEMORY_FILES=1000000
 set -euo pipefail
@@ -17,7 +17,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scenarios=(big small diff)
 (($#)) && scenarios=("$@")
 for sc in "${scenarios[@]}"; do
-  [[ $sc =~ ^(big|small|diff|memory)$ ]] || { echo "compare.sh: unknown scenario '$sc' (big small diff memory)" >&2; exit 2; }
+  [[ $sc =~ ^(big|cold|small|cold-small|diff|memory)$ ]] || { echo "compare.sh: unknown scenario '$sc' (big cold small cold-small diff memory)" >&2; exit 2; }
 done
 mkdir -p "$BENCH_DIR/out"
 results=()   # rows: scenario|cutover median|peer|peer median
@@ -50,6 +50,18 @@ data() {
 
 warm() { find "$@" -type f -print0 | xargs -0 -r cat >/dev/null; }
 
+# evict DIR... -- drop the files' pages from the page cache (POSIX_FADV_DONTNEED; the files are
+# clean, so the kernel drops them), so the next read comes from the disk
+evict() {
+  python3 -c 'import os, sys
+for top in sys.argv[1:]:
+    for d, _, names in os.walk(top):
+        for n in names:
+            fd = os.open(os.path.join(d, n), os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)' "$@"
+}
+
 # timed LABEL CMD...  -- run CMD (a shell string), print seconds; exit 0 or 1 is success
 timed() {
   local label=$1 cmd=$2 t0 t1 rc=0
@@ -65,7 +77,8 @@ timed() {
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# compare SCENARIO CUTOVER_CMD PEER_NAME PEER_CMD -- interleave RUNS runs of each
+# compare SCENARIO CUTOVER_CMD PEER_NAME PEER_CMD -- interleave RUNS runs of each; $PREP, when
+# set, runs untimed before every run
 compare() {
   local sc=$1 ccmd=$2 pname=$3 pcmd=$4 c_ok=$have_cutover ct=() pt=() t i
   echo "== $sc: cutover: $ccmd"
@@ -73,8 +86,10 @@ compare() {
   for ((i = 1; i <= RUNS; i++)); do
     local line="   run $i:"
     if ((c_ok)); then
+      [[ -n ${PREP:-} ]] && bash -c "$PREP"
       if t=$(timed "$sc-cutover" "$ccmd"); then ct+=("$t"); line+=" cutover ${t}s"; else c_ok=0; fi
     fi
+    [[ -n ${PREP:-} ]] && bash -c "$PREP"
     t=$(timed "$sc-$pname" "$pcmd") || return 1
     pt+=("$t"); line+="  $pname ${t}s"
     echo "$line"
@@ -103,6 +118,16 @@ bench_big() {
   compare big "'$CUTOVER' scan '$d'" b3sum "b3sum '$d'/*"
 }
 
+# The big files read from the disk each run: the page cache is emptied of them before every run.
+bench_cold() {
+  need b3sum "cargo install b3sum --locked"
+  need python3 "apt-get install -y python3"
+  data big
+  local d=$BENCH_DIR/big
+  sync
+  PREP="$(declare -f evict); evict '$d'" compare cold "'$CUTOVER' scan '$d'" b3sum "b3sum '$d'/*"
+}
+
 bench_small() {
   need b3sum "cargo install b3sum --locked"
   data small
@@ -110,6 +135,18 @@ bench_small() {
   warm "$d"
   compare small "'$CUTOVER' scan '$d'" "find+b3sum" \
     "find '$d' -type f -print0 | xargs -0 -P2 -n 2000 b3sum"
+}
+
+# The small files read from the disk each run, as from a slow filer: each read waits, so both
+# tools run 32 reads at once (cutover -j 32, xargs -P 32).
+bench_cold-small() {
+  need b3sum "cargo install b3sum --locked"
+  need python3 "apt-get install -y python3"
+  data small
+  local d=$BENCH_DIR/small
+  sync
+  PREP="$(declare -f evict); evict '$d'" compare cold-small "'$CUTOVER' -j 32 scan '$d'" "find+b3sum-P32" \
+    "find '$d' -type f -print0 | xargs -0 -P32 -n 200 b3sum"
 }
 
 bench_diff() {
@@ -149,7 +186,7 @@ for sc in "${scenarios[@]}"; do "bench_$sc"; done
 
 if ((${#results[@]})); then
   echo
-  echo "RUNS=$RUNS, median wall seconds (page cache warm), $(nproc) CPUs"
+  echo "RUNS=$RUNS, median wall seconds (page cache warm except in cold), $(nproc) CPUs"
   printf '%-8s %10s  %-12s %10s %8s\n' scenario cutover_s peer peer_s ratio
   for row in "${results[@]}"; do
     IFS='|' read -r sc cm pn pm <<<"$row"

@@ -31,6 +31,10 @@ pub const EXIT_TROUBLE: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How many threads read and hash at once; default: one per CPU. More helps where each read
+    /// waits on the storage (NFS, object-store mounts, cold disks), as rclone's --checkers does.
+    #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    jobs: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +121,12 @@ pub(crate) fn parse_meta(text: &str) -> Result<MetaSet, String> {
 /// Parses the command line, runs it, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(jobs) = cli.jobs
+        && let Err(err) = rayon::ThreadPoolBuilder::new().num_threads(usize::from(jobs)).build_global()
+    {
+        eprintln!("cutover: error: cannot start {jobs} threads: {err}");
+        return ExitCode::from(EXIT_TROUBLE);
+    }
     let result = match cli.command {
         Command::Scan(args) => run_scan(args),
         Command::Diff(args) => run_diff(args),

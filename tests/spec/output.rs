@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::support::{Tree, cutover};
+use crate::support::{Tree, cutover, noise};
 
 /// A pair of trees with one difference of each common kind.
 fn several_differences() -> (Tree, Tree) {
@@ -133,6 +133,30 @@ fn invalid_arguments_are_refused_with_exit_2() {
     cutover(["diff", "--format", "xml"]).arg(dir).arg(dir).run().expect_code(2);
     cutover(["diff"]).arg(dir).run().expect_code(2);
     cutover(["scan", "--b3sum", "-o", "x"]).arg(dir).run().expect_code(2);
+}
+
+#[test]
+fn the_number_of_jobs_changes_nothing_but_the_speed() {
+    let (source, target) = several_differences();
+    source.file("big/many-chunks", noise(9, 9 * 4096 + 5)).file("big/2", noise(10, 3 * 4096));
+    target.file("big/many-chunks", noise(9, 9 * 4096 + 5)).patch("big/many-chunks", 5 * 4096, b"!");
+    let scan = |jobs: &str| {
+        cutover(["-j", jobs, "scan", "--b3sum", "--chunk-size", "4K"]).arg(source.path()).run().expect_code(0).stdout
+    };
+    let diff = |jobs: &str| {
+        let run = cutover(["diff", "--format", "json", "--chunk-size", "4K", "--jobs", jobs]);
+        run.arg(source.path()).arg(target.path()).run().expect_code(1).json()
+    };
+    let (one_scan, one_diff) = (scan("1"), diff("1"));
+    assert!(one_diff["differences"].as_array().unwrap().len() >= 5, "{one_diff}");
+    for jobs in ["2", "7", "64"] {
+        assert_eq!(scan(jobs), one_scan, "scan -j {jobs}");
+        assert_eq!(diff(jobs), one_diff, "diff --jobs {jobs}");
+    }
+    for bad in ["0", "-1", "many", "1025"] {
+        let run = cutover([format!("--jobs={bad}").as_str(), "scan"]).arg(source.path()).run().expect_code(2);
+        assert!(run.stderr.contains("--jobs"), "{}", run.stderr);
+    }
 }
 
 #[test]
