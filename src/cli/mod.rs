@@ -31,8 +31,9 @@ pub const EXIT_TROUBLE: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How many threads read and hash at once; default: one per CPU. More helps where each read
-    /// waits on the storage (NFS, object-store mounts, cold disks), as rclone's --checkers does.
+    /// How many threads read and hash at once; default: one per CPU, or 16 when a tree is on a
+    /// network filesystem (NFS, SMB, FUSE, Ceph, Lustre...). More helps wherever each read waits
+    /// on the storage, as rclone's --checkers does.
     #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     jobs: Option<u16>,
 }
@@ -121,8 +122,12 @@ pub(crate) fn parse_meta(text: &str) -> Result<MetaSet, String> {
 /// Parses the command line, runs it, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(jobs) = cli.jobs
-        && let Err(err) = rayon::ThreadPoolBuilder::new().num_threads(usize::from(jobs)).build_global()
+    let jobs = cli
+        .jobs
+        .map(usize::from)
+        .or_else(|| cli.command.trees().into_iter().any(on_network_filesystem).then_some(REMOTE_JOBS));
+    if let Some(jobs) = jobs
+        && let Err(err) = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global()
     {
         eprintln!("cutover: error: cannot start {jobs} threads: {err}");
         return ExitCode::from(EXIT_TROUBLE);
@@ -145,6 +150,43 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_TROUBLE)
         }
     }
+}
+
+/// Threads when a tree is on a network filesystem and `-j` is not given. Each read there waits
+/// on a round trip, so reads in flight, not CPUs, set the pace.
+const REMOTE_JOBS: usize = 16;
+
+impl Command {
+    /// The trees named on the command line (directories, or manifest files: those are local
+    /// reads and never count as remote unless they sit on a network filesystem themselves).
+    fn trees(&self) -> Vec<&Path> {
+        match self {
+            Command::Scan(args) => vec![&args.dir],
+            Command::Diff(args) => vec![&args.source, &args.target],
+            Command::Plan(args) => args.trees(),
+            Command::Apply(args) => args.trees(),
+            Command::Bundle(args) => args.trees(),
+            Command::Repair(args) => args.trees(),
+        }
+    }
+}
+
+/// Whether `path` lies on a filesystem where every read crosses a network (by `statfs` magic).
+fn on_network_filesystem(path: &Path) -> bool {
+    const NETWORK: [u32; 11] = [
+        0x6969,      // NFS
+        0x517b,      // SMB
+        0xfe53_4d42, // SMB2
+        0xff53_4d42, // CIFS
+        0x6573_5546, // FUSE: sshfs, s3fs, rclone mount, gcsfuse...
+        0x00c3_6400, // Ceph
+        0x0bd0_0bd0, // Lustre
+        0x5346_414f, // AFS
+        0x0116_1970, // GFS2
+        0x0102_1997, // 9P
+        0x7461_636f, // OCFS2
+    ];
+    rustix::fs::statfs(path).is_ok_and(|fs| NETWORK.contains(&(fs.f_type as u32)))
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -290,5 +332,68 @@ fn diff_exit_code(report: &Report) -> u8 {
         EXIT_SAME
     } else {
         EXIT_DIFFERENT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::on_network_filesystem;
+
+    /// A directory mounted read-only through FUSE by `rclone mount`, unmounted on drop.
+    struct FuseMount<'a> {
+        child: Child,
+        at: &'a Path,
+    }
+
+    impl<'a> FuseMount<'a> {
+        /// Mounts `dir` at `at`, or `None` where rclone or FUSE is missing.
+        fn new(dir: &Path, at: &'a Path) -> Option<FuseMount<'a>> {
+            let child = Command::new("rclone")
+                .args(["mount", "--read-only"])
+                .arg(dir)
+                .arg(at)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            let mut mount = FuseMount { child, at };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if mount.child.try_wait().ok()?.is_some() {
+                    return None;
+                }
+                if std::fs::read_dir(at).is_ok_and(|mut names| names.next().is_some()) {
+                    return Some(mount);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        }
+    }
+
+    impl Drop for FuseMount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("fusermount3").arg("-u").arg(self.at).status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn a_tree_behind_fuse_counts_as_remote_and_a_local_one_does_not() {
+        let local = tempfile::tempdir().unwrap();
+        std::fs::write(local.path().join("file"), "x").unwrap();
+        assert!(!on_network_filesystem(local.path()));
+        let mount_point = tempfile::tempdir().unwrap();
+        let Some(_mount) = FuseMount::new(local.path(), mount_point.path()) else {
+            eprintln!("skipped the FUSE half: `rclone mount` could not mount (rclone, fuse3 or /dev/fuse missing)");
+            return;
+        };
+        assert!(on_network_filesystem(mount_point.path()));
+        assert!(on_network_filesystem(&mount_point.path().join("file")));
     }
 }

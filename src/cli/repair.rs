@@ -110,6 +110,31 @@ pub struct RepairArgs {
     chunk: ChunkArg,
 }
 
+impl PlanArgs {
+    pub(super) fn trees(&self) -> Vec<&Path> {
+        vec![&self.source, &self.target]
+    }
+}
+
+impl ApplyArgs {
+    /// The roots named on the command line (those recorded in the plan are not read yet).
+    pub(super) fn trees(&self) -> Vec<&Path> {
+        self.source.iter().chain(&self.target).map(PathBuf::as_path).collect()
+    }
+}
+
+impl BundleArgs {
+    pub(super) fn trees(&self) -> Vec<&Path> {
+        self.source.iter().map(PathBuf::as_path).collect()
+    }
+}
+
+impl RepairArgs {
+    pub(super) fn trees(&self) -> Vec<&Path> {
+        vec![&self.source, &self.target]
+    }
+}
+
 /// Refuses `--delete` against a source with nothing in it while the target has content.
 fn check_source_not_empty(source: &Manifest, target: &Manifest, delete: bool, force: bool) -> Result<()> {
     if delete && !force && source.entries.len() <= 1 && target.entries.len() > 1 {
