@@ -205,12 +205,9 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
         }
     } else if let Some(output) = &args.output {
         let to_stdout = output.as_os_str() == "-";
-        if to_stdout {
-            write_manifest(&manifest, &mut out).context("writing the manifest to standard output")?;
-        } else {
-            write_manifest_file(&manifest, output)?;
-        }
-        let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(out) };
+        drop(out);
+        write_output(output, |out| Ok(write_manifest(&manifest, out)?))?;
+        let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
         render::scan_summary(&mut summary, &manifest, &args.dir)?;
     } else {
         render::scan_summary(&mut out, &manifest, &args.dir)?;
@@ -218,20 +215,45 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
     Ok(report_problems(&manifest))
 }
 
-/// Writes next to `path` and renames into place, so a killed scan never leaves a half manifest
-/// under the final name.
-fn write_manifest_file(manifest: &Manifest, path: &Path) -> Result<()> {
+/// Writes an output file (`-` is standard output) as `>` would, except that a regular file (or
+/// a new one) is written beside its final name, fsynced and renamed into place: a killed run
+/// never leaves half a file under that name, and a failed one leaves no temp behind. A path
+/// that exists and is not a regular file (a symlink, `/dev/stdout`, a FIFO, `>(...)`) is
+/// written through as it is: renaming over it would replace the link or node itself.
+pub(crate) fn write_output<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+    let finish = |mut out: std::io::BufWriter<Box<dyn Write>>, value: T| -> Result<T> {
+        out.flush()?;
+        Ok(value)
+    };
+    if path.as_os_str() == "-" {
+        let mut out = std::io::BufWriter::new(Box::new(std::io::stdout().lock()) as Box<dyn Write>);
+        let value = write(&mut out).context("writing to standard output")?;
+        return finish(out, value).context("writing to standard output");
+    }
+    let cannot_write = || format!("{}: cannot write", path.display());
+    if std::fs::symlink_metadata(path).is_ok_and(|meta| !meta.file_type().is_file()) {
+        let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path);
+        let file = file.with_context(|| format!("{}: cannot open for writing", path.display()))?;
+        let mut out = std::io::BufWriter::new(Box::new(file) as Box<dyn Write>);
+        let value = write(&mut out).with_context(cannot_write)?;
+        return finish(out, value).with_context(cannot_write);
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    let written = write_manifest(manifest, &file).and_then(|_| file.sync_all());
-    if let Err(e) = written {
+    let mut out = std::io::BufWriter::new(file);
+    let written = write(&mut out).with_context(cannot_write).and_then(|value| {
+        let file = out.into_inner().map_err(|e| e.into_error()).with_context(cannot_write)?;
+        file.sync_all().with_context(cannot_write)?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("{}: cannot rename {} into place", path.display(), tmp.display()))?;
+        Ok(value)
+    });
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("{}: cannot write the manifest", path.display()));
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("{}: cannot rename {} into place", path.display(), tmp.display()))
+    written
 }
 
 /// Prints every entry that could not be hashed; EXIT_TROUBLE when there was one.

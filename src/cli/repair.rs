@@ -157,12 +157,11 @@ pub fn run_plan(args: PlanArgs) -> Result<u8> {
     check_max_delete(&plan, &args.limits)?;
     let stdout = std::io::stdout();
     match (&args.output, args.dry_run) {
-        (Some(path), false) if path.as_os_str() == "-" => write_plan(&plan, stdout.lock())?,
         (Some(path), false) => {
-            let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-            write_plan(&plan, std::io::BufWriter::new(file))
-                .with_context(|| format!("{}: cannot write", path.display()))?;
-            plan_summary(&mut std::io::stderr(), &plan)?;
+            super::write_output(path, |out| Ok(write_plan(&plan, out)?))?;
+            if path.as_os_str() != "-" {
+                plan_summary(&mut std::io::stderr(), &plan)?;
+            }
         }
         _ => show_plan(&mut stdout.lock(), &plan)?,
     }
@@ -241,14 +240,8 @@ pub fn run_bundle(args: BundleArgs) -> Result<u8> {
     let plan = load_plan(&args.plan)?;
     let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
     let mut source: Box<dyn SourceData> = Box::new(DirSource::open(&root).map_err(anyhow::Error::msg)?);
-    let bytes = if args.output.as_os_str() == "-" {
-        write_bundle(&plan, source.as_mut(), std::io::BufWriter::new(std::io::stdout().lock()))
-    } else {
-        let file =
-            std::fs::File::create(&args.output).with_context(|| format!("{}: cannot create", args.output.display()))?;
-        write_bundle(&plan, source.as_mut(), std::io::BufWriter::new(file))
-    }
-    .map_err(anyhow::Error::msg)?;
+    let bytes =
+        super::write_output(&args.output, |out| write_bundle(&plan, source.as_mut(), out).map_err(anyhow::Error::msg))?;
     eprintln!("bundle: {} of source data for {} operations", size(bytes), plan.operations.len());
     Ok(EXIT_SAME)
 }

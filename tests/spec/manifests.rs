@@ -1,6 +1,7 @@
 //! Manifests: a tree scanned on one host and compared on another must compare exactly like the
 //! tree itself, and a damaged manifest must be refused, never half-believed.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use crate::support::{Run, Tree, cutover, diff_json, noise};
@@ -76,6 +77,43 @@ fn a_manifest_written_to_stdout_pipes_into_diff_on_stdin() {
     changed.file("small.txt", "HELLO\n");
     let report = cutover(["diff", "--format", "json", "-"]).arg(changed.path()).stdin(scan.stdout).run();
     assert_eq!(report.expect_code(1).report().kinds(), [("small.txt".into(), "content".into())]);
+}
+
+#[test]
+fn output_through_a_symlink_or_into_a_fifo_writes_through_and_leaves_the_node_alone() {
+    let tree = zoo();
+    let work = Tree::new();
+    work.dir("real").symlink("link", "real/m").fifo("pipe");
+    cutover(["scan"]).arg(tree.path()).arg("-o").arg(work.at("link")).run().expect_code(0);
+    assert!(std::fs::symlink_metadata(work.at("link")).unwrap().file_type().is_symlink(), "the link stays a link");
+    diff_json(&work.at("real/m"), tree.path(), &[]).expect_code(0);
+
+    // A FIFO, like `-o /dev/stdout` or `-o >(ssh host ...)`: renaming over it would replace the
+    // node (as root, /dev/stdout itself) and the reader would get nothing.
+    let source = tree.path().to_str().unwrap();
+    for (args, starts) in [(vec!["scan", source], "cutover-manifest/1\n"), (vec!["plan", source, source], "{")] {
+        let pipe = work.at("pipe");
+        let reader = std::thread::spawn(move || std::fs::read(pipe).unwrap());
+        cutover(&args).arg("-o").arg(work.at("pipe")).run().expect_code(0);
+        // Checked before joining: had the FIFO been replaced, the reader would wait forever.
+        assert!(std::fs::symlink_metadata(work.at("pipe")).unwrap().file_type().is_fifo(), "still a FIFO");
+        let bytes = reader.join().unwrap();
+        assert!(bytes.starts_with(starts.as_bytes()), "{args:?}: {}", String::from_utf8_lossy(&bytes));
+    }
+}
+
+#[test]
+fn an_output_that_cannot_be_written_fails_naming_it_and_leaves_no_temp_behind() {
+    let tree = zoo();
+    let work = Tree::new();
+    work.dir("taken");
+    let run = cutover(["scan"]).arg(tree.path()).arg("-o").arg(work.at("taken")).run().expect_code(2);
+    assert!(run.stderr.contains(&work.at("taken").display().to_string()), "{}", run.stderr);
+    let run = cutover(["plan"]).arg(tree.path()).arg(tree.path()).arg("-o").arg(work.at("taken")).run().expect_code(2);
+    assert!(run.stderr.contains("taken"), "{}", run.stderr);
+    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["taken"], "only the directory that was there");
+    assert!(std::fs::read_dir(work.at("taken")).unwrap().next().is_none());
 }
 
 #[test]
