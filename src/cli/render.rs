@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use cutover::diff::{Change, MetaChange, Report};
+use cutover::diff::{Change, MetaChange, Report, mtime_text};
 use cutover::manifest::{Kind, Manifest};
 
 use super::Format;
@@ -83,13 +83,13 @@ fn meta_text(changes: &[MetaChange]) -> String {
         .iter()
         .map(|c| match c {
             MetaChange::Mode { source, target } => format!("mode {source:04o}→{target:04o}"),
-            MetaChange::Mtime { source, target } => {
-                format!("mtime {}.{:09}→{}.{:09}", source.sec, source.nsec, target.sec, target.nsec)
-            }
+            MetaChange::Mtime { source, target } => format!("mtime {}→{}", mtime_text(*source), mtime_text(*target)),
             MetaChange::Owner { source, target } => {
                 format!("owner {}:{}→{}:{}", source.0, source.1, target.0, target.1)
             }
-            MetaChange::Xattr { names } => format!("xattr {}", names.join(" ")),
+            MetaChange::Xattr { names } => {
+                format!("xattr {}", names.iter().map(|name| shown(name.as_bytes())).collect::<Vec<_>>().join(" "))
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -137,11 +137,12 @@ fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             }
             Change::Type { source, target } => format!("{source} in source, {target} in target"),
             Change::Metadata { changes } => meta_text(changes),
-            Change::Trouble { side, problem } => format!("{} {problem}", side.name()),
+            Change::Trouble { side, problem } => format!("{} {}", side.name(), shown(problem.to_string().as_bytes())),
         };
         write!(out, "{:<10} {path}  ({detail})", d.change.kind())?;
         if let Some(hint) = &d.hint {
-            write!(out, "  hint: {hint}")?;
+            // The hint quotes the other name, which must not forge a line either.
+            write!(out, "  hint: {}", shown(hint.as_bytes()))?;
         }
         writeln!(out)?;
     }

@@ -8,7 +8,7 @@
 mod hints;
 mod report;
 
-pub use report::{Change, Difference, MetaChange, Report, SideInfo, Summary};
+pub use report::{Change, Difference, MetaChange, Report, SideInfo, Summary, mtime_text};
 
 use crate::digest::{ByteRange, ChunkSize, push_merged};
 use crate::manifest::{Entry, Kind, Manifest, MetaSet};

@@ -274,6 +274,26 @@ fn names_differing_only_by_case_carry_a_hint() {
 }
 
 #[test]
+fn every_lookalike_gets_a_hint_naming_all_of_its_lookalikes() {
+    let source = Tree::new();
+    source.file("sub/README", "r").file("X Caf\u{e9}", "c");
+    let target = Tree::new();
+    target.file("sub/readme", "r").file("sub/Readme", "r").file("x Cafe\u{301}", "c");
+    let report = diff_json(source.path(), target.path(), &[]).expect_code(1).report();
+    let hint = |path: &str| report.at(path)["hint"].as_str().unwrap_or_else(|| panic!("no hint on {path}")).to_string();
+    let both = hint("sub/README");
+    assert!(
+        both.contains("'sub/readme'") && both.contains("'sub/Readme'") && both.ends_with("only by letter case"),
+        "{both}"
+    );
+    for extra in ["sub/readme", "sub/Readme"] {
+        assert_eq!(hint(extra), "differs from missing 'sub/README' only by letter case");
+    }
+    assert!(hint("X Caf\u{e9}").ends_with("only by letter case and Unicode normalization"));
+    assert!(hint("x Cafe\u{301}").starts_with("differs from missing 'X Caf\u{e9}'"));
+}
+
+#[test]
 fn a_permission_change_is_a_metadata_difference_by_default_and_hidden_by_meta_none() {
     let source = Tree::new();
     source.file("script", "#!/bin/sh\n").mode("script", 0o755).dir("d").mode("d", 0o755);

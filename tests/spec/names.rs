@@ -81,6 +81,23 @@ fn a_name_with_a_newline_cannot_forge_a_line_of_human_output() {
 }
 
 #[test]
+fn a_lookalike_hint_or_an_xattr_name_cannot_forge_a_line_of_human_output_either() {
+    let source = Tree::new();
+    source.file("X\nidentical Caf\u{e9}", "1").file("f", "x");
+    let target = Tree::new();
+    target.file("x\nidentical Cafe\u{301}", "1").file("f", "x");
+    let forged = "user.x\nidentical";
+    let with_xattr = rustix::fs::lsetxattr(target.at("f"), forged, b"1", rustix::fs::XattrFlags::empty()).is_ok();
+    let run = cutover(["diff", "--meta", "mode,xattr"]).arg(source.path()).arg(target.path()).run().expect_code(1);
+    let text = run.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    let differences = if with_xattr { 3 } else { 2 };
+    assert_eq!(lines.len(), differences + 1, "{differences} differences and a summary:\n{text}");
+    assert!(lines.iter().all(|l| !l.starts_with("identical")), "{text}");
+    assert!(lines[0].contains("hint: differs from extra 'x\\nidentical"), "{text}");
+}
+
+#[test]
 fn a_24_level_deep_path_is_named_in_full() {
     let deep: String = (0..24).map(|i| format!("level{i:02}")).collect::<Vec<_>>().join("/");
     let file = format!("{deep}/leaf.txt");

@@ -136,6 +136,25 @@ fn invalid_arguments_are_refused_with_exit_2() {
 }
 
 #[test]
+fn human_output_shows_mtimes_as_the_json_does_even_before_1970() {
+    let source = Tree::new();
+    source.file("old", "x");
+    let target = source.copy();
+    // 1960-01-01T00:00:00.5Z and .7Z: seconds -315619200 plus a positive fraction.
+    for (tree, nsec) in [(&source, 500_000_000), (&target, 700_000_000)] {
+        let time = rustix::fs::Timespec { tv_sec: -315_619_200, tv_nsec: nsec };
+        let times = rustix::fs::Timestamps { last_access: time, last_modification: time };
+        rustix::fs::utimensat(rustix::fs::CWD, tree.at("old"), &times, rustix::fs::AtFlags::empty()).unwrap();
+    }
+    let args = ["--meta", "mtime"];
+    let report = cutover(["diff", "--format", "json"]).args(args).arg(source.path()).arg(target.path()).run();
+    let mtime = &report.expect_code(1).json()["differences"][0]["metadata"]["mtime"];
+    assert_eq!(mtime["source"], "1960-01-01T00:00:00.500000000Z");
+    let text = cutover(["diff"]).args(args).arg(source.path()).arg(target.path()).run().expect_code(1).stdout_text();
+    assert!(text.contains("mtime 1960-01-01T00:00:00.500000000Z→1960-01-01T00:00:00.700000000Z"), "{text}");
+}
+
+#[test]
 fn the_number_of_jobs_changes_nothing_but_the_speed() {
     let (source, target) = several_differences();
     source.file("big/many-chunks", noise(9, 9 * 4096 + 5)).file("big/2", noise(10, 3 * 4096));
