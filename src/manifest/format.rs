@@ -49,7 +49,14 @@ struct HeaderJson {
     started: String,
     finished: String,
     entries: u64,
-    root_hash: Option<String>,
+    /// Outer `None`: the field is left out (allowed); `Some(None)`: `null`, the root has no digest.
+    #[serde(default, deserialize_with = "present")]
+    root_hash: Option<Option<String>>,
+}
+
+/// Deserializes a field that is there, `null` or not, as `Some`; a missing one stays `None`.
+fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<Option<String>>, D::Error> {
+    serde::Deserialize::deserialize(field).map(Some)
 }
 
 /// Writes `manifest` to `out`, returning the number of bytes written.
@@ -65,7 +72,7 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
         started: manifest.header.started.clone(),
         finished: manifest.header.finished.clone(),
         entries: manifest.entries.len() as u64,
-        root_hash: manifest.root_digest().map(Digest::to_hex),
+        root_hash: Some(manifest.root_digest().map(Digest::to_hex)),
     };
     serde_json::to_writer(&mut out, &header)?;
     out.write_all(b"\n")?;
@@ -210,19 +217,28 @@ impl<R: Read> Reader<R> {
         ManifestError::Io { file: self.name(), cause: source }
     }
 
-    /// Reads exactly `buf.len()` bytes into the checksum, or reports truncation.
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), ManifestError> {
-        match self.input.read_exact(buf) {
-            Ok(()) => {
-                self.hasher.update(buf);
-                self.offset += buf.len() as u64;
-                Ok(())
+    /// Reads exactly `buf.len()` bytes, or reports truncation at the byte where the input ended.
+    fn read_raw(&mut self, buf: &mut [u8]) -> Result<(), ManifestError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.input.read(&mut buf[done..]) {
+                Ok(0) => {
+                    return Err(ManifestError::Truncated { file: self.name(), offset: self.offset + done as u64 });
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(e)),
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                Err(ManifestError::Truncated { file: self.name(), offset: self.offset })
-            }
-            Err(e) => Err(self.io(e)),
         }
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+
+    /// [`Reader::read_raw`], adding the bytes to the checksum.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), ManifestError> {
+        self.read_raw(buf)?;
+        self.hasher.update(buf);
+        Ok(())
     }
 
     fn byte(&mut self) -> Result<u8, ManifestError> {
@@ -275,6 +291,13 @@ impl<R: Read> Reader<R> {
         if n == 0 || !line.starts_with(b"cutover-manifest/") {
             return Err(ManifestError::NotAManifest { file: self.name() });
         }
+        if line.last() != Some(&b'\n') && MAGIC.starts_with(&line) {
+            return Err(ManifestError::Truncated { file: self.name(), offset: line.len() as u64 });
+        }
+        if line.strip_prefix(&MAGIC[..MAGIC.len() - 1]) == Some(b"\r") {
+            self.offset = MAGIC.len() as u64 - 1;
+            return Err(self.corrupt("the magic line ends in \\r\\n: DOS line endings were put into this binary file"));
+        }
         if line != MAGIC {
             let found = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line)).into_owned();
             return Err(ManifestError::WrongVersion { file: self.name(), found });
@@ -315,10 +338,7 @@ impl<R: Read> Reader<R> {
         let count = u64::from_le_bytes(count);
         let computed = *self.hasher.finalize().as_bytes();
         let mut stored = [0u8; 32];
-        self.input.read_exact(&mut stored).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => ManifestError::Truncated { file: self.name(), offset: self.offset },
-            _ => self.io(e),
-        })?;
+        self.read_raw(&mut stored)?;
         if computed != stored {
             return Err(ManifestError::Checksum { file: self.name() });
         }
@@ -336,14 +356,14 @@ impl<R: Read> Reader<R> {
             return Err(self.corrupt("no entries (not even the root directory)"));
         }
         let inconsistent = |path: String, what: String| ManifestError::Inconsistent { file: self.name(), path, what };
-        if header.2 != entries[0].digest.map(Digest::to_hex) {
+        if header.2.as_ref().is_some_and(|hash| *hash != entries[0].digest.map(Digest::to_hex)) {
             return Err(inconsistent(String::new(), "the header's root_hash is not the root directory's hash".into()));
         }
         super::check_tree(&entries).map_err(|(path, what)| inconsistent(path.display(), what))?;
         Ok(Manifest { header: header.0, entries })
     }
 
-    fn read_header(&mut self) -> Result<(Header, u64, Option<String>), ManifestError> {
+    fn read_header(&mut self) -> Result<(Header, u64, Option<Option<String>>), ManifestError> {
         let mut line = Vec::new();
         (&mut self.input).take(MAX_HEADER as u64).read_until(b'\n', &mut line).map_err(|e| self.io(e))?;
         if line.last() != Some(&b'\n') {

@@ -236,7 +236,15 @@ fn truncated_empty_garbage_and_future_manifests_are_refused_with_the_file_named(
     refused(&damaged(&work, "text", b"this is not a manifest\n"), tree.path());
     let mut appended = bytes.clone();
     appended.push(b'\n');
-    refused(&damaged(&work, "appended", &appended), tree.path());
+    let run = refused(&damaged(&work, "appended", &appended), tree.path());
+    assert!(run.stderr.contains(&format!("at byte {}: bytes after the end record", bytes.len())), "{}", run.stderr);
+    let run = refused(&damaged(&work, "magic-only", &bytes[..18]), tree.path());
+    assert!(run.stderr.contains("truncated manifest: it ends at byte 18"), "{}", run.stderr);
+    let mut dos = bytes[..18].to_vec();
+    dos.extend_from_slice(b"\r");
+    dos.extend_from_slice(&bytes[18..]);
+    let run = refused(&damaged(&work, "dos", &dos), tree.path());
+    assert!(run.stderr.contains("DOS line endings"), "{}", run.stderr);
 
     let mut future = b"cutover-manifest/9\n".to_vec();
     future.extend_from_slice(&bytes[19..]);
@@ -245,6 +253,37 @@ fn truncated_empty_garbage_and_future_manifests_are_refused_with_the_file_named(
 
     let run = cutover(["diff", "-"]).arg(tree.path()).stdin(bytes[..100].to_vec()).run().expect_code(2);
     assert!(run.stderr.contains("<stdin>"), "{}", run.stderr);
+}
+
+/// `bytes` (a manifest) with its header line passed through `edit`, and its checksum recomputed
+/// as docs/manifest.md describes: BLAKE3 of every byte before it.
+fn with_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Vec<u8> {
+    let header_end = 19 + bytes[19..].iter().position(|&b| b == b'\n').unwrap();
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[19..header_end]).unwrap();
+    edit(header.as_object_mut().unwrap());
+    let mut out = bytes[..19].to_vec();
+    out.extend_from_slice(serde_json::to_string(&header).unwrap().as_bytes());
+    out.extend_from_slice(&bytes[header_end..bytes.len() - 32]);
+    let checksum = blake3::hash(&out);
+    out.extend_from_slice(checksum.as_bytes());
+    out
+}
+
+#[test]
+fn the_header_root_hash_may_be_left_out_but_never_disagree() {
+    let tree = zoo();
+    let work = Tree::new();
+    scan_to(tree.path(), &work.at("m"), "4K");
+    let bytes = std::fs::read(work.at("m")).unwrap();
+    let rewritten = damaged(&work, "same", &with_header(&bytes, |_| {}));
+    diff_json(&rewritten, tree.path(), &[]).expect_code(0);
+    let without = damaged(&work, "without", &with_header(&bytes, |h| drop(h.remove("root_hash"))));
+    diff_json(&without, tree.path(), &[]).expect_code(0);
+    for (name, value) in [("null", serde_json::Value::Null), ("other", "0".repeat(64).into())] {
+        let edited = damaged(&work, name, &with_header(&bytes, |h| drop(h.insert("root_hash".into(), value))));
+        let run = refused(&edited, tree.path());
+        assert!(run.stderr.contains("root_hash is not the root directory's hash"), "{name}: {}", run.stderr);
+    }
 }
 
 #[test]
@@ -265,11 +304,18 @@ fn every_single_byte_flip_or_cut_of_a_manifest_is_refused() {
             accepted.push(format!("flip at {at}"));
         }
     }
+    let mut misplaced = Vec::new();
     for len in (0..bytes.len()).step_by(5).chain(bytes.len() - 45..bytes.len()) {
         std::fs::write(&damaged_path, &bytes[..len]).unwrap();
-        if cutover(["diff", "-q"]).arg(&damaged_path).arg(tree.path()).run().code() != 2 {
+        let run = cutover(["diff", "-q"]).arg(&damaged_path).arg(tree.path()).run();
+        if run.code() != 2 {
             accepted.push(format!("cut at {len}"));
+        }
+        // Past the magic line, a cut is named where it is: the file's length.
+        if len > 17 && !run.stderr.contains(&format!("truncated manifest: it ends at byte {len} ")) {
+            misplaced.push(format!("cut at {len}: {}", run.stderr.trim()));
         }
     }
     assert!(accepted.is_empty(), "damaged manifests accepted: {accepted:?}");
+    assert!(misplaced.is_empty(), "truncations reported at the wrong byte: {misplaced:#?}");
 }
