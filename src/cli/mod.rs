@@ -61,7 +61,8 @@ struct ScanArgs {
     /// Write the manifest here ('-' for standard output).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Print `HASH  path` lines that `b3sum --check` accepts when run inside DIR.
+    /// Print `HASH  path` lines that `b3sum --check` accepts when run inside DIR (b3sum cannot
+    /// name files whose names are not UTF-8: those are warned about, and the exit code is 2).
     #[arg(long, conflicts_with = "output")]
     b3sum: bool,
     /// Record extended attributes too (needed to compare them with `diff --meta xattr`).
@@ -202,6 +203,21 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
     if args.b3sum {
         for line in b3sum_lines(&manifest) {
             out.write_all(line.as_bytes())?;
+        }
+        out.flush()?;
+        let unnamed: Vec<_> = manifest
+            .entries
+            .iter()
+            .filter(|e| e.kind == cutover::manifest::Kind::File && std::str::from_utf8(e.path.as_bytes()).is_err())
+            .collect();
+        for entry in &unnamed {
+            eprintln!(
+                "cutover: {}: the name is not valid UTF-8; its b3sum line shows U+FFFD and b3sum --check cannot find the file",
+                render::shown(entry.path.as_bytes())
+            );
+        }
+        if !unnamed.is_empty() {
+            return Ok(report_problems(&manifest).max(EXIT_TROUBLE));
         }
     } else if let Some(output) = &args.output {
         let to_stdout = output.as_os_str() == "-";

@@ -10,6 +10,21 @@ fn decode(b64: &serde_json::Value) -> Vec<u8> {
 }
 
 #[test]
+fn non_utf8_symlink_targets_come_with_their_exact_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let source = Tree::new();
+    source.symlink("bad", std::ffi::OsStr::from_bytes(b"t\xff")).symlink("good", "plain");
+    let target = Tree::new();
+    target.symlink("bad", std::ffi::OsStr::from_bytes(b"u\xff")).symlink("good", "other");
+    let report = diff_json(source.path(), target.path(), &[]).expect_code(1).report();
+    let bad = &report.at("bad")["link"];
+    assert_eq!((decode(&bad["source_bytes"]), decode(&bad["target_bytes"])), (b"t\xff".to_vec(), b"u\xff".to_vec()));
+    assert_eq!(bad["source"], "t\u{fffd}");
+    let good = &report.at("good")["link"];
+    assert_eq!(*good, json!({"source": "plain", "target": "other"}), "no _bytes for UTF-8 targets");
+}
+
+#[test]
 fn non_utf8_names_round_trip_exactly_through_path_bytes() {
     let source = Tree::new();
     source.file(b"caf\xe9.txt", "latin-1 name").file(b"dir-\xff\xfe/inner", "in a non-UTF-8 dir");
