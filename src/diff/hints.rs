@@ -10,6 +10,10 @@ use super::report::{Change, Difference};
 use crate::path::RelPath;
 
 pub(super) fn flag_lookalike_names(differences: &mut [Difference]) {
+    let any = |of: fn(&Change) -> bool| differences.iter().any(|d| of(&d.change));
+    if !any(|c| matches!(c, Change::Missing { .. })) || !any(|c| matches!(c, Change::Extra { .. })) {
+        return;
+    }
     // (parent, NFC lower-case name) -> the missing and the extra entries folding to it
     let mut groups: HashMap<(RelPath, String), (Vec<usize>, Vec<usize>)> = HashMap::new();
     for (index, d) in differences.iter().enumerate() {
