@@ -220,7 +220,9 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
             return Ok(report_problems(&manifest).max(EXIT_TROUBLE));
         }
     } else if let Some(output) = &args.output {
-        let to_stdout = output.as_os_str() == "-";
+        // `-o /dev/stdout` and the like are standard output too: the summary must not follow the
+        // manifest into it.
+        let to_stdout = output.as_os_str() == "-" || is_stdout(output);
         drop(out);
         write_output(output, |out| Ok(write_manifest(&manifest, out)?))?;
         let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
@@ -270,6 +272,12 @@ pub(crate) fn write_output<T>(path: &Path, write: impl FnOnce(&mut dyn Write) ->
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Whether `path` names the file that is this process's standard output.
+fn is_stdout(path: &Path) -> bool {
+    let (Ok(named), Ok(stdout)) = (rustix::fs::stat(path), rustix::fs::fstat(std::io::stdout())) else { return false };
+    (named.st_dev, named.st_ino) == (stdout.st_dev, stdout.st_ino)
 }
 
 /// Prints every entry that could not be hashed; EXIT_TROUBLE when there was one.

@@ -103,6 +103,16 @@ fn output_through_a_symlink_or_into_a_fifo_writes_through_and_leaves_the_node_al
 }
 
 #[test]
+fn a_manifest_written_to_the_standard_output_by_name_is_followed_by_no_summary() {
+    // `/proc/self/fd/1` rather than `/dev/stdout`: were the output renamed over, this fails
+    // instead of replacing the machine's /dev/stdout.
+    let tree = zoo();
+    let run = cutover(["scan"]).arg(tree.path()).args(["-o", "/proc/self/fd/1"]).run().expect_code(0);
+    assert!(run.stderr.contains("entries"), "the summary goes to stderr: {}", run.stderr);
+    cutover(["diff", "-", tree.path().to_str().unwrap()]).stdin(run.stdout).run().expect_code(0);
+}
+
+#[test]
 fn an_output_that_cannot_be_written_fails_naming_it_and_leaves_no_temp_behind() {
     let tree = zoo();
     let work = Tree::new();

@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""Independent reader for cutover-manifest/1, written from docs/manifest.md only.
+
+Usage: python3 manifest_reader.py FILE
+
+Prints one line per entry:
+    KIND<TAB>SIZE<TAB>MODE_OCTAL<TAB>DIGEST_HEX_OR_-<TAB>PATH
+then `root <hex>` (or `root -` when the root has no digest). Exit 0 if the
+manifest verifies, exit 2 with a message on stderr naming the problem if not.
+
+PATH is printed with bytes that are not valid UTF-8, control characters and
+backslash escaped as \\xNN (so tab/newline in a name cannot break the columns).
+The root directory's path is printed as the empty string.
+
+Needs the `blake3` PyPI package for the checksum / symlink / directory hashes.
+BLAKE3 parent-node merging (not exposed by that package) is implemented here in
+pure Python from the BLAKE3 specification.
+"""
+
+import json
+import struct
+import sys
+
+try:
+    import blake3 as _b3
+except ImportError:  # pragma: no cover
+    sys.stderr.write("manifest_reader: the 'blake3' Python package is required (pip install blake3)\n")
+    sys.exit(3)
+
+MAGIC = b"cutover-manifest/1\n"
+MAGIC_PREFIX = b"cutover-manifest/"
+HEADER_MAX = 1 << 20
+DIR_CONTEXT = "cutover 2026-11-24 directory node v1"
+MAX_LEN = 65536
+KIND_NAMES = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"]
+F_DIGEST, F_UNREADABLE, F_UNSTABLE, F_XATTRS = 0x01, 0x02, 0x04, 0x08
+ZERO32 = bytes(32)
+METADATA_NAMES = {"mode", "mtime", "owner", "xattr"}
+
+
+class ManifestError(Exception):
+    pass
+
+
+def _no_dup_keys(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError("duplicate field `%s`" % k)
+        d[k] = v
+    return d
+
+
+# ---------------------------------------------------------------- BLAKE3 parent nodes
+_IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A,
+       0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
+_PERM = (2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
+_M32 = 0xFFFFFFFF
+CHUNK_START, CHUNK_END, PARENT, ROOT = 1, 2, 4, 8
+
+
+def _g(s, a, b, c, d, x, y):
+    s[a] = (s[a] + s[b] + x) & _M32
+    v = s[d] ^ s[a]; s[d] = ((v >> 16) | (v << 16)) & _M32
+    s[c] = (s[c] + s[d]) & _M32
+    v = s[b] ^ s[c]; s[b] = ((v >> 12) | (v << 20)) & _M32
+    s[a] = (s[a] + s[b] + y) & _M32
+    v = s[d] ^ s[a]; s[d] = ((v >> 8) | (v << 24)) & _M32
+    s[c] = (s[c] + s[d]) & _M32
+    v = s[b] ^ s[c]; s[b] = ((v >> 7) | (v << 25)) & _M32
+
+
+def compress(cv, block, counter, block_len, flags):
+    """BLAKE3 compression; cv = 8 words, block = 64 bytes. Returns 16 words."""
+    m = list(struct.unpack("<16I", block))
+    s = list(cv) + list(_IV[:4]) + [counter & _M32, (counter >> 32) & _M32, block_len, flags]
+    for r in range(7):
+        _g(s, 0, 4, 8, 12, m[0], m[1]); _g(s, 1, 5, 9, 13, m[2], m[3])
+        _g(s, 2, 6, 10, 14, m[4], m[5]); _g(s, 3, 7, 11, 15, m[6], m[7])
+        _g(s, 0, 5, 10, 15, m[8], m[9]); _g(s, 1, 6, 11, 12, m[10], m[11])
+        _g(s, 2, 7, 8, 13, m[12], m[13]); _g(s, 3, 4, 9, 14, m[14], m[15])
+        if r < 6:
+            m = [m[i] for i in _PERM]
+    for i in range(8):
+        s[i] ^= s[i + 8]
+        s[i + 8] ^= cv[i]
+    return s
+
+
+def merge(left, right, root):
+    """Parent node of two 32-byte CVs, hash mode (key = IV)."""
+    out = compress(_IV, left + right, 0, 64, PARENT | (ROOT if root else 0))
+    return struct.pack("<8I", *out[:8])
+
+
+def merge_cvs(cvs, root):
+    """BLAKE3 tree rule: left takes largest power of two strictly less than n."""
+    n = len(cvs)
+    if n == 1:
+        return cvs[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return merge(merge_cvs(cvs[:k], False), merge_cvs(cvs[k:], False), root)
+
+
+# ---------------------------------------------------------------- reading helpers
+class Reader:
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def corrupt(self, msg, at=None):
+        return ManifestError("corrupt manifest at byte %d: %s" % (self.pos if at is None else at, msg))
+
+    def need(self, n):
+        if self.pos + n > len(self.data):
+            raise ManifestError("truncated manifest: it ends at byte %d without its end record" % len(self.data))
+
+    def u8(self):
+        self.need(1)
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def take(self, n):
+        self.need(n)
+        b = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def varint(self):
+        value = 0
+        for i in range(11):
+            if i == 10:
+                raise self.corrupt("varint longer than 10 bytes")
+            b = self.u8()
+            if i == 9 and b > 1:
+                raise self.corrupt("varint overflows 64 bits")
+            value |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                if b == 0 and i > 0:
+                    raise self.corrupt("varint with a redundant trailing zero byte")
+                return value
+        raise AssertionError
+
+
+def show_path(p):
+    out = []
+    i = 0
+    s = p.decode("utf-8", "surrogateescape")
+    for ch in s:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # undecodable byte
+            out.append("\\x%02x" % (o - 0xDC00))
+        elif o < 0x20 or o == 0x7F or ch == "\\":
+            out.append("\\x%02x" % o)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def qpath(p):
+    return '"%s"' % show_path(p)
+
+
+def order_key(p):
+    # component-wise order == compare component lists bytewise
+    return p.split(b"/") if p else []
+
+
+def check_path_safe(r, path, at):
+    if path == b"":
+        return
+    reason = None
+    if path.startswith(b"/"):
+        reason = "absolute path"
+    elif b"\0" in path:
+        reason = "NUL byte in path"
+    else:
+        comps = path.split(b"/")
+        if any(c == b"" for c in comps):
+            reason = "empty path component"
+        elif any(c in (b".", b"..") for c in comps):
+            reason = "'.' or '..' component"
+    if reason:
+        raise r.corrupt("unsafe path %s: %s" % (qpath(path), reason), at)
+
+
+class Entry:
+    __slots__ = ("path", "kind", "flags", "size", "mode", "mtime_sec", "mtime_nsec",
+                 "uid", "gid", "digest", "cvs", "target", "xattrs", "msg")
+
+
+# ---------------------------------------------------------------- the reader
+def read_manifest(data):
+    r = Reader(data)
+    # magic line
+    if not data.startswith(MAGIC_PREFIX):
+        raise ManifestError("not a cutover manifest (no 'cutover-manifest/1' line at the start)")
+    if not data.startswith(MAGIC):
+        nl = data.find(b"\n")
+        if nl < 0 and MAGIC.startswith(data):
+            raise ManifestError("truncated manifest: it ends at byte %d without its end record" % len(data))
+        ver = data[:nl if nl >= 0 else 64].decode("utf-8", "replace")
+        raise ManifestError("manifest format '%s' is not supported by this reader (it reads cutover-manifest/1)" % ver)
+    r.pos = len(MAGIC)
+
+    # header line
+    nl = data.find(b"\n", r.pos, r.pos + HEADER_MAX)
+    if nl < 0:
+        if len(data) - r.pos < HEADER_MAX:
+            raise ManifestError("truncated manifest: it ends at byte %d without its end record" % len(data))
+        raise r.corrupt("header line longer than 1 MiB", r.pos + HEADER_MAX)
+    raw = data[r.pos:nl]
+    r.pos = nl + 1
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_dup_keys)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise r.corrupt("bad header: %s" % e)
+    if not isinstance(header, dict):
+        raise r.corrupt("bad header: not a JSON object")
+
+    def field(name, types, required=True):
+        if name not in header:
+            if required:
+                raise r.corrupt("bad header: missing field `%s`" % name)
+            return None
+        v = header[name]
+        if isinstance(v, bool) or not isinstance(v, types):
+            raise r.corrupt("bad header: field `%s` has the wrong type" % name)
+        return v
+
+    field("tool", str)
+    chunk_size = field("chunk_size", int)
+    metadata = field("metadata", list)
+    field("root", str)
+    field("started", str)
+    field("finished", str)
+    hdr_entries = field("entries", int)
+    if hdr_entries < 0:
+        raise r.corrupt("bad header: negative entries")
+    has_root_hash = "root_hash" in header
+    root_hash = field("root_hash", (str, type(None)), required=False)
+    for m in metadata:
+        if not isinstance(m, str) or m not in METADATA_NAMES:
+            raise r.corrupt("bad header: unknown metadata field %r" % (m,))
+    if chunk_size < 1024 or chunk_size > (1 << 30) or chunk_size & (chunk_size - 1):
+        raise r.corrupt("chunk size %d must be a power of two between 1024 and 1073741824" % chunk_size)
+    C = chunk_size
+
+    # records
+    entries = []
+    prev = b""
+    while True:
+        rec_start = r.pos
+        tag = r.u8()
+        if tag == 0:
+            break
+        if tag != 1:
+            raise r.corrupt("unknown record tag %d" % tag, rec_start)
+        e = Entry()
+        shared = r.varint()
+        if shared > len(prev):
+            raise r.corrupt("path shares more bytes than the previous path has")
+        slen = r.varint()
+        if slen > MAX_LEN:
+            raise r.corrupt("path of %d bytes is implausibly long" % slen)
+        path = prev[:shared] + r.take(slen)
+        check_path_safe(r, path, r.pos)
+        e.path = path
+        e.kind = r.u8()
+        if e.kind > 6:
+            raise r.corrupt("unknown entry kind %d" % e.kind)
+        e.flags = r.u8()
+        e.size = r.varint()
+        e.mode = r.varint()
+        if e.mode >> 32:
+            raise r.corrupt("mode %d does not fit in 32 bits" % e.mode)
+        z = r.varint()
+        e.mtime_sec = (z >> 1) ^ -(z & 1)
+        e.mtime_nsec = r.varint()
+        if e.mtime_nsec >> 32:
+            raise r.corrupt("mtime nanoseconds %d does not fit in 32 bits" % e.mtime_nsec)
+        # The doc's layout says 0 ..= 999 999 999, but its check table (and
+        # cutover) only require 32 bits, so larger values are accepted here too.
+        e.uid = r.varint()
+        if e.uid >> 32:
+            raise r.corrupt("uid %d does not fit in 32 bits" % e.uid)
+        e.gid = r.varint()
+        if e.gid >> 32:
+            raise r.corrupt("gid %d does not fit in 32 bits" % e.gid)
+        e.digest = r.take(32) if e.flags & F_DIGEST else None
+        e.cvs = []
+        e.target = None
+        if e.kind == 0:
+            n = r.varint()
+            ok = (n == 0) if (e.digest is None or e.size < C) else (
+                n == -(-e.size // C) or (e.size == C and n == 0))
+            if not ok:
+                raise r.corrupt("%d chunk hashes for a file of %d bytes" % (n, e.size))
+            e.cvs = [r.take(32) for _ in range(n)]
+        elif e.kind == 2:
+            tl = r.varint()
+            if tl > MAX_LEN:
+                raise r.corrupt("symlink target of %d bytes is implausibly long" % tl)
+            e.target = r.take(tl)
+        e.xattrs = []
+        if e.flags & F_XATTRS:
+            cnt = r.varint()
+            if cnt < 1 or cnt > 65536:
+                raise r.corrupt("implausible extended attribute count %d" % cnt)
+            last = None
+            for _ in range(cnt):
+                nl_ = r.varint()
+                if nl_ > 255:
+                    raise r.corrupt("extended attribute name of %d bytes is implausibly long" % nl_)
+                name = r.take(nl_)
+                vl = r.varint()
+                if vl > 65536:
+                    raise r.corrupt("extended attribute value of %d bytes is implausibly long" % vl)
+                val = r.take(vl)
+                if last is not None and not last < name:
+                    raise r.corrupt("extended attributes not sorted by name")
+                last = name
+                e.xattrs.append((name, val))
+        e.msg = None
+        if e.flags & (F_UNREADABLE | F_UNSTABLE):
+            ml = r.varint()
+            if ml > MAX_LEN:
+                raise r.corrupt("problem message of %d bytes is implausibly long" % ml)
+            e.msg = r.take(ml)
+        if not entries:
+            if path != b"" or e.kind != 1:
+                raise r.corrupt("the first entry must be the root directory")
+        elif not order_key(prev) < order_key(path):
+            raise r.corrupt("entry %s is out of order" % qpath(path), rec_start)
+        entries.append(e)
+        prev = path
+
+    # end record
+    count = struct.unpack("<Q", r.take(8))[0]
+    summed_to = r.pos
+    checksum = r.take(32)
+    if _b3.blake3(data[:summed_to]).digest() != checksum:
+        raise ManifestError("manifest checksum mismatch: the file was altered or damaged after it was written")
+    if not (count == len(entries) == hdr_entries):
+        raise r.corrupt("holds %d entries; its end record says %d, its header %d"
+                        % (len(entries), count, hdr_entries))
+    if r.pos != len(data):
+        raise r.corrupt("bytes after the end record")
+
+    # consistency checks (after the checksum)
+    def inconsistent(e, msg):
+        return ManifestError("inconsistent manifest at entry %s: %s" % (qpath(e.path), msg))
+
+    root = entries[0] if entries else None
+    if root is None:
+        raise ManifestError("corrupt manifest: no entries (the first entry must be the root directory)")
+    # root_hash: a present key (string or null) must equal the root's digest
+    # as lowercase hex (null = no digest); a missing key is not checked.
+    if has_root_hash and root_hash != (root.digest.hex() if root.digest is not None else None):
+        raise inconsistent(root, "the header's root_hash is not the root directory's hash")
+    dirs = {}
+    children = {}
+    for e in entries:
+        if e.path != b"":
+            parent = e.path.rpartition(b"/")[0]
+            if parent not in dirs:
+                raise inconsistent(e, "its parent directory is not listed before it")
+            children[parent].append(e)
+        if e.kind == 1:
+            dirs[e.path] = e
+            children[e.path] = []
+    for e in entries:
+        problem = bool(e.flags & (F_UNREADABLE | F_UNSTABLE))
+        if e.kind != 1 and (e.digest is not None) == problem:
+            # NB: the doc mentions files flagged unreadable that keep their
+            # digest (xattr read failure), but its check table and cutover's
+            # reader reject digest+problem, so this reader does too.
+            raise inconsistent(e, "must have either a digest or a problem")
+    for e in entries:
+        if e.kind == 0 and e.digest is not None and len(e.cvs) >= 2:
+            if merge_cvs(e.cvs, True) != e.digest:
+                raise inconsistent(e, "chunk hashes do not merge to the file hash")
+        if e.kind == 2 and e.digest is not None and _b3.blake3(e.target).digest() != e.digest:
+            # not in cutover's check table, but fully determined by the doc
+            raise inconsistent(e, "symlink digest is not BLAKE3 of its target")
+        if e.kind >= 3 and e.digest is not None and e.digest != ZERO32:
+            raise inconsistent(e, "special file digest is not 32 zero bytes")
+    # directory hashes, deepest first is unnecessary: each check uses stored child digests
+    computed_root = None
+    for e in entries:
+        if e.kind != 1:
+            continue
+        kids = children[e.path]
+        if any(k.digest is None for k in kids):
+            expect = None
+        else:
+            h = _b3.blake3(derive_key_context=DIR_CONTEXT)
+            for k in kids:
+                name = k.path.rpartition(b"/")[2]
+                h.update(struct.pack("<Q", len(name)) + name + bytes([k.kind]) + k.digest
+                         + struct.pack("<I", k.mode))  # stored mode as is (u32)
+            expect = h.digest()
+        if e.path == b"":
+            computed_root = expect
+        if e.flags & (F_UNREADABLE | F_UNSTABLE):
+            continue
+        if e.digest != expect:
+            raise inconsistent(e, "directory hash does not match its entries")
+    return header, entries, computed_root
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: manifest_reader.py FILE\n")
+        return 2
+    fn = argv[1]
+    try:
+        with open(fn, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        sys.stderr.write("manifest_reader: error: %s: %s\n" % (fn, e))
+        return 2
+    try:
+        header, entries, computed_root = read_manifest(data)
+    except ManifestError as e:
+        sys.stderr.write("manifest_reader: error: %s: %s\n" % (fn, e))
+        return 2
+    out = []
+    for e in entries:
+        out.append("%s\t%d\t%04o\t%s\t%s" % (KIND_NAMES[e.kind], e.size, e.mode,
+                                            e.digest.hex() if e.digest is not None else "-",
+                                            show_path(e.path)))
+    out.append("root %s" % (computed_root.hex() if computed_root is not None else "-"))
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
