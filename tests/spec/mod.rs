@@ -4,6 +4,7 @@ mod b3sum;
 mod differences;
 mod manifests;
 mod names;
+mod oracle;
 mod output;
 mod properties;
 mod ranges;
