@@ -313,7 +313,7 @@ impl<R: Read> Reader<R> {
             let record_start = self.offset;
             match self.byte()? {
                 TAG_ENTRY => {
-                    let entry = self.read_entry(&previous, header.0.chunk_size)?;
+                    let entry = self.read_entry(&previous, &header.0)?;
                     if let Some(last) = entries.last() {
                         let last: &Entry = last;
                         if entry.path <= last.path {
@@ -377,9 +377,17 @@ impl<R: Read> Reader<R> {
         self.hasher.update(&line);
         self.offset += line.len() as u64;
         let chunk_size = ChunkSize::new(json.chunk_size).map_err(|e| self.corrupt(e))?;
-        let metadata = MetaSet::parse(&json.metadata.join(",")).or_else(|e| {
-            if json.metadata.is_empty() { Ok(MetaSet::NONE) } else { Err(self.corrupt(format!("bad header: {e}"))) }
-        })?;
+        let mut metadata = MetaSet::NONE;
+        for name in &json.metadata {
+            let field = match name.as_str() {
+                "mode" => &mut metadata.mode,
+                "mtime" => &mut metadata.mtime,
+                "owner" => &mut metadata.owner,
+                "xattr" => &mut metadata.xattr,
+                _ => return Err(self.corrupt(format!("bad header: unknown metadata field {name:?}"))),
+            };
+            *field = true;
+        }
         let header = Header {
             tool: json.tool,
             chunk_size,
@@ -391,7 +399,8 @@ impl<R: Read> Reader<R> {
         Ok((header, json.entries, json.root_hash))
     }
 
-    fn read_entry(&mut self, previous: &[u8], chunk_size: ChunkSize) -> Result<Entry, ManifestError> {
+    fn read_entry(&mut self, previous: &[u8], header: &Header) -> Result<Entry, ManifestError> {
+        let chunk_size = header.chunk_size;
         let shared = self.varint()?;
         if shared > previous.len() as u64 {
             return Err(self.corrupt("path shares more bytes than the previous path has"));
@@ -407,10 +416,23 @@ impl<R: Read> Reader<R> {
         let flags = self.byte()?;
         let mut entry = Entry::new(path, kind);
         entry.size = self.varint()?;
+        if kind != Kind::File && entry.size != 0 {
+            return Err(self.corrupt(format!(
+                "a {} of size {} (only regular files have a size)",
+                kind.name(),
+                entry.size
+            )));
+        }
         entry.mode = self.u32("mode")?;
+        if entry.mode > 0o7777 {
+            return Err(self.corrupt(format!("mode {:o} has bits above 0o7777", entry.mode)));
+        }
         let zigzag = self.varint()?;
         entry.mtime =
             Mtime { sec: ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64), nsec: self.u32("mtime nanoseconds")? };
+        if entry.mtime.nsec > 999_999_999 {
+            return Err(self.corrupt(format!("mtime nanoseconds {} above 999999999", entry.mtime.nsec)));
+        }
         entry.uid = self.u32("uid")?;
         entry.gid = self.u32("gid")?;
         if flags & FLAG_DIGEST != 0 {
@@ -440,6 +462,12 @@ impl<R: Read> Reader<R> {
             _ => {}
         }
         if flags & FLAG_XATTRS != 0 {
+            if !header.metadata.xattr {
+                return Err(self.corrupt("extended attributes, but the header's metadata does not list xattr"));
+            }
+            if !matches!(kind, Kind::File | Kind::Dir) {
+                return Err(self.corrupt(format!("extended attributes on a {}", kind.name())));
+            }
             let count = self.varint()?;
             if count == 0 || count > 1 << 16 {
                 return Err(self.corrupt(format!("implausible extended attribute count {count}")));
@@ -451,6 +479,9 @@ impl<R: Read> Reader<R> {
                 let value_len = self.varint()?;
                 let value = self.bytes(value_len, 1 << 16, "extended attribute value")?;
                 xattrs.push((name.into_boxed_slice(), value.into_boxed_slice()));
+            }
+            if xattrs.iter().any(|(name, _)| name.is_empty()) {
+                return Err(self.corrupt("an extended attribute with an empty name"));
             }
             if xattrs.windows(2).any(|w| w[0].0 >= w[1].0) {
                 return Err(self.corrupt("extended attributes not sorted by name"));

@@ -345,8 +345,22 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), (RelPath, String)> {
             None if entry.path.is_root() => {}
             _ => return Err((entry.path.clone(), "its parent directory is not listed before it".into())),
         }
-        if entry.kind != Kind::Dir && entry.digest.is_none() == entry.problem.is_none() {
+        if entry.digest.is_some() && entry.problem.is_some() {
+            return Err((entry.path.clone(), "has both a digest and a problem".into()));
+        }
+        if entry.kind != Kind::Dir && entry.digest.is_none() && entry.problem.is_none() {
             return Err((entry.path.clone(), "must have either a digest or a problem".into()));
+        }
+        let own = match entry.kind {
+            Kind::Symlink => entry.link.as_deref().map(link_digest),
+            Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => Some(Digest::default()),
+            Kind::File | Kind::Dir => None,
+        };
+        if let (Some(digest), Some(own)) = (entry.digest, own)
+            && digest != own
+        {
+            let what = if entry.kind == Kind::Symlink { "the BLAKE3 of its target" } else { "32 zero bytes" };
+            return Err((entry.path.clone(), format!("its digest is not {what}")));
         }
         if let (Some(digest), true) = (entry.digest, entry.chunks.len() >= 2)
             && crate::digest::root_from_chunks(&entry.chunks) != digest

@@ -30,8 +30,7 @@ MAX_LEN = 65536
 KIND_NAMES = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"]
 F_DIGEST, F_UNREADABLE, F_UNSTABLE, F_XATTRS = 0x01, 0x02, 0x04, 0x08
 ZERO32 = bytes(32)
-# "all" and "none" are undocumented but accepted by cutover's reader (found by experiment)
-METADATA_NAMES = {"mode", "mtime", "owner", "xattr", "all", "none"}
+METADATA_NAMES = {"mode", "mtime", "owner", "xattr"}
 
 
 class ManifestError(Exception):
@@ -299,16 +298,20 @@ def read_manifest(data):
             raise r.corrupt("unknown entry kind %d" % e.kind)
         e.flags = r.u8()
         e.size = r.varint()
+        if e.kind != 0 and e.size != 0:
+            raise r.corrupt("a %s of size %d (only regular files have a size)" % (KIND_NAMES[e.kind], e.size))
         e.mode = r.varint()
         if e.mode >> 32:
             raise r.corrupt("mode %d does not fit in 32 bits" % e.mode)
+        if e.mode > 0o7777:
+            raise r.corrupt("mode %o has bits above 0o7777" % e.mode)
         z = r.varint()
         e.mtime_sec = (z >> 1) ^ -(z & 1)
         e.mtime_nsec = r.varint()
         if e.mtime_nsec >> 32:
             raise r.corrupt("mtime nanoseconds %d does not fit in 32 bits" % e.mtime_nsec)
-        # The doc's layout says 0 ..= 999 999 999, but its check table (and
-        # cutover) only require 32 bits, so larger values are accepted here too.
+        if e.mtime_nsec > 999999999:
+            raise r.corrupt("mtime nanoseconds %d above 999999999" % e.mtime_nsec)
         e.uid = r.varint()
         if e.uid >> 32:
             raise r.corrupt("uid %d does not fit in 32 bits" % e.uid)
@@ -332,6 +335,10 @@ def read_manifest(data):
             e.target = r.take(tl)
         e.xattrs = []
         if e.flags & F_XATTRS:
+            if "xattr" not in metadata:
+                raise r.corrupt("extended attributes, but the header's metadata does not list xattr")
+            if e.kind not in (0, 1):
+                raise r.corrupt("extended attributes on a %s" % KIND_NAMES[e.kind])
             cnt = r.varint()
             if cnt < 1 or cnt > 65536:
                 raise r.corrupt("implausible extended attribute count %d" % cnt)
@@ -345,6 +352,8 @@ def read_manifest(data):
                 if vl > 65536:
                     raise r.corrupt("extended attribute value of %d bytes is implausibly long" % vl)
                 val = r.take(vl)
+                if not name:
+                    raise r.corrupt("an extended attribute with an empty name")
                 if last is not None and not last < name:
                     raise r.corrupt("extended attributes not sorted by name")
                 last = name
@@ -399,10 +408,9 @@ def read_manifest(data):
             children[e.path] = []
     for e in entries:
         problem = bool(e.flags & (F_UNREADABLE | F_UNSTABLE))
-        if e.kind != 1 and (e.digest is not None) == problem:
-            # NB: the doc mentions files flagged unreadable that keep their
-            # digest (xattr read failure), but its check table and cutover's
-            # reader reject digest+problem, so this reader does too.
+        if e.digest is not None and problem:
+            raise inconsistent(e, "has both a digest and a problem")
+        if e.kind != 1 and e.digest is None and not problem:
             raise inconsistent(e, "must have either a digest or a problem")
     for e in entries:
         if e.kind == 0 and e.digest is not None and len(e.cvs) >= 2:

@@ -4,6 +4,10 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+use cutover::digest::Digest;
+use cutover::manifest::{Entry, Problem};
+
+use crate::spec::oracle::oracle;
 use crate::support::{Run, Tree, cutover, diff_json, noise};
 
 /// A tree with one of everything a manifest has to carry.
@@ -294,6 +298,48 @@ fn the_header_root_hash_may_be_left_out_but_never_disagree() {
         let run = refused(&edited, tree.path());
         assert!(run.stderr.contains("root_hash is not the root directory's hash"), "{name}: {}", run.stderr);
     }
+}
+
+/// A manifest of `zoo()` scanned by the library, with its entries edited, written with a right
+/// checksum: what a buggy or hand-made writer could produce.
+fn edited_manifest(work: &Tree, name: &str, edit: impl FnOnce(&mut Vec<Entry>)) -> std::path::PathBuf {
+    let tree = zoo();
+    let mut manifest = cutover::scan::scan(tree.path(), &cutover::scan::ScanOptions::default()).unwrap();
+    edit(&mut manifest.entries);
+    let path = work.at(name);
+    cutover::manifest::write_manifest(&manifest, std::fs::File::create(&path).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn entries_a_writer_could_get_wrong_are_refused_even_with_a_right_checksum() {
+    type Edit = fn(&mut Entry);
+    let cases: [(&str, Edit, &str); 7] = [
+        ("link-rel", |e| e.digest = Some(Digest([7; 32])), "its digest is not the BLAKE3 of its target"),
+        ("pipe", |e| e.digest = Some(Digest([1; 32])), "its digest is not 32 zero bytes"),
+        ("d", |e| e.problem = Some(Box::new(Problem::Unreadable("x".into()))), "has both a digest and a problem"),
+        ("exec", |e| e.mode = 0o100750, "has bits above 0o7777"),
+        ("exec", |e| e.mtime.nsec = 1_000_000_000, "mtime nanoseconds 1000000000"),
+        ("d", |e| e.size = 5, "only regular files have a size"),
+        (
+            "small.txt",
+            |e| e.xattrs = Some(Box::new(vec![(b"user.a"[..].into(), b"1"[..].into())])),
+            "does not list xattr",
+        ),
+    ];
+    let work = Tree::new();
+    for (i, (path, edit, expected)) in cases.into_iter().enumerate() {
+        let manifest = edited_manifest(&work, &format!("m{i}"), |entries| {
+            edit(entries.iter_mut().find(|e| e.path.as_bytes() == path.as_bytes()).unwrap())
+        });
+        let run = refused(&manifest, zoo().path());
+        assert!(run.stderr.contains(expected), "{path}: {}", run.stderr);
+        let independent = oracle(&manifest);
+        assert_eq!(independent.status.code(), Some(2), "the reader from the docs refuses it too: {expected}");
+    }
+    let unedited = edited_manifest(&work, "unedited", |_| {});
+    diff_json(&unedited, zoo().path(), &[]).expect_code(0);
+    assert!(oracle(&unedited).status.success());
 }
 
 #[test]

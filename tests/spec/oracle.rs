@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::{Run, Tree, cutover, noise, run_with_timeout};
 
 /// `python3 tests/oracle/manifest_reader.py MANIFEST`.
-fn oracle(manifest: &Path) -> Run {
+pub(crate) fn oracle(manifest: &Path) -> Run {
     let mut command = Command::new("python3");
     command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle/manifest_reader.py")).arg(manifest);
     run_with_timeout(command, Vec::new(), Duration::from_secs(120))
