@@ -22,6 +22,7 @@
 pub mod apply;
 pub mod diff;
 pub mod digest;
+pub mod exclude;
 pub mod manifest;
 pub mod path;
 pub mod plan;

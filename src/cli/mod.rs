@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use cutover::diff::{DiffOptions, Report};
 use cutover::digest::ChunkSize;
-use cutover::manifest::{Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
+use cutover::exclude::Excludes;
+use cutover::manifest::{Header, Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
 use cutover::scan::{Progress, ScanOptions, b3sum_lines, scan_pair, scan_with_progress};
 
 /// Exit codes, as GNU diff: 0 identical or success, 1 differences, 2 trouble.
@@ -69,14 +70,50 @@ struct ScanArgs {
     #[arg(long)]
     xattrs: bool,
     #[command(flatten)]
-    chunk: ChunkArg,
+    scan: ScanArg,
 }
 
+/// How directories are scanned: shared by every command that scans.
 #[derive(Debug, clap::Args)]
-pub struct ChunkArg {
+pub struct ScanArg {
     /// Chunk size: a power of two from 1K to 1G (suffixes K, M, G); default 1M.
     #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
     pub chunk_size: Option<ChunkSize>,
+    /// Leave out paths matching PATTERN, with everything below them (rsync-style: `*.tmp`,
+    /// `/build`, `cache/*.db`, `tmp/` for directories only; `*` stays within a name, `**` does
+    /// not). Repeatable. Applies to both sides; a manifest records its patterns.
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (blank lines and lines starting with #
+    /// are skipped).
+    #[arg(long, value_name = "FILE")]
+    exclude_from: Vec<PathBuf>,
+}
+
+impl ScanArg {
+    /// The exclude patterns given, or `None` when none were.
+    fn excludes(&self) -> Result<Option<Excludes>> {
+        let mut patterns = self.exclude.clone();
+        for file in &self.exclude_from {
+            let text = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+            let text = String::from_utf8(text).with_context(|| format!("{}: not UTF-8 text", file.display()))?;
+            patterns.extend(text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(String::from));
+        }
+        if patterns.is_empty() && self.exclude_from.is_empty() {
+            return Ok(None);
+        }
+        Excludes::new(&patterns).map(Some).map_err(anyhow::Error::msg)
+    }
+
+    /// Options for scanning a directory compared with a manifest that has `theirs`: the chunk
+    /// size and excludes given, else the manifest's, so that both sides line up.
+    fn options(&self, xattrs: bool, theirs: Option<&Header>) -> Result<ScanOptions> {
+        Ok(ScanOptions {
+            chunk_size: self.chunk_size.or(theirs.map(|h| h.chunk_size)).unwrap_or(ChunkSize::DEFAULT),
+            xattrs,
+            exclude: self.excludes()?.or_else(|| theirs.map(|h| h.exclude.clone())).unwrap_or_default(),
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,7 +132,7 @@ struct DiffArgs {
     #[arg(short, long)]
     quiet: bool,
     #[command(flatten)]
-    chunk: ChunkArg,
+    scan: ScanArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -196,7 +233,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run_scan(args: ScanArgs) -> Result<u8> {
-    let options = ScanOptions { chunk_size: args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT), xattrs: args.xattrs };
+    let options = args.scan.options(args.xattrs, None)?;
     let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -295,18 +332,13 @@ fn report_problems(manifest: &Manifest) -> u8 {
     }
 }
 
-/// Loads one side of a comparison: a manifest from stdin or a file, or a scan of a directory.
-fn load_side(path: &Path, chunk: Option<ChunkSize>, xattrs: bool, progress: &dyn Progress) -> Result<Manifest> {
+/// Reads a manifest named on the command line (`-` is standard input).
+fn load_manifest(path: &Path) -> Result<Manifest> {
     if path.as_os_str() == "-" {
         return Ok(read_manifest_from(std::io::stdin().lock(), Path::new("<stdin>"))?);
     }
-    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
-    if meta.is_dir() {
-        let options = ScanOptions { chunk_size: chunk.unwrap_or(ChunkSize::DEFAULT), xattrs };
-        Ok(scan_with_progress(path, &options, progress)?)
-    } else {
-        Ok(read_manifest(path)?)
-    }
+    std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
+    Ok(read_manifest(path)?)
 }
 
 fn is_dir(path: &Path) -> bool {
@@ -314,12 +346,12 @@ fn is_dir(path: &Path) -> bool {
 }
 
 /// Loads both sides. A directory compared with a manifest is scanned at the manifest's chunk
-/// size, so their chunks line up without coarsening.
+/// size and with its excludes (unless given), so their chunks and their scope line up.
 /// Directories are scanned with extended attributes when `meta` compares them.
 pub(crate) fn load_pair(
     source: &Path,
     target: &Path,
-    chunk: Option<ChunkSize>,
+    scan: &ScanArg,
     meta: MetaSet,
     progress: &dyn Progress,
 ) -> Result<(Manifest, Manifest)> {
@@ -327,24 +359,52 @@ pub(crate) fn load_pair(
     if source.as_os_str() == "-" && target.as_os_str() == "-" {
         bail!("only one side can be read from standard input");
     }
-    if is_dir(source) && !is_dir(target) {
-        let target = load_side(target, chunk, xattrs, progress)?;
-        let source = load_side(source, chunk.or(Some(target.header.chunk_size)), xattrs, progress)?;
-        return Ok((source, target));
-    }
-    if is_dir(source) && is_dir(target) {
+    let (source, target) = match (is_dir(source), is_dir(target)) {
         // Walked together: a file on both sides is read in one pass and equal bytes hashed once.
-        let options = ScanOptions { chunk_size: chunk.unwrap_or(ChunkSize::DEFAULT), xattrs };
-        return Ok(scan_pair(source, target, &options, progress)?);
-    }
-    let source = load_side(source, chunk, xattrs, progress)?;
-    let target = load_side(target, chunk.or(Some(source.header.chunk_size)), xattrs, progress)?;
+        (true, true) => scan_pair(source, target, &scan.options(xattrs, None)?, progress)?,
+        (true, false) => {
+            let target = load_manifest(target)?;
+            (scan_with_progress(source, &scan.options(xattrs, Some(&target.header))?, progress)?, target)
+        }
+        (false, true) => {
+            let source = load_manifest(source)?;
+            let options = scan.options(xattrs, Some(&source.header))?;
+            (source, scan_with_progress(target, &options, progress)?)
+        }
+        (false, false) => (load_manifest(source)?, load_manifest(target)?),
+    };
+    check_same_scope(&source, &target, scan.excludes()?.as_ref())?;
     Ok((source, target))
+}
+
+/// Refuses to compare trees scanned with different excludes: what one left out would show as
+/// missing or extra.
+fn check_same_scope(source: &Manifest, target: &Manifest, asked: Option<&Excludes>) -> Result<()> {
+    let shown = |m: &Manifest| format!("{:?}", m.header.exclude.texts());
+    if !source.header.exclude.same_patterns(&target.header.exclude) {
+        bail!(
+            "the two sides were scanned with different excludes ({} {}, {} {}): scan them with the same --exclude patterns",
+            source.header.root,
+            shown(source),
+            target.header.root,
+            shown(target)
+        );
+    }
+    if let Some(asked) = asked
+        && !asked.same_patterns(&source.header.exclude)
+    {
+        bail!(
+            "the manifests were scanned with excludes {} and cannot be compared under {:?}: scan again with those",
+            shown(source),
+            asked.texts()
+        );
+    }
+    Ok(())
 }
 
 fn run_diff(args: DiffArgs) -> Result<u8> {
     let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
-        load_pair(&args.source, &args.target, args.chunk.chunk_size, args.meta, p)
+        load_pair(&args.source, &args.target, &args.scan, args.meta, p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta });
     warn_uncompared(args.meta, &report);

@@ -12,10 +12,10 @@ use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
 use cutover::manifest::{Kind, Manifest, MetaSet};
 use cutover::plan::{Operation, Plan, PlanOptions, build_plan, read_plan, write_plan};
-use cutover::scan::{ScanOptions, scan_pair};
+use cutover::scan::scan_pair;
 
 use super::render::{count, shown, size};
-use super::{ChunkArg, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, load_pair, parse_meta};
+use super::{EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, ScanArg, load_pair, parse_meta};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -34,7 +34,7 @@ pub struct PlanArgs {
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]
-    chunk: ChunkArg,
+    scan: ScanArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,7 +107,7 @@ pub struct RepairArgs {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
     #[command(flatten)]
-    chunk: ChunkArg,
+    scan: ScanArg,
 }
 
 impl PlanArgs {
@@ -148,7 +148,7 @@ fn check_source_not_empty(source: &Manifest, target: &Manifest, delete: bool, fo
 
 pub fn run_plan(args: PlanArgs) -> Result<u8> {
     let (source, target) = super::progress::with_progress("scanning", false, |p| {
-        load_pair(&args.source, &args.target, args.chunk.chunk_size, args.repair.meta, p)
+        load_pair(&args.source, &args.target, &args.scan, args.repair.meta, p)
     })?;
     check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta };
@@ -262,8 +262,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
             args.target.display()
         );
     }
-    let chunk = args.chunk.chunk_size.unwrap_or(ChunkSize::DEFAULT);
-    let scan_options = ScanOptions { chunk_size: chunk, xattrs: args.repair.meta.xattr };
+    let scan_options = args.scan.options(args.repair.meta.xattr, None)?;
     let (source, target) =
         super::progress::with_progress("scanning", false, |p| scan_pair(&args.source, &args.target, &scan_options, p))?;
     check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;

@@ -49,6 +49,10 @@ struct HeaderJson {
     started: String,
     finished: String,
     entries: u64,
+    /// Exclude patterns the scan applied; left out when there were none, so such manifests are
+    /// byte for byte what earlier versions wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    exclude: Vec<String>,
     /// Outer `None`: the field is left out (allowed); `Some(None)`: `null`, the root has no digest.
     #[serde(default, deserialize_with = "present")]
     root_hash: Option<Option<String>>,
@@ -72,6 +76,7 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
         started: manifest.header.started.clone(),
         finished: manifest.header.finished.clone(),
         entries: manifest.entries.len() as u64,
+        exclude: manifest.header.exclude.texts(),
         root_hash: Some(manifest.root_digest().map(Digest::to_hex)),
     };
     serde_json::to_writer(&mut out, &header)?;
@@ -388,8 +393,11 @@ impl<R: Read> Reader<R> {
             };
             *field = true;
         }
+        let exclude =
+            crate::exclude::Excludes::new(&json.exclude).map_err(|e| self.corrupt(format!("bad header: {e}")))?;
         let header = Header {
             tool: json.tool,
+            exclude,
             chunk_size,
             metadata,
             root: json.root,

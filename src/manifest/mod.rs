@@ -222,6 +222,8 @@ pub struct Header {
     pub metadata: MetaSet,
     /// The scanned root as given on the scanning host (display form).
     pub root: String,
+    /// What the scan left out.
+    pub exclude: crate::exclude::Excludes,
     /// RFC 3339 UTC times of the scan.
     pub started: String,
     pub finished: String,

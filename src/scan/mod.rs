@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 
 use crate::digest::ChunkSize;
+use crate::exclude::Excludes;
 use std::os::fd::OwnedFd;
 
 use crate::manifest::{Entry, Header, Kind, Manifest, MetaSet};
@@ -25,11 +26,13 @@ pub struct ScanOptions {
     pub chunk_size: ChunkSize,
     /// Record extended attributes (one more system call per file; off by default).
     pub xattrs: bool,
+    /// Paths left out of the scan, with everything below them.
+    pub exclude: Excludes,
 }
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        ScanOptions { chunk_size: ChunkSize::DEFAULT, xattrs: false }
+        ScanOptions { chunk_size: ChunkSize::DEFAULT, xattrs: false, exclude: Excludes::default() }
     }
 }
 
@@ -67,7 +70,7 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Manifest, ScanError> {
 pub fn scan_with_progress(root: &Path, options: &ScanOptions, progress: &dyn Progress) -> Result<Manifest, ScanError> {
     let started = crate::time::now_rfc3339();
     let (fd, entry) = open_root(root)?;
-    let walker = walk::Walker { chunk: options.chunk_size, xattrs: options.xattrs, progress };
+    let walker = walk::Walker::new(options, progress);
     let entries = walker.walk_dir(fd, entry);
     Ok(Manifest { header: header(root, options, started), entries })
 }
@@ -84,7 +87,7 @@ pub fn scan_pair(
     let started = crate::time::now_rfc3339();
     let (source_fd, source_entry) = open_root(source)?;
     let (target_fd, target_entry) = open_root(target)?;
-    let walker = walk::Walker { chunk: options.chunk_size, xattrs: options.xattrs, progress };
+    let walker = walk::Walker::new(options, progress);
     let [source_entries, target_entries] = walker.walk_pair([source_fd, target_fd], [source_entry, target_entry]);
     Ok((
         Manifest { header: header(source, options, started.clone()), entries: source_entries },
@@ -112,6 +115,7 @@ fn header(root: &Path, options: &ScanOptions, started: String) -> Header {
         chunk_size: options.chunk_size,
         metadata: MetaSet { xattr: options.xattrs, ..MetaSet::ALL },
         root: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string(),
+        exclude: options.exclude.clone(),
         started,
         finished: crate::time::now_rfc3339(),
     }
@@ -179,7 +183,7 @@ mod tests {
         std::os::unix::fs::symlink("same/big.bin", a.path().join("link")).unwrap();
         std::os::unix::fs::symlink("same/small.bin", b.path().join("link")).unwrap();
         for chunk in [4096u64, 1 << 20] {
-            let options = ScanOptions { chunk_size: ChunkSize::new(chunk).unwrap(), xattrs: false };
+            let options = ScanOptions { chunk_size: ChunkSize::new(chunk).unwrap(), ..ScanOptions::default() };
             let (pa, pb) = scan_pair(a.path(), b.path(), &options, &Silent).unwrap();
             assert_eq!(pa.entries, scan(a.path(), &options).unwrap().entries, "source side, chunk {chunk}");
             assert_eq!(pb.entries, scan(b.path(), &options).unwrap().entries, "target side, chunk {chunk}");

@@ -11,17 +11,19 @@ use std::os::fd::{AsFd, OwnedFd};
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use super::Progress;
 use super::hash::{FileHash, HashError, hash_file, hash_pair};
 use super::xattr::read_xattrs;
+use super::{Progress, ScanOptions};
 use crate::digest::{ChunkSize, Digest};
+use crate::exclude::Excludes;
 use crate::manifest::{Entry, Kind, Mtime, Problem, dir_digest, link_digest};
 use crate::path::RelPath;
 
 pub(super) struct Walker<'a> {
-    pub chunk: ChunkSize,
-    pub xattrs: bool,
-    pub progress: &'a dyn Progress,
+    chunk: ChunkSize,
+    xattrs: bool,
+    exclude: &'a Excludes,
+    progress: &'a dyn Progress,
 }
 
 pub(super) fn kind_of(stat: &Stat) -> Kind {
@@ -58,12 +60,38 @@ fn unreadable(entry: &mut Entry, why: impl std::fmt::Display) {
     entry.problem = Some(Box::new(Problem::Unreadable(why.to_string())));
 }
 
+impl<'a> Walker<'a> {
+    pub(super) fn new(options: &'a ScanOptions, progress: &'a dyn Progress) -> Walker<'a> {
+        Walker { chunk: options.chunk_size, xattrs: options.xattrs, exclude: &options.exclude, progress }
+    }
+
+    /// The names listed in `dir` (whose path is `path`) that are not excluded. A name whose
+    /// listed type is unknown is looked up when only its type decides.
+    fn included(&self, dir: &OwnedFd, path: &RelPath, names: Names) -> Names {
+        if self.exclude.is_empty() {
+            return names;
+        }
+        let kept = |(name, listed): &(CString, FileType)| {
+            let path = path.join(name.to_bytes());
+            let is_dir = match listed {
+                FileType::Unknown if self.exclude.depends_on_kind(&path) => {
+                    rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|stat| kind_of(&stat) == Kind::Dir)
+                }
+                listed => *listed == FileType::Directory,
+            };
+            !self.exclude.excludes(&path, is_dir)
+        };
+        names.into_iter().filter(kept).collect()
+    }
+}
+
 impl Walker<'_> {
     /// The subtree of the directory open as `dir`, whose own entry is `entry`, in pre-order.
     pub(super) fn walk_dir(&self, dir: OwnedFd, mut entry: Entry) -> Vec<Entry> {
         self.record_xattrs(&dir, &mut entry);
         let names = match list_names(&dir) {
-            Ok(names) => names,
+            Ok(names) => self.included(&dir, &entry.path, names),
             Err(e) => {
                 unreadable(&mut entry, format_args!("cannot list directory: {e}"));
                 return vec![entry];
@@ -226,7 +254,7 @@ enum Listed {
 }
 
 /// Merges two sorted listings.
-fn pair_names(source: Vec<(CString, FileType)>, target: Vec<(CString, FileType)>) -> Vec<Listed> {
+fn pair_names(source: Names, target: Names) -> Vec<Listed> {
     let mut merged = Vec::with_capacity(source.len().max(target.len()));
     let (mut s, mut t) = (source.into_iter().peekable(), target.into_iter().peekable());
     loop {
@@ -254,7 +282,9 @@ impl Walker<'_> {
     /// bytes agree is hashed once. Gives exactly what two `walk_dir`s would.
     pub(super) fn walk_pair(&self, dirs: [OwnedFd; 2], entries: [Entry; 2]) -> [Vec<Entry>; 2] {
         let (source_names, target_names) = match (list_names(&dirs[0]), list_names(&dirs[1])) {
-            (Ok(a), Ok(b)) => (a, b),
+            (Ok(a), Ok(b)) => {
+                (self.included(&dirs[0], &entries[0].path, a), self.included(&dirs[1], &entries[1].path, b))
+            }
             _ => {
                 let [sd, td] = dirs;
                 let [se, te] = entries;
@@ -371,7 +401,10 @@ fn open_dir(dir: &OwnedFd, path: &RelPath, name: &CStr) -> Option<(OwnedFd, Entr
 
 /// The names in `dir` other than `.` and `..` with the type the listing gives (`Unknown` on
 /// file systems that do not say), sorted by bytes.
-fn list_names(dir: &OwnedFd) -> std::io::Result<Vec<(std::ffi::CString, FileType)>> {
+/// Names in a directory with the type its listing gives.
+type Names = Vec<(CString, FileType)>;
+
+fn list_names(dir: &OwnedFd) -> std::io::Result<Names> {
     let fd = rustix::io::dup(dir)?;
     let mut reader = rustix::fs::Dir::new(fd)?;
     let mut names = Vec::new();

@@ -2,11 +2,12 @@
 
 mod b3sum;
 mod differences;
+mod excludes;
 mod manifests;
 mod names;
 mod oracle;
 mod output;
-mod properties;
+pub(crate) mod properties;
 mod ranges;
 mod trouble;
 mod xattrs;

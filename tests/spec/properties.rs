@@ -291,8 +291,13 @@ fn check_ranges(path: &str, s: &[u8], t: &[u8], found: &[(u64, u64)]) -> Result<
 /// Paths `rsync -rlpc --delete` would touch to make `target` equal `source`, with created or
 /// deleted subtrees collapsed to their top, as cutover reports them.
 fn rsync_paths(source: &Path, target: &Path) -> BTreeSet<String> {
+    rsync_paths_with(source, target, &[])
+}
+
+/// [`rsync_paths`] with more rsync arguments (`--exclude=...`).
+pub(crate) fn rsync_paths_with(source: &Path, target: &Path, extra: &[&str]) -> BTreeSet<String> {
     let mut command = Command::new("rsync");
-    command.args(["-rlpcn", "--delete", "--out-format=%i %n"]).arg(source.join("")).arg(target.join(""));
+    command.args(["-rlpcn", "--delete", "--out-format=%i %n"]).args(extra).arg(source.join("")).arg(target.join(""));
     let run = run_with_timeout(command, Vec::new(), Duration::from_secs(60));
     assert!(run.status.success(), "rsync failed: {}", run.stderr);
     let mut changed = Vec::new();

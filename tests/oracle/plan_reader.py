@@ -1,0 +1,703 @@
+#!/usr/bin/env python3
+"""Independent reader for cutover-plan/1 and cutover-bundle/1, written from docs/plan.md only.
+
+Usage: python3 plan_reader.py PLAN [BUNDLE]
+
+Validates the plan (format, required fields and types per operation, path safety,
+operation order, totals, and the checksum recomputed as the doc describes), and, with
+BUNDLE, the bundle against the plan (header, plan id, record order and coverage, every
+record's hash, and every record against the plan's own hashes: the copied file's BLAKE3
+root, each patch chunk's chaining value). Unknown fields are tolerated (noted on stderr):
+the checksum covers them, the plan id (bundle header) does not.
+
+Prints one line per operation `OP<TAB>PATH`, then `ok`; exit 0. On a problem it prints
+`plan_reader: error: ...` on stderr and exits 2. PATH is the exact bytes (path_bytes wins),
+with bytes that are not valid UTF-8, control characters and backslash escaped as \\xNN.
+
+Standard library only; BLAKE3 is the pure-Python implementation copied from
+manifest_reader.py (slow, about 50 KB/s: fine for test-sized bundles).
+"""
+
+import base64
+import binascii
+import copy
+import json
+import re
+import struct
+import sys
+
+# ---------------------------------------------------------------- BLAKE3 parent nodes
+_IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A,
+       0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
+_PERM = (2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
+_M32 = 0xFFFFFFFF
+CHUNK_START, CHUNK_END, PARENT, ROOT = 1, 2, 4, 8
+
+
+def _g(s, a, b, c, d, x, y):
+    s[a] = (s[a] + s[b] + x) & _M32
+    v = s[d] ^ s[a]; s[d] = ((v >> 16) | (v << 16)) & _M32
+    s[c] = (s[c] + s[d]) & _M32
+    v = s[b] ^ s[c]; s[b] = ((v >> 12) | (v << 20)) & _M32
+    s[a] = (s[a] + s[b] + y) & _M32
+    v = s[d] ^ s[a]; s[d] = ((v >> 8) | (v << 24)) & _M32
+    s[c] = (s[c] + s[d]) & _M32
+    v = s[b] ^ s[c]; s[b] = ((v >> 7) | (v << 25)) & _M32
+
+
+def compress(cv, block, counter, block_len, flags):
+    """BLAKE3 compression; cv = 8 words, block = 64 bytes. Returns 16 words."""
+    m = list(struct.unpack("<16I", block))
+    s = list(cv) + list(_IV[:4]) + [counter & _M32, (counter >> 32) & _M32, block_len, flags]
+    for r in range(7):
+        _g(s, 0, 4, 8, 12, m[0], m[1]); _g(s, 1, 5, 9, 13, m[2], m[3])
+        _g(s, 2, 6, 10, 14, m[4], m[5]); _g(s, 3, 7, 11, 15, m[6], m[7])
+        _g(s, 0, 5, 10, 15, m[8], m[9]); _g(s, 1, 6, 11, 12, m[10], m[11])
+        _g(s, 2, 7, 8, 13, m[12], m[13]); _g(s, 3, 4, 9, 14, m[14], m[15])
+        if r < 6:
+            m = [m[i] for i in _PERM]
+    for i in range(8):
+        s[i] ^= s[i + 8]
+        s[i + 8] ^= cv[i]
+    return s
+
+
+DERIVE_KEY_CONTEXT, DERIVE_KEY_MATERIAL = 32, 64
+
+
+def merge(left, right, root, key=_IV, flags=0):
+    """Parent node of two 32-byte CVs (hash mode unless `key`/`flags` say otherwise)."""
+    out = compress(key, left + right, 0, 64, flags | PARENT | (ROOT if root else 0))
+    return struct.pack("<8I", *out[:8])
+
+
+def merge_cvs(cvs, root, key=_IV, flags=0):
+    """BLAKE3 tree rule: left takes largest power of two strictly less than n."""
+    n = len(cvs)
+    if n == 1:
+        return cvs[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return merge(merge_cvs(cvs[:k], False, key, flags), merge_cvs(cvs[k:], False, key, flags), root, key, flags)
+
+
+def _chunk(data, counter, root, key, flags):
+    """The CV of one chunk of at most 1024 bytes (its output, when it is the root)."""
+    blocks = [data[i:i + 64] for i in range(0, len(data), 64)] or [b""]
+    cv = key
+    for i, block in enumerate(blocks):
+        f = flags | (CHUNK_START if i == 0 else 0)
+        if i == len(blocks) - 1:
+            f |= CHUNK_END | (ROOT if root else 0)
+        cv = compress(cv, block.ljust(64, b"\0"), counter, len(block), f)[:8]
+    return struct.pack("<8I", *cv)
+
+
+def blake3(data, key=_IV, flags=0):
+    """The 32-byte BLAKE3 hash of `data` (keyed by the 8 words `key`, with mode `flags`)."""
+    chunks = [data[i:i + 1024] for i in range(0, len(data), 1024)] or [b""]
+    if len(chunks) == 1:
+        return _chunk(chunks[0], 0, True, key, flags)
+    return merge_cvs([_chunk(c, i, False, key, flags) for i, c in enumerate(chunks)], True, key, flags)
+
+
+def derive_key(context, material):
+    """BLAKE3's derive_key mode: `material` hashed under a key made from `context`."""
+    context_key = struct.unpack("<8I", blake3(context.encode(), flags=DERIVE_KEY_CONTEXT))
+    return blake3(material, context_key, DERIVE_KEY_MATERIAL)
+
+
+
+# ---------------------------------------------------------------- helpers
+class Bad(Exception):
+    pass
+
+
+def fail(msg):
+    raise Bad(msg)
+
+
+def _no_dup_keys(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError("duplicate field `%s`" % k)
+        d[k] = v
+    return d
+
+
+def _no_const(c):
+    raise ValueError("non-standard JSON constant %s" % c)
+
+
+def loads(text, what):
+    try:
+        return json.loads(text, object_pairs_hook=_no_dup_keys, parse_constant=_no_const)
+    except (ValueError, UnicodeDecodeError) as e:
+        fail("%s: not valid JSON: %s" % (what, e))
+
+
+def show_path(p):
+    out = []
+    for ch in p.decode("utf-8", "surrogateescape"):
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:
+            out.append("\\x%02x" % (o - 0xDC00))
+        elif o < 0x20 or o == 0x7F or ch == "\\":
+            out.append("\\x%02x" % o)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def order_key(p):
+    return p.split(b"/")
+
+
+HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
+MODE = re.compile(r"\A[0-7]{4}\Z")
+RFC3339_UTC = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
+KINDS = ("file", "dir", "symlink", "fifo", "socket", "chardevice", "blockdevice")
+U64 = 1 << 64
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Obj:
+    """Typed access to one JSON object, naming the field in every message."""
+
+    def __init__(self, d, where):
+        if not isinstance(d, dict):
+            fail("%s: expected an object, found %s" % (where, type(d).__name__))
+        self.d = d
+        self.where = where
+        self.used = set()
+
+    notes = []
+
+    def get(self, name, kind, required=True, nullable=False):
+        self.used.add(name)
+        if name not in self.d:
+            if required:
+                fail("%s: missing required field `%s`" % (self.where, name))
+            return None
+        v = self.d[name]
+        if v is None:
+            if nullable:
+                return None
+            if not required:
+                # an optional field written as null counts as absent (and is not
+                # part of the known fields the plan id is computed over)
+                del self.d[name]
+                return None
+            fail("%s: field `%s` is null" % (self.where, name))
+        w = "%s.%s" % (self.where, name)
+        if kind == "u64":
+            if not is_int(v) or not 0 <= v < U64:
+                fail("%s: expected an unsigned integer, found %r" % (w, v))
+        elif kind == "i64":
+            if not is_int(v) or not -(1 << 63) <= v < (1 << 63):
+                fail("%s: expected an integer, found %r" % (w, v))
+        elif kind == "u32":
+            if not is_int(v) or not 0 <= v < (1 << 32):
+                fail("%s: expected a 32-bit unsigned integer, found %r" % (w, v))
+        elif kind == "str":
+            if not isinstance(v, str):
+                fail("%s: expected a string, found %r" % (w, v))
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                fail("%s: expected a bool, found %r" % (w, v))
+        elif kind == "hash":
+            if not isinstance(v, str) or not HEX64.match(v):
+                fail("%s: expected 64 lowercase hex digits, found %r" % (w, v))
+        elif kind == "list":
+            if not isinstance(v, list):
+                fail("%s: expected an array, found %r" % (w, v))
+        elif kind == "obj":
+            return Obj(v, w)
+        elif kind == "mode":
+            if not isinstance(v, str) or not MODE.match(v):
+                fail("%s: expected a 4-digit octal mode string, found %r" % (w, v))
+        elif kind == "b64":
+            if not isinstance(v, str):
+                fail("%s: expected a base64 string, found %r" % (w, v))
+            try:
+                raw = base64.b64decode(v.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError, ValueError):
+                raw = None
+            if raw is None or base64.b64encode(raw).decode("ascii") != v:
+                fail("%s: not valid (canonical, padded) standard base64: %r" % (w, v))
+            return raw
+        else:
+            raise AssertionError(kind)
+        return v
+
+    def no_unknown(self):
+        """Unknown fields are allowed and dropped (docs/plan.md, bundle section: "unknown
+        fields are dropped when a plan is read"); they stay covered by the file's checksum
+        but not by the plan id."""
+        for k in sorted(set(self.d) - self.used):
+            Obj.notes.append("%s: unknown field `%s` ignored" % (self.where, k))
+            del self.d[k]
+
+
+def text_and_bytes(o, name, bytes_name, where):
+    """A (lossy) text field with its optional base64 exact-bytes companion; returns exact bytes."""
+    text = o.get(name, "str")
+    raw = o.get(bytes_name, "b64", required=False)
+    if raw is None:
+        return text.encode("utf-8")
+    try:
+        raw.decode("utf-8")
+        fail("%s: `%s` is present but the bytes are valid UTF-8" % (where, bytes_name))
+    except UnicodeDecodeError:
+        pass
+    if raw.decode("utf-8", "replace") != text:
+        fail("%s: `%s` %r is not the lossy form of `%s` %r" % (where, name, text, bytes_name, raw))
+    return raw
+
+
+def check_path_safe(path, where):
+    reason = None
+    if path == b"":
+        reason = "empty path"
+    elif path.startswith(b"/"):
+        reason = "absolute path"
+    elif b"\0" in path:
+        reason = "NUL byte in path"
+    else:
+        comps = path.split(b"/")
+        if any(c == b"" for c in comps):
+            reason = "empty path component"
+        elif any(c in (b".", b"..") for c in comps):
+            reason = "'.' or '..' component"
+    if reason:
+        fail("%s: unsafe path \"%s\": %s" % (where, show_path(path), reason))
+
+
+def mtime_obj(o, name, where, required=True):
+    m = o.get(name, "obj", required=required)
+    if m is None:
+        return None
+    m.get("sec", "i64")
+    ns = m.get("nsec", "u32")
+    if ns >= 1_000_000_000:
+        fail("%s.%s.nsec: %d is not below 10^9" % (where, name, ns))
+    m.no_unknown()
+    return m
+
+
+def xattr_list(o, name, where):
+    xs = o.get(name, "list", required=False)
+    if xs is None:
+        return
+    names = []
+    for i, x in enumerate(xs):
+        xo = Obj(x, "%s.%s[%d]" % (where, name, i))
+        xn = xo.get("name", "str")
+        xo.get("value", "b64")
+        xo.no_unknown()
+        names.append(xn.encode("utf-8"))
+    if len(set(names)) != len(names):
+        fail("%s.%s: duplicate attribute name" % (where, name))
+
+
+def attrs_obj(o, where):
+    a = o.get("attrs", "obj")
+    a.get("mode", "mode")
+    mtime_obj(a, "mtime", a.where)
+    a.get("uid", "u32")
+    a.get("gid", "u32")
+    xattr_list(a, "xattrs", a.where)
+    a.no_unknown()
+
+
+def size_hash(o, name, where, extra=()):
+    s = o.get(name, "obj")
+    size = s.get("size", "u64")
+    h = s.get("hash", "hash")
+    if "mtime" in extra:
+        mtime_obj(s, "mtime", s.where)
+    s.no_unknown()
+    return size, h
+
+
+# ---------------------------------------------------------------- checksum
+def serde_compact(v):
+    """serde_json::to_string of a serde_json::Value (BTreeMap: keys sorted by byte order)."""
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if is_int(v):
+        return str(v)
+    if isinstance(v, float):
+        fail("a float in the plan (cutover writes none)")
+    if isinstance(v, str):
+        return serde_str(v)
+    if isinstance(v, list):
+        return "[" + ",".join(serde_compact(x) for x in v) + "]"
+    if isinstance(v, dict):
+        keys = sorted(v, key=lambda k: k.encode("utf-8"))
+        return "{" + ",".join(serde_str(k) + ":" + serde_compact(v[k]) for k in keys) + "}"
+    raise AssertionError(type(v))
+
+
+_ESC = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def serde_str(s):
+    out = ['"']
+    for ch in s:
+        if ch in _ESC:
+            out.append(_ESC[ch])
+        elif ord(ch) < 0x20:
+            out.append("\\u%04x" % ord(ch))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def plan_checksum(plan):
+    body = {k: v for k, v in plan.items() if k != "checksum"}
+    return blake3(serde_compact(body).encode("utf-8")).hex()
+
+
+# ---------------------------------------------------------------- the plan
+CREATES = {"mkdir": "dir", "copy": "file", "patch": "file", "symlink": "symlink"}
+
+
+def read_plan(data):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        fail("plan: not UTF-8: %s" % e)
+    raw = loads(text, "plan")
+    if not isinstance(raw, dict):
+        fail("plan: not a JSON object")
+    root = copy.deepcopy(raw)  # validated in place; unknown fields and nulls dropped from it
+    p = Obj(root, "plan")
+    fmt = p.get("format", "str")
+    if fmt != "cutover-plan/1":
+        fail("plan: format %r is not \"cutover-plan/1\"" % fmt)
+    checksum = p.get("checksum", "hash")
+    # the checksum covers the object exactly as written, unknown fields included
+    want = plan_checksum(raw)
+    if checksum != want:
+        fail("plan: checksum mismatch: the plan says %s, its content hashes to %s" % (checksum, want))
+
+    tool = p.get("tool", "str")
+    if not re.match(r"\Acutover \S+\Z", tool):
+        fail("plan.tool: %r is not `cutover <version>`" % tool)
+    created = p.get("created", "str")
+    if not RFC3339_UTC.match(created):
+        fail("plan.created: %r is not an RFC 3339 UTC time" % created)
+    for side in ("source", "target"):
+        s = p.get(side, "obj")
+        s.get("root", "str")
+        s.get("hash", "hash", nullable=True)
+        if s.get("entries", "u64") < 1:
+            fail("plan.%s.entries: must be at least 1 (the root)" % side)
+        s.no_unknown()
+    C = p.get("chunk_size", "u64")
+    if C & (C - 1) or not (1 << 10) <= C <= (1 << 30):
+        fail("plan.chunk_size: %d is not a power of two from 1 KiB to 1 GiB" % C)
+    delete = p.get("delete", "bool")
+    totals = p.get("totals", "obj")
+    t_ops = totals.get("operations", "u64")
+    t_copy = totals.get("copy_bytes", "u64")
+    t_dent = totals.get("delete_entries", "u64")
+    t_dbytes = totals.get("delete_bytes", "u64")
+    totals.no_unknown()
+
+    unrep = p.get("unrepairable", "list")
+    for i, u in enumerate(unrep):
+        uo = Obj(u, "plan.unrepairable[%d]" % i)
+        text_and_bytes(uo, "path", "path_bytes", uo.where)
+        uo.get("reason", "str")
+        uo.no_unknown()
+
+    ops_raw = p.get("operations", "list")
+    p.no_unknown()
+
+    ops = []  # (op, path bytes, Obj, extra)
+    copy_bytes = del_entries = del_bytes = 0
+    for i, raw in enumerate(ops_raw):
+        where = "plan.operations[%d]" % i
+        o = Obj(raw, where)
+        op = o.get("op", "str")
+        path = text_and_bytes(o, "path", "path_bytes", where)
+        check_path_safe(path, where)
+        where = "%s (%s \"%s\")" % (where, op, show_path(path))
+        o.where = where
+        info = {}
+        if op == "remove":
+            e = o.get("expect", "obj")
+            typ = e.get("type", "str")
+            if typ not in KINDS:
+                fail("%s: expect.type %r is not a kind" % (where, typ))
+            then = e.get("then", "str", required=False)
+            if then is not None and then not in ("dir", "file", "symlink"):
+                fail("%s: expect.then %r is not a kind an operation creates" % (where, then))
+            if then == typ:
+                fail("%s: expect.then equals expect.type" % where)
+            size = e.get("size", "u64", required=False)
+            mt = mtime_obj(e, "mtime", e.where, required=False)
+            if typ == "file" and (size is None or mt is None):
+                fail("%s: a file removal needs expect.size and expect.mtime" % where)
+            if typ != "file" and (size is not None or mt is not None):
+                fail("%s: expect.size/mtime only apply to a file" % where)
+            e.no_unknown()
+            ent = o.get("entries", "u64")
+            byt = o.get("bytes", "u64")
+            if ent < 1:
+                fail("%s: entries must be at least 1" % where)
+            if typ != "dir":
+                if ent != 1:
+                    fail("%s: a non-directory removal counts 1 entry, not %d" % (where, ent))
+                if byt != (size if typ == "file" else 0):
+                    fail("%s: bytes %d does not match the expected file size" % (where, byt))
+            if not delete and then is None:
+                fail("%s: a removal that is not a type change in a plan without `delete`" % where)
+            del_entries += ent
+            del_bytes += byt
+            info["then"] = then
+        elif op == "mkdir":
+            pass
+        elif op == "copy":
+            size, _ = size_hash(o, "source", where)
+            if o.get("replaces", "obj", required=False) is not None:
+                size_hash(o, "replaces", where)
+            attrs_obj(o, where)
+            copy_bytes += size
+        elif op == "patch":
+            ssize, _ = size_hash(o, "source", where)
+            tsize, _ = size_hash(o, "target", where, extra=("mtime",))
+            if ssize < C or tsize < C:
+                fail("%s: a patch needs at least one full chunk on both sides (sizes %d, %d; chunk %d)"
+                     % (where, ssize, tsize, C))
+            chunks = o.get("chunks", "list")
+            last = -1
+            idx = []
+            for j, c in enumerate(chunks):
+                co = Obj(c, "%s.chunks[%d]" % (where, j))
+                k = co.get("index", "u64")
+                if k <= last:
+                    fail("%s: chunk indexes not strictly increasing" % co.where)
+                last = k
+                if k * C >= ssize:
+                    fail("%s: chunk %d lies beyond the source's end" % (co.where, k))
+                co.get("new", "hash")
+                old = co.get("old", "hash", nullable=True)
+                if (old is None) != (k * C >= tsize):
+                    fail("%s: `old` must be null exactly when the chunk lies beyond the target's end"
+                         % co.where)
+                co.no_unknown()
+                copy_bytes += min(C, ssize - k * C)
+                idx.append(k)
+            if not idx and ssize == tsize:
+                fail("%s: a patch with no chunks and no size change does nothing" % where)
+            attrs_obj(o, where)
+            info["chunks"] = idx
+        elif op == "symlink":
+            text_and_bytes(o, "link", "link_bytes", where)
+            if o.get("replaces", "str", required=False) is not None:
+                text_and_bytes(o, "replaces", "replaces_bytes", where)
+            elif o.get("replaces_bytes", "b64", required=False) is not None:
+                fail("%s: `replaces_bytes` without `replaces`" % where)
+            attrs_obj(o, where)
+        elif op == "meta":
+            typ = o.get("type", "str")
+            if typ not in KINDS:
+                fail("%s: type %r is not a kind" % (where, typ))
+            m = o.get("mode", "mode", required=False)
+            if m is not None and typ == "symlink":
+                fail("%s: mode is never set on a symlink" % where)
+            mt = mtime_obj(o, "mtime", where, required=False)
+            ow = o.get("owner", "list", required=False)
+            if ow is not None:
+                if len(ow) != 2 or not all(is_int(x) and 0 <= x < (1 << 32) for x in ow):
+                    fail("%s: owner must be [uid, gid]" % where)
+            xattr_list(o, "xattrs", where)
+            if m is None and mt is None and ow is None and "xattrs" not in o.d:
+                fail("%s: a meta operation that sets nothing" % where)
+        else:
+            fail("%s: unknown op %r" % (where, op))
+        o.no_unknown()
+        ops.append((op, path, o, info))
+
+    # order: removes; then creations in strict path order; then metas in strict reverse path order
+    phase = 0
+    prev = None
+    for i, (op, path, o, info) in enumerate(ops):
+        ph = 0 if op == "remove" else 2 if op == "meta" else 1
+        if ph < phase:
+            fail("%s: out of order (removes, then mkdir/copy/patch/symlink, then meta)" % o.where)
+        if ph != phase:
+            phase, prev = ph, None
+        k = order_key(path)
+        if prev is not None:
+            if ph == 1 and not prev < k:
+                fail("%s: not in strict path order after \"%s\"" % (o.where, show_path(b"/".join(prev))))
+            if ph == 2 and not k < prev:
+                fail("%s: not in strict reverse path order after \"%s\"" % (o.where, show_path(b"/".join(prev))))
+        prev = k
+    removed = {path for op, path, o, info in ops if op == "remove"}
+    if len(removed) != sum(1 for op, *_ in ops if op == "remove"):
+        fail("plan: a path is removed twice")
+    created = {path: op for op, path, o, info in ops if op in CREATES}
+    for op, path, o, info in ops:
+        if op == "remove":
+            then = info["then"]
+            if then is not None and CREATES.get(created.get(path)) != then:
+                fail("%s: expect.then is %r but no later operation creates that at this path" % (o.where, then))
+            if any(path.startswith(r + b"/") for r in removed):
+                fail("%s: lies inside another removed directory" % o.where)
+    if t_ops != len(ops):
+        fail("plan.totals.operations: %d, but there are %d operations" % (t_ops, len(ops)))
+    if t_copy != copy_bytes:
+        fail("plan.totals.copy_bytes: %d, but the copies and patch chunks add up to %d" % (t_copy, copy_bytes))
+    if t_dent != del_entries:
+        fail("plan.totals.delete_entries: %d, but the removals add up to %d" % (t_dent, del_entries))
+    if t_dbytes != del_bytes:
+        fail("plan.totals.delete_bytes: %d, but the removals add up to %d" % (t_dbytes, del_bytes))
+    # the plan id: the checksum over the fields cutover knows (unknown fields and null
+    # optional fields dropped), first 32 hex digits
+    plan_id = plan_checksum(root)[:32]
+    return root, plan_id, C, ops
+
+
+# ---------------------------------------------------------------- the bundle
+def chunk_cvs(data, first_counter):
+    return [_chunk(data[i:i + 1024], first_counter + i // 1024, False, _IV, 0)
+            for i in range(0, len(data), 1024)] or [_chunk(b"", first_counter, False, _IV, 0)]
+
+
+def read_bundle(f, plan_id, C, ops):
+    def line(what):
+        buf = bytearray()
+        while True:
+            b = f.read(1)
+            if not b:
+                fail("bundle: truncated: end of file inside %s" % what)
+            if b == b"\n":
+                return bytes(buf)
+            buf += b
+            if len(buf) > (1 << 20):
+                fail("bundle: %s longer than 1 MiB" % what)
+
+    h = Obj(loads(line("the header line").decode("utf-8", "strict"), "bundle header"), "bundle header")
+    fmt = h.get("format", "str")
+    if fmt != "cutover-bundle/1":
+        fail("bundle: format %r is not \"cutover-bundle/1\"" % fmt)
+    pid = h.get("plan", "str")
+    if pid != plan_id:
+        fail("bundle: made for plan %s, not this plan (%s)" % (pid, plan_id))
+    bc = h.get("chunk_size", "u64")
+    if bc != C:
+        fail("bundle: chunk_size %d differs from the plan's %d" % (bc, C))
+    h.no_unknown()
+
+    # the records the plan needs, in plan order
+    need = []
+    for i, (op, path, o, info) in enumerate(ops):
+        if op == "copy":
+            size = o.d["source"]["size"]
+            offs = list(range(0, size, C)) or [0]
+            need += [(i, off, min(C, size - off)) for off in offs]
+        elif op == "patch":
+            size = o.d["source"]["size"]
+            need += [(i, k * C, min(C, size - k * C)) for k in info["chunks"]]
+    copy_cvs = {}
+    n = 0
+    while True:
+        rl = line("a record line")
+        try:
+            rtext = rl.decode("utf-8")
+        except UnicodeDecodeError:
+            fail("bundle: record line %d is not UTF-8" % (n + 1))
+        r = Obj(loads(rtext, "bundle record %d" % (n + 1)), "bundle record %d" % (n + 1))
+        if "end" in r.d:
+            if r.get("end", "bool") is not True:
+                fail("bundle: end line must be {\"end\":true}")
+            r.no_unknown()
+            break
+        opi = r.get("op", "u64")
+        off = r.get("offset", "u64")
+        length = r.get("length", "u64")
+        rh = r.get("hash", "hash")
+        r.no_unknown()
+        if n >= len(need):
+            fail("%s: the plan needs no more records (op %d offset %d)" % (r.where, opi, off))
+        want = need[n]
+        if (opi, off, length) != want:
+            fail("%s: is op %d offset %d length %d; the plan needs op %d offset %d length %d next"
+                 % ((r.where, opi, off, length) + want))
+        data = f.read(length)
+        if len(data) != length:
+            fail("%s: truncated: %d of %d bytes" % (r.where, len(data), length))
+        if blake3(data).hex() != rh:
+            fail("%s: bytes do not match the record's hash (op %d offset %d)" % (r.where, opi, off))
+        op, path, o, info = ops[opi]
+        if op == "patch":
+            k = off // C
+            cv = merge_cvs(chunk_cvs(data, off // 1024), False).hex()
+            new = [c["new"] for c in o.d["chunks"] if c["index"] == k][0]
+            if cv != new:
+                fail("%s: bytes of chunk %d of \"%s\" do not match the plan's `new` chaining value"
+                     % (r.where, k, show_path(path)))
+        else:
+            copy_cvs.setdefault(opi, [bytearray(), []])
+            acc = copy_cvs[opi]
+            if o.d["source"]["size"] <= 1024:
+                acc[0] += data
+            else:
+                acc[1] += chunk_cvs(data, off // 1024)
+            if off + length == o.d["source"]["size"]:
+                root = blake3(bytes(acc[0])) if o.d["source"]["size"] <= 1024 else merge_cvs(acc[1], True)
+                if root.hex() != o.d["source"]["hash"]:
+                    fail("%s: the bytes of \"%s\" do not hash to the plan's source.hash"
+                         % (r.where, show_path(path)))
+                del copy_cvs[opi]
+        n += 1
+    if n != len(need):
+        op_i, off, _ = need[n]
+        fail("bundle: ends before the record for op %d offset %d" % (op_i, off))
+    if f.read(1):
+        fail("bundle: data after the end line")
+
+
+def main(argv):
+    if len(argv) not in (2, 3):
+        sys.stderr.write("usage: plan_reader.py PLAN [BUNDLE]\n")
+        return 2
+    try:
+        with open(argv[1], "rb") as f:
+            data = f.read()
+        root, plan_id, C, ops = read_plan(data)
+        for n in Obj.notes:
+            sys.stderr.write("plan_reader: note: %s\n" % n)
+        if len(argv) == 3:
+            with open(argv[2], "rb") as f:
+                read_bundle(f, plan_id, C, ops)
+    except Bad as e:
+        sys.stderr.write("plan_reader: error: %s\n" % e)
+        return 2
+    except OSError as e:
+        sys.stderr.write("plan_reader: error: %s\n" % e)
+        return 2
+    out = sys.stdout
+    for op, path, o, info in ops:
+        out.write("%s\t%s\n" % (op, show_path(path)))
+    out.write("ok\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,112 @@
+//! `--exclude`: what rsync was told to leave out of a copy, cutover leaves out of the proof,
+//! with rsync's own reading of the patterns as the judge.
+
+use std::collections::BTreeSet;
+
+use crate::spec::properties::rsync_paths_with;
+use crate::support::{Tree, cutover, diff_json, noise};
+
+/// A source with something for every kind of pattern, and a target that differs from it
+/// both inside and outside what the patterns leave out.
+fn trees() -> (Tree, Tree) {
+    let source = Tree::new();
+    source.file("a.txt", "a").file("x.tmp", "t").file("sub/y.tmp", "t").file("sub/keep", "k");
+    source
+        .file("cache/x.db", "db")
+        .file("app/cache/y.db", "db")
+        .file("appcache/z.db", "db")
+        .file("cache/sub/deep.db", "d");
+    source
+        .file("build/out", "o")
+        .file("src/build/keep", "k")
+        .file("tmp/in-dir", "d")
+        .file("docs/tmp", "file named tmp");
+    source.file("logs/2026/a.log", "l").file("file7", "7").file("filex", "x").file("big", noise(1, 9000));
+    let target = source.copy();
+    // Differences in excluded places: never reported, never touched.
+    target.file("x.tmp", "changed").remove("sub/y.tmp").file("new.tmp", "extra").file("cache/x.db", "changed");
+    target.file("build/out", "changed").file("tmp/in-dir", "changed").file("logs/2026/a.log", "changed");
+    target.file("file7", "changed");
+    // Differences outside them: always reported.
+    target.file("a.txt", "A").file("appcache/z.db", "changed").file("src/build/keep", "changed");
+    target.file("docs/tmp", "changed").patch("big", 5000, b"!").file("filex", "changed").file("cache/sub/deep.db", "D");
+    (source, target)
+}
+
+const PATTERNS: [&str; 6] = ["*.tmp", "cache/*.db", "/build", "tmp/", "logs/**.log", "file[0-9]"];
+
+fn reported(run: &crate::support::Run) -> BTreeSet<String> {
+    run.report().differences().iter().map(|d| d["path"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn excluded_paths_are_left_out_exactly_as_rsync_leaves_them_out() {
+    let (source, target) = trees();
+    let mut args = Vec::new();
+    for pattern in PATTERNS {
+        args.extend(["--exclude", pattern]);
+    }
+    let rsync_args: Vec<String> = PATTERNS.iter().map(|p| format!("--exclude={p}")).collect();
+    let rsync_args: Vec<&str> = rsync_args.iter().map(String::as_str).collect();
+    let expected = rsync_paths_with(source.path(), target.path(), &rsync_args);
+    assert_eq!(
+        expected,
+        ["a.txt", "appcache/z.db", "big", "cache/sub/deep.db", "docs/tmp", "filex", "src/build/keep"]
+            .map(String::from)
+            .into(),
+        "the fixture: what rsync still sees"
+    );
+    let run = diff_json(source.path(), target.path(), &args).expect_code(1);
+    assert_eq!(reported(&run), expected);
+    // Each pattern on its own, too.
+    for pattern in PATTERNS {
+        let expected = rsync_paths_with(source.path(), target.path(), &[&format!("--exclude={pattern}")]);
+        let run = diff_json(source.path(), target.path(), &["--exclude", pattern]);
+        assert_eq!(reported(&run), expected, "--exclude {pattern}");
+    }
+}
+
+#[test]
+fn a_manifest_keeps_its_patterns_and_a_directory_compared_with_it_is_scanned_with_them() {
+    let (source, target) = trees();
+    let work = Tree::new();
+    let list = work.at("excludes");
+    std::fs::write(&list, format!("# what the copy left out\n\n{}\n", PATTERNS.join("\n"))).unwrap();
+    let manifest = work.at("source.manifest");
+    cutover(["scan", "--exclude-from"]).arg(&list).arg(source.path()).arg("-o").arg(&manifest).run().expect_code(0);
+    let with_dir = diff_json(&manifest, target.path(), &[]).expect_code(1);
+    let both_dirs = diff_json(source.path(), target.path(), &["--exclude-from", list.to_str().unwrap()]);
+    assert_eq!(reported(&with_dir), reported(&both_dirs.expect_code(1)));
+    assert!(!reported(&with_dir).contains("x.tmp"));
+
+    // Two scans with different patterns would call everything one left out missing: refused.
+    let other = work.at("target.manifest");
+    cutover(["scan", "--exclude", "*.tmp"]).arg(target.path()).arg("-o").arg(&other).run().expect_code(0);
+    let run = cutover(["diff"]).arg(&manifest).arg(&other).run().expect_code(2);
+    assert!(run.stderr.contains("different excludes"), "{}", run.stderr);
+    let run = cutover(["diff", "--exclude", "*.log"]).arg(&manifest).arg(target.path()).run().expect_code(2);
+    assert!(run.stderr.contains("different excludes"), "{}", run.stderr);
+    for bad in ["", "/", "//"] {
+        cutover(["diff", "--exclude", bad]).arg(source.path()).arg(target.path()).run().expect_code(2);
+    }
+}
+
+#[test]
+fn repair_with_excludes_leaves_excluded_target_files_alone() {
+    let (source, target) = trees();
+    let before: Vec<(String, Vec<u8>)> = ["x.tmp", "new.tmp", "cache/x.db", "build/out", "tmp/in-dir", "file7"]
+        .iter()
+        .map(|p| (p.to_string(), std::fs::read(target.at(*p)).unwrap()))
+        .collect();
+    let mut args = vec!["repair", "--delete"];
+    for pattern in PATTERNS {
+        args.extend(["--exclude", pattern]);
+    }
+    cutover(&args).arg(source.path()).arg(target.path()).run().expect_code(0);
+    for (path, bytes) in before {
+        assert_eq!(std::fs::read(target.at(&path)).unwrap(), bytes, "{path} was touched");
+    }
+    let rsync_args: Vec<String> = PATTERNS.iter().map(|p| format!("--exclude={p}")).collect();
+    let rsync_args: Vec<&str> = rsync_args.iter().map(String::as_str).collect();
+    assert!(rsync_paths_with(source.path(), target.path(), &rsync_args).is_empty(), "rsync agrees it is done");
+}
