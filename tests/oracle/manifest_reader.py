@@ -266,6 +266,10 @@ def read_manifest(data):
         raise r.corrupt("bad header: negative entries")
     has_root_hash = "root_hash" in header
     root_hash = field("root_hash", (str, type(None)), required=False)
+    exclude = field("exclude", list, required=False) or []
+    for pattern in exclude:
+        if not isinstance(pattern, str) or pattern.strip("/") == "":
+            raise r.corrupt("bad header: exclude pattern %r matches nothing (or everything)" % (pattern,))
     for m in metadata:
         if not isinstance(m, str) or m not in METADATA_NAMES:
             raise r.corrupt("bad header: unknown metadata field %r" % (m,))

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::spec::oracle::oracle;
 use crate::spec::properties::rsync_paths_with;
 use crate::support::{Tree, cutover, diff_json, noise};
 
@@ -74,6 +75,8 @@ fn a_manifest_keeps_its_patterns_and_a_directory_compared_with_it_is_scanned_wit
     std::fs::write(&list, format!("# what the copy left out\n\n{}\n", PATTERNS.join("\n"))).unwrap();
     let manifest = work.at("source.manifest");
     cutover(["scan", "--exclude-from"]).arg(&list).arg(source.path()).arg("-o").arg(&manifest).run().expect_code(0);
+    let independent = oracle(&manifest);
+    assert!(independent.status.success(), "the reader from the docs: {}", independent.stderr);
     let with_dir = diff_json(&manifest, target.path(), &[]).expect_code(1);
     let both_dirs = diff_json(source.path(), target.path(), &["--exclude-from", list.to_str().unwrap()]);
     assert_eq!(reported(&with_dir), reported(&both_dirs.expect_code(1)));
