@@ -664,6 +664,14 @@ fn tampered_plans_are_refused_and_nothing_is_written() {
         ("rechecksummed-absolute", true, op("path", victim)),
         ("rechecksummed-path-bytes", true, op("path_bytes", b64_escape)),
         ("rechecksummed-root", true, op("path", "".into())),
+        // Run out of order, a creation could land where a removal had yet to clear the way.
+        ("rechecksummed-reversed", true, Box::new(|doc| reverse(&mut doc["operations"]))),
+        ("rechecksummed-totals", true, Box::new(|doc| doc["totals"]["copy_bytes"] = 1.into())),
+        (
+            "rechecksummed-nsec",
+            true,
+            Box::new(move |doc| doc["operations"][first_copy]["attrs"]["mtime"]["nsec"] = 1_000_000_000.into()),
+        ),
     ];
     for (name, rechecksum, edit) in cases {
         let bad = tampered(&p, &format!("{name}.json"), rechecksum, edit);
@@ -675,6 +683,10 @@ fn tampered_plans_are_refused_and_nothing_is_written() {
         assert_unchanged(&outside_before, &outside, name);
         assert!(!work.at("escape").exists(), "{name}: wrote outside the target");
     }
+}
+
+fn reverse(array: &mut Value) {
+    array.as_array_mut().unwrap().reverse();
 }
 
 #[test]

@@ -255,14 +255,7 @@ impl Builder<'_> {
         let mut operations = self.removals;
         operations.extend(self.creations);
         operations.extend(self.metas);
-        let mut totals = Totals { operations: operations.len() as u64, ..Totals::default() };
-        for op in &operations {
-            totals.copy_bytes += op.copy_bytes(self.chunk);
-            if let Operation::Remove { entries, bytes, .. } = op {
-                totals.delete_entries += entries;
-                totals.delete_bytes += bytes;
-            }
-        }
+        let totals = Totals::of(&operations, self.chunk);
         let side = |info: &crate::diff::SideInfo, m: &Manifest| PlanSide {
             root: info.root.clone(),
             hash: info.hash.map(Digest::to_hex),

@@ -9,8 +9,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{Operation, PLAN_FORMAT, Plan};
+use super::{Operation, PLAN_FORMAT, Plan, Totals};
 use crate::digest::ChunkSize;
+use crate::path::RelPath;
 
 /// A plan that cannot be used, with the file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +77,35 @@ pub fn read_plan(mut input: impl Read, name: &Path) -> Result<Plan, PlanError> {
 fn validate(plan: &Plan, file: &str) -> Result<(), PlanError> {
     let chunk = ChunkSize::new(plan.chunk_size)
         .map_err(|why| PlanError::Malformed { file: file.to_string(), why: format!("chunk_size: {why}") })?;
+    if Totals::of(&plan.operations, chunk) != plan.totals {
+        let why = format!("totals {:?} are not those of its operations", plan.totals);
+        return Err(PlanError::Malformed { file: file.to_string(), why });
+    }
+    // Removals, then creations in path order, then metadata in reverse path order (docs/plan.md):
+    // run in another order, a creation could land where a removal had yet to clear the way.
+    let mut previous: Option<(u8, RelPath)> = None;
     for (index, op) in plan.operations.iter().enumerate() {
         let bad = |why: String| PlanError::Unsafe { file: file.to_string(), index, op: op.name(), why };
-        op.at().rel().map_err(bad)?;
+        let rel = op.at().rel().map_err(bad)?;
+        let phase = match op {
+            Operation::Remove { .. } => 0,
+            Operation::Meta { .. } => 2,
+            _ => 1,
+        };
+        if let Some((last_phase, last)) = &previous {
+            let in_order = match phase.cmp(last_phase) {
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal if phase == 2 => rel < *last,
+                std::cmp::Ordering::Equal => rel > *last,
+            };
+            if !in_order {
+                return Err(bad(
+                    "out of order: removals, then creations in path order, then metadata in reverse path order".into(),
+                ));
+            }
+        }
+        previous = Some((phase, rel));
         if let Operation::Patch { source, chunks, .. } = op {
             let count = chunk.chunks_in(source.size);
             if let Some(c) = chunks.iter().find(|c| c.index >= count) {

@@ -41,6 +41,21 @@ pub struct Totals {
     pub delete_bytes: u64,
 }
 
+impl Totals {
+    /// The totals of `operations` with chunks of `chunk`.
+    pub fn of(operations: &[Operation], chunk: ChunkSize) -> Totals {
+        let mut totals = Totals { operations: operations.len() as u64, ..Totals::default() };
+        for op in operations {
+            totals.copy_bytes += op.copy_bytes(chunk);
+            if let Operation::Remove { entries, bytes, .. } = op {
+                totals.delete_entries += entries;
+                totals.delete_bytes += bytes;
+            }
+        }
+        totals
+    }
+}
+
 /// A difference the plan cannot repair, with the reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unrepairable {
@@ -92,9 +107,27 @@ impl OpPath {
 
 /// Seconds and nanoseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawTime")]
 pub struct Time {
     pub sec: i64,
     pub nsec: u32,
+}
+
+#[derive(Deserialize)]
+struct RawTime {
+    sec: i64,
+    nsec: u32,
+}
+
+impl TryFrom<RawTime> for Time {
+    type Error = String;
+
+    fn try_from(raw: RawTime) -> Result<Time, String> {
+        if raw.nsec > 999_999_999 {
+            return Err(format!("nsec {} is not below 1000000000", raw.nsec));
+        }
+        Ok(Time { sec: raw.sec, nsec: raw.nsec })
+    }
 }
 
 /// A hex BLAKE3 digest in JSON.
