@@ -945,6 +945,24 @@ fn bundle_records(bundle: &[u8]) -> Vec<Record> {
 }
 
 #[test]
+fn a_bundle_whose_header_disagrees_with_the_plan_is_refused_before_anything_is_written() {
+    let (source, target, work, p) = bundle_fixture();
+    let b = work.at("bundle");
+    cutover(["bundle"]).arg(&p).arg("--source").arg(source.path()).arg("-o").arg(&b).run().expect_code(0);
+    let bundle = bytes_of(&b);
+    let header_end = bundle.iter().position(|&c| c == b'\n').unwrap();
+    let mut header: Value = serde_json::from_slice(&bundle[..header_end]).unwrap();
+    header["chunk_size"] = (header["chunk_size"].as_u64().unwrap() * 2).into();
+    let mut edited = serde_json::to_vec(&header).unwrap();
+    edited.extend_from_slice(&bundle[header_end..]);
+    std::fs::write(&b, edited).unwrap();
+    let before = snapshot(target.path());
+    let run = apply_bundle(&p, &b, target.path()).expect_code(2);
+    assert!(run.stderr.contains("chunk size"), "{}", run.stderr);
+    assert_unchanged(&before, target.path(), "a bundle of another chunk size");
+}
+
+#[test]
 fn a_bundle_with_a_flipped_byte_is_refused_and_the_damage_is_never_written() {
     for rehash in [false, true] {
         let (source, target, work, p) = bundle_fixture();

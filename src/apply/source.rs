@@ -164,6 +164,13 @@ impl<R: BufRead> BundleSource<R> {
                 header.plan
             ));
         }
+        if header.chunk_size != chunk.bytes() {
+            return Err(format!(
+                "{name}: the bundle's chunk size {} is not the plan's {}",
+                header.chunk_size,
+                chunk.bytes()
+            ));
+        }
         Ok(BundleSource { input, name: name.to_string(), max_piece: chunk.bytes(), pending: None, ended: false })
     }
 
@@ -175,7 +182,12 @@ impl<R: BufRead> BundleSource<R> {
             return Ok(None);
         }
         let line = read_line(&mut self.input).map_err(|e| format!("{}: {e}", self.name))?;
-        if line.starts_with(b"{\"end\"") {
+        if let Ok(end) = serde_json::from_slice::<serde_json::Value>(&line)
+            && end.get("end").is_some()
+        {
+            if end != serde_json::json!({"end": true}) {
+                return Err(format!("{}: corrupt bundle: a bad end line", self.name));
+            }
             self.ended = true;
             return Ok(None);
         }
