@@ -1,7 +1,8 @@
-//! docs/manifest.md is enough to implement the format: `tests/oracle/manifest_reader.py` was
-//! written from that document alone (not from the source) by another pair of hands, and it
-//! must read and fully verify what cutover writes, down to the directory hashes, and refuse
-//! what cutover refuses.
+//! The docs are enough to implement the formats: the readers in `tests/oracle/` were written
+//! from docs/manifest.md, docs/plan.md and docs/report.md alone (not from the source) by
+//! another pair of hands. They must read and fully verify what cutover writes (manifests down
+//! to the directory hashes, plans down to their checksum, bundles down to every chunk's
+//! chaining value), and refuse what cutover refuses.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -13,8 +14,13 @@ use crate::support::{Run, Tree, cutover, noise, run_with_timeout};
 
 /// `python3 tests/oracle/manifest_reader.py MANIFEST`.
 pub(crate) fn oracle(manifest: &Path) -> Run {
+    reader("manifest_reader.py", &[manifest.as_os_str()])
+}
+
+/// `python3 tests/oracle/READER ARGS...`.
+fn reader(name: &str, args: &[&std::ffi::OsStr]) -> Run {
     let mut command = Command::new("python3");
-    command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle/manifest_reader.py")).arg(manifest);
+    command.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle").join(name)).args(args);
     run_with_timeout(command, Vec::new(), Duration::from_secs(120))
 }
 
@@ -94,4 +100,62 @@ fn an_independent_reader_written_from_the_docs_verifies_cutovers_manifests() {
         assert_eq!(oracle(&path).status.code(), Some(2), "{name}");
         cutover(["diff", "-q"]).arg(&path).arg(tree.path()).run().expect_code(2);
     }
+}
+
+#[test]
+fn independent_readers_accept_cutovers_plans_bundles_and_reports_and_refuse_tampering() {
+    let source = Tree::new();
+    source.file("same", "s").file("changed.bin", noise(4, 20 * 1024 + 3)).file("gone/deep/file", "g");
+    source.file(b"caf\xe9", "latin-1").symlink("link", "same").dir("empty").file("swap", "file here");
+    let target = source.copy();
+    target.patch("changed.bin", 9000, b"!").remove("gone").file("extra/x", "x").mode("same", 0o600);
+    target.remove("swap").dir("swap").file(b"caf\xe9", "other").remove("link").symlink("link", "elsewhere");
+    let work = Tree::new();
+    let (plan, bundle) = (work.at("plan.json"), work.at("bundle"));
+    let base = ["--chunk-size", "4K"];
+    cutover(["plan", "--delete"])
+        .args(base)
+        .arg(source.path())
+        .arg(target.path())
+        .arg("-o")
+        .arg(&plan)
+        .run()
+        .expect_code(1);
+    cutover(["bundle"]).arg(&plan).arg("-o").arg(&bundle).run().expect_code(0);
+    let read = reader("plan_reader.py", &[plan.as_os_str(), bundle.as_os_str()]);
+    assert!(read.status.success(), "the plan reader refused: {}", read.stderr);
+    let text = read.stdout_text();
+    let operations: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let count = operations["operations"].as_array().unwrap().len();
+    assert_eq!(text.lines().count(), count + 1, "one line per operation, then ok:\n{text}");
+    assert_eq!(text.lines().last(), Some("ok"));
+
+    for (format, flag) in [("json", None), ("jsonl", Some("--jsonl"))] {
+        let run = cutover(["diff", "--meta", "all", "--format", format])
+            .args(base)
+            .arg(source.path())
+            .arg(target.path())
+            .run();
+        let report = work.at(&format!("report.{format}"));
+        std::fs::write(&report, &run.expect_code(1).stdout).unwrap();
+        let mut args = vec![report.as_os_str()];
+        args.extend(flag.map(std::ffi::OsStr::new));
+        let read = reader("report_reader.py", &args);
+        assert!(read.status.success(), "the report reader refused the {format} report: {}", read.stderr);
+        assert!(read.stdout_text().starts_with("ok "), "{}", read.stdout_text());
+    }
+
+    // Tampering: a plan edited without its checksum, a bundle with a flipped byte.
+    let mut doc = operations.clone();
+    doc["operations"][0]["path"] = "elsewhere".into();
+    let edited = work.at("edited.json");
+    std::fs::write(&edited, serde_json::to_vec(&doc).unwrap()).unwrap();
+    assert_eq!(reader("plan_reader.py", &[edited.as_os_str()]).status.code(), Some(2));
+    cutover(["apply", "--dry-run"]).arg(&edited).run().expect_code(2);
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let last_data = bytes.len() - 20;
+    bytes[last_data] ^= 1;
+    let flipped = work.at("flipped");
+    std::fs::write(&flipped, bytes).unwrap();
+    assert_eq!(reader("plan_reader.py", &[plan.as_os_str(), flipped.as_os_str()]).status.code(), Some(2));
 }
