@@ -72,7 +72,18 @@ impl Excludes {
 }
 
 impl Pattern {
-    fn parse(text: &str) -> Result<Pattern, String> {
+    fn parse(given: &str) -> Result<Pattern, String> {
+        // rsync's rule prefix for an exclude; includes are not supported.
+        let text = given.strip_prefix("- ").unwrap_or(given);
+        if given.starts_with("+ ") {
+            return Err(format!("{given:?} is an include rule; only excludes are supported"));
+        }
+        // rsync's `dir/***`: the directory and everything below it, which an excluded
+        // directory brings with it anyway.
+        let (text, whole_path) = match text.strip_suffix("/***") {
+            Some(rest) => (rest, true),
+            None => (text, false),
+        };
         let (body, dirs_only) = match text.strip_suffix('/') {
             Some(body) => (body, true),
             None => (text, false),
@@ -82,10 +93,17 @@ impl Pattern {
             None => (body, false),
         };
         if body.is_empty() {
-            return Err(format!("exclude pattern {text:?} matches nothing (or everything)"));
+            return Err(format!("exclude pattern {given:?} matches nothing (or everything)"));
         }
-        let whole_path = anchored || body.contains('/') || body.contains("**");
-        Ok(Pattern { text: text.to_string(), glob: body.as_bytes().to_vec(), anchored, whole_path, dirs_only })
+        let whole_path = whole_path || anchored || body.contains('/') || body.contains("**");
+        // As in rsync, a backslash escapes only in a pattern with wildcards; elsewhere it is a
+        // character of the name.
+        let glob = if body.contains(['*', '?', '[']) {
+            body.as_bytes().to_vec()
+        } else {
+            body.replace('\\', "\\\\").into_bytes()
+        };
+        Ok(Pattern { text: text.to_string(), glob, anchored, whole_path, dirs_only })
     }
 
     fn matches(&self, path: &[u8], is_dir: bool) -> bool {
@@ -110,7 +128,9 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
         None => text.is_empty(),
         Some(b'*') if pattern.get(1) == Some(&b'*') => {
             let rest = &pattern[2..];
-            (0..=text.len()).any(|skip| glob(rest, &text[skip..]))
+            // `**/` also matches no directory at all, as in rsync: `**/x` matches `x`.
+            (rest.first() == Some(&b'/') && glob(&rest[1..], text))
+                || (0..=text.len()).any(|skip| glob(rest, &text[skip..]))
         }
         Some(b'*') => {
             let rest = &pattern[1..];
@@ -119,7 +139,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
         }
         Some(b'?') => text.first().is_some_and(|&b| b != b'/') && glob(&pattern[1..], &text[1..]),
         Some(b'[') => match (class(&pattern[1..]), text.first()) {
-            (Some((matches, len)), Some(&b)) => b != b'/' && matches(b) && glob(&pattern[1 + len..], &text[1..]),
+            (Some((set, len)), Some(&b)) => b != b'/' && set.contains(b) && glob(&pattern[1 + len..], &text[1..]),
             (None, Some(&b'[')) => glob(&pattern[1..], &text[1..]),
             _ => false,
         },
@@ -128,29 +148,71 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
     }
 }
 
-/// A bracket set starting just after `[`: a test for one byte and the length up to and
-/// including `]`, or `None` when there is no closing `]` (the `[` is then literal).
-fn class(pattern: &[u8]) -> Option<(impl Fn(u8) -> bool + '_, usize)> {
-    let negated = matches!(pattern.first(), Some(b'!' | b'^'));
-    let start = usize::from(negated);
-    // A ']' right at the start is a member, not the end.
-    let close = start + 1 + pattern.get(start + 1..)?.iter().position(|&b| b == b']')?;
-    let set = &pattern[start..close];
-    let member = move |b: u8| {
-        let mut i = 0;
-        let mut found = false;
-        while i < set.len() {
-            if i + 2 < set.len() && set[i + 1] == b'-' {
-                found |= (set[i]..=set[i + 2]).contains(&b);
-                i += 3;
-            } else {
-                found |= set[i] == b;
-                i += 1;
-            }
+/// The bytes a bracket expression stands for.
+struct ByteSet {
+    members: [bool; 256],
+    negated: bool,
+}
+
+impl ByteSet {
+    fn contains(&self, b: u8) -> bool {
+        self.members[usize::from(b)] != self.negated
+    }
+}
+
+/// A bracket expression starting just after `[`, and its length up to and including `]`; or
+/// `None` when it does not close (the `[` is then literal). Members: bytes, ranges `a-z`,
+/// `\x` for a literal `x`, and POSIX classes such as `[:digit:]`; `!` or `^` first negates,
+/// and a `]` right after them is a member.
+fn class(pattern: &[u8]) -> Option<(ByteSet, usize)> {
+    let mut set = ByteSet { members: [false; 256], negated: matches!(pattern.first(), Some(b'!' | b'^')) };
+    let mut i = usize::from(set.negated);
+    let first = i;
+    loop {
+        let b = *pattern.get(i)?;
+        if b == b']' && i > first {
+            return Some((set, i + 1));
         }
-        found != negated
-    };
-    Some((member, close + 1))
+        if b == b'[' && pattern.get(i + 1) == Some(&b':') {
+            let name_end = i + 2 + pattern.get(i + 2..)?.windows(2).position(|w| w == b":]")?;
+            let test = posix_class(&pattern[i + 2..name_end])?;
+            (0..=255u8).filter(|&c| test(c)).for_each(|c| set.members[usize::from(c)] = true);
+            i = name_end + 2;
+            continue;
+        }
+        let (low, next) = if b == b'\\' { (*pattern.get(i + 1)?, i + 2) } else { (b, i + 1) };
+        if pattern.get(next) == Some(&b'-') && pattern.get(next + 1).is_some_and(|&c| c != b']') {
+            let high_at = next + 1;
+            let (high, after) = if pattern[high_at] == b'\\' {
+                (*pattern.get(high_at + 1)?, high_at + 2)
+            } else {
+                (pattern[high_at], high_at + 1)
+            };
+            (low..=high).for_each(|c| set.members[usize::from(c)] = true);
+            i = after;
+        } else {
+            set.members[usize::from(low)] = true;
+            i = next;
+        }
+    }
+}
+
+fn posix_class(name: &[u8]) -> Option<fn(u8) -> bool> {
+    Some(match name {
+        b"alnum" => |c: u8| c.is_ascii_alphanumeric(),
+        b"alpha" => |c: u8| c.is_ascii_alphabetic(),
+        b"blank" => |c: u8| c == b' ' || c == b'\t',
+        b"cntrl" => |c: u8| c.is_ascii_control(),
+        b"digit" => |c: u8| c.is_ascii_digit(),
+        b"graph" => |c: u8| c.is_ascii_graphic(),
+        b"lower" => |c: u8| c.is_ascii_lowercase(),
+        b"print" => |c: u8| c.is_ascii_graphic() || c == b' ',
+        b"punct" => |c: u8| c.is_ascii_punctuation(),
+        b"space" => |c: u8| c.is_ascii_whitespace() || c == 0x0b,
+        b"upper" => |c: u8| c.is_ascii_uppercase(),
+        b"xdigit" => |c: u8| c.is_ascii_hexdigit(),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -205,6 +267,26 @@ mod tests {
         assert!(excluded(&["a[b"], "a[b", false), "an unclosed [ is literal");
         assert!(excluded(&["\\*"], "*", false));
         assert!(!excluded(&["\\*"], "x", false));
+    }
+
+    #[test]
+    fn rsync_forms_leading_double_star_triple_star_rule_prefix_and_posix_classes() {
+        assert!(excluded(&["**/node_modules"], "node_modules", true), "**/ matches no directory too");
+        assert!(excluded(&["**/node_modules"], "a/b/node_modules", true));
+        assert!(excluded(&["a/**/b"], "a/b", false));
+        assert!(excluded(&["a/**/b"], "a/x/y/b", false));
+        assert!(excluded(&["dir/***"], "dir", true), "dir/*** is the directory itself");
+        assert!(excluded(&["/dir/***"], "dir", false));
+        assert!(!excluded(&["/dir/***"], "x/dir", true));
+        assert!(excluded(&["- foo"], "foo", false), "rsync's exclude prefix");
+        assert!(Excludes::new(["+ foo"]).is_err(), "includes are not supported");
+        assert!(excluded(&["[[:digit:]]"], "7", false));
+        assert!(excluded(&["file[[:digit:]]"], "file7", false));
+        assert!(!excluded(&["file[[:digit:]]"], "filex", false));
+        assert!(excluded(&["a[\\]]b"], "a]b", false), "an escaped ] inside a set");
+        assert!(excluded(&["a\\b"], "a\\b", false), "no wildcard: the backslash is literal");
+        assert!(!excluded(&["a\\b"], "ab", false));
+        assert!(excluded(&["a\\*"], "a*", false), "with a wildcard it escapes");
     }
 
     #[test]

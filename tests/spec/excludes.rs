@@ -23,18 +23,32 @@ fn trees() -> (Tree, Tree) {
         .file("tmp/in-dir", "d")
         .file("docs/tmp", "file named tmp");
     source.file("logs/2026/a.log", "l").file("file7", "7").file("filex", "x").file("big", noise(1, 9000));
+    source.file("node_modules/pkg/index.js", "n").file("app/node_modules/x", "n").file("kept/inside", "k");
+    source.file("back\\slash", "b").file("x7", "7").file("xy", "y");
     let target = source.copy();
     // Differences in excluded places: never reported, never touched.
     target.file("x.tmp", "changed").remove("sub/y.tmp").file("new.tmp", "extra").file("cache/x.db", "changed");
     target.file("build/out", "changed").file("tmp/in-dir", "changed").file("logs/2026/a.log", "changed");
-    target.file("file7", "changed");
+    target.file("file7", "changed").file("node_modules/pkg/index.js", "changed").remove("app/node_modules");
+    target.remove("kept").file("back\\slash", "changed").file("x7", "changed");
     // Differences outside them: always reported.
     target.file("a.txt", "A").file("appcache/z.db", "changed").file("src/build/keep", "changed");
     target.file("docs/tmp", "changed").patch("big", 5000, b"!").file("filex", "changed").file("cache/sub/deep.db", "D");
     (source, target)
 }
 
-const PATTERNS: [&str; 6] = ["*.tmp", "cache/*.db", "/build", "tmp/", "logs/**.log", "file[0-9]"];
+const PATTERNS: [&str; 10] = [
+    "*.tmp",
+    "cache/*.db",
+    "/build",
+    "tmp/",
+    "logs/**.log",
+    "file[0-9]",
+    "**/node_modules",
+    "kept/***",
+    "x[[:digit:]]",
+    "back\\slash",
+];
 
 fn reported(run: &crate::support::Run) -> BTreeSet<String> {
     run.report().differences().iter().map(|d| d["path"].as_str().unwrap().to_string()).collect()
@@ -97,10 +111,20 @@ fn a_manifest_keeps_its_patterns_and_a_directory_compared_with_it_is_scanned_wit
 #[test]
 fn repair_with_excludes_leaves_excluded_target_files_alone() {
     let (source, target) = trees();
-    let before: Vec<(String, Vec<u8>)> = ["x.tmp", "new.tmp", "cache/x.db", "build/out", "tmp/in-dir", "file7"]
-        .iter()
-        .map(|p| (p.to_string(), std::fs::read(target.at(*p)).unwrap()))
-        .collect();
+    let before: Vec<(String, Vec<u8>)> = [
+        "x.tmp",
+        "new.tmp",
+        "cache/x.db",
+        "build/out",
+        "tmp/in-dir",
+        "file7",
+        "node_modules/pkg/index.js",
+        "back\\slash",
+        "x7",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), std::fs::read(target.at(*p)).unwrap()))
+    .collect();
     let mut args = vec!["repair", "--delete"];
     for pattern in PATTERNS {
         args.extend(["--exclude", pattern]);
