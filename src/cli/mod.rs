@@ -272,31 +272,30 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
 
 /// Writes an output file (`-` is standard output) as `>` would, except that a regular file (or
 /// a new one) is written beside its final name, fsynced and renamed into place: a killed run
-/// never leaves half a file under that name, and a failed one leaves no temp behind. A path
-/// that exists and is not a regular file (a symlink, `/dev/stdout`, a FIFO, `>(...)`) is
-/// written through as it is: renaming over it would replace the link or node itself.
+/// never leaves half a file under that name, and a failed one leaves no temp behind. The temp
+/// is created exclusively (never through something planted under its name) with the mode of
+/// the file it replaces. A path that exists and is not a regular file (a symlink,
+/// `/dev/stdout`, a FIFO, `>(...)`) is written through as it is: renaming over it would
+/// replace the link or node itself. Where no temp can be made beside it (a read-only
+/// directory, a name at the length limit), an existing file is written in place, as `>` does.
 pub(crate) fn write_output<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
-    let finish = |mut out: std::io::BufWriter<Box<dyn Write>>, value: T| -> Result<T> {
-        out.flush()?;
-        Ok(value)
-    };
     if path.as_os_str() == "-" {
-        let mut out = std::io::BufWriter::new(Box::new(std::io::stdout().lock()) as Box<dyn Write>);
-        let value = write(&mut out).context("writing to standard output")?;
-        return finish(out, value).context("writing to standard output");
+        return write_through(Box::new(std::io::stdout().lock()), write).context("writing to standard output");
     }
+    let existing = std::fs::symlink_metadata(path).ok();
+    if existing.as_ref().is_some_and(|meta| !meta.file_type().is_file()) {
+        return write_in_place(path, write);
+    }
+    // A file we could not write with `>` is not replaced behind its back either.
+    if existing.is_some()
+        && let Err(e) = rustix::fs::access(path, rustix::fs::Access::WRITE_OK)
+    {
+        return Err(std::io::Error::from(e)).with_context(|| format!("{}: cannot write", path.display()));
+    }
+    let Some((tmp, file)) = create_temp(path, existing.as_ref()) else {
+        return write_in_place(path, write);
+    };
     let cannot_write = || format!("{}: cannot write", path.display());
-    if std::fs::symlink_metadata(path).is_ok_and(|meta| !meta.file_type().is_file()) {
-        let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path);
-        let file = file.with_context(|| format!("{}: cannot open for writing", path.display()))?;
-        let mut out = std::io::BufWriter::new(Box::new(file) as Box<dyn Write>);
-        let value = write(&mut out).with_context(cannot_write)?;
-        return finish(out, value).with_context(cannot_write);
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let written = write(&mut out).with_context(cannot_write).and_then(|value| {
         let file = out.into_inner().map_err(|e| e.into_error()).with_context(cannot_write)?;
@@ -309,6 +308,44 @@ pub(crate) fn write_output<T>(path: &Path, write: impl FnOnce(&mut dyn Write) ->
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// A new temp file beside `path` (`NAME.tmp-PID-N`), created exclusively, with the mode of
+/// the file it will replace; `None` when the directory will not take one.
+fn create_temp(path: &Path, replaces: Option<&std::fs::Metadata>) -> Option<(PathBuf, std::fs::File)> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = replaces.map_or(0o666, |meta| meta.permissions().mode() & 0o7777);
+    for attempt in 0..100 {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp-{}-{attempt}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp) {
+            Ok(file) => {
+                // The umask may have taken bits the replaced file had.
+                if replaces.is_some() {
+                    let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
+                }
+                return Some((tmp, file));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Opens `path` for writing as `>` does (following a symlink, truncating) and writes it.
+fn write_in_place<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path);
+    let file = file.with_context(|| format!("{}: cannot open for writing", path.display()))?;
+    write_through(Box::new(file), write).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+fn write_through<T>(out: Box<dyn Write + '_>, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+    let mut out = std::io::BufWriter::new(out);
+    let value = write(&mut out)?;
+    out.flush()?;
+    Ok(value)
 }
 
 /// Whether `path` names the file that is this process's standard output.

@@ -117,6 +117,48 @@ fn a_manifest_written_to_the_standard_output_by_name_is_followed_by_no_summary()
 }
 
 #[test]
+fn the_temp_file_of_an_output_is_never_opened_through_something_planted_under_its_name() {
+    let tree = zoo();
+    let work = Tree::new();
+    work.file("victim", "precious");
+    // The temp is NAME.tmp-PID-N (NAME.tmp-PID before); `exec` keeps the shell's PID, so the
+    // links sit where the first temps would go.
+    let plant = "for n in '' -0 -1; do ln -s victim out.tmp-$$$n || exit 1; done";
+    let binary = env!("CARGO_BIN_EXE_cutover");
+    let script = format!("{plant}; exec '{binary}' scan '{}' -o out", tree.path().display());
+    let mut command = std::process::Command::new("sh");
+    command.current_dir(work.path()).args(["-c", &script]);
+    let run = crate::support::run_with_timeout(command, Vec::new(), std::time::Duration::from_secs(60));
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(std::fs::read(work.at("victim")).unwrap(), b"precious", "written through the planted link");
+    diff_json(&work.at("out"), tree.path(), &[]).expect_code(0);
+}
+
+#[test]
+fn an_output_keeps_the_mode_of_the_file_it_replaces_and_is_written_in_place_in_a_read_only_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let tree = zoo();
+    let work = Tree::new();
+    work.file("m", "old").mode("m", 0o640);
+    cutover(["scan"]).arg(tree.path()).arg("-o").arg(work.at("m")).run().expect_code(0);
+    assert_eq!(std::fs::metadata(work.at("m")).unwrap().permissions().mode() & 0o7777, 0o640);
+
+    let Some(user) = crate::support::Unprivileged::new() else { return };
+    let open = Tree::new();
+    open.mode(".", 0o755).file("ro/m", "old").mode("ro/m", 0o666).mode("ro", 0o555);
+    let readable = Tree::new();
+    readable.file("f", "x");
+    std::fs::set_permissions(readable.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    user.cutover(["scan"]).arg(readable.path()).arg("-o").arg(open.at("ro/m")).run().expect_code(0);
+    assert!(std::fs::read(open.at("ro/m")).unwrap().starts_with(b"cutover-manifest/1\n"), "written in place");
+    // A file `>` could not write is not replaced either.
+    open.file("ro/locked", "keep").mode("ro/locked", 0o444).mode("ro", 0o777);
+    let run = user.cutover(["scan"]).arg(readable.path()).arg("-o").arg(open.at("ro/locked")).run().expect_code(2);
+    assert!(run.stderr.contains("Permission denied"), "{}", run.stderr);
+    assert_eq!(std::fs::read(open.at("ro/locked")).unwrap(), b"keep");
+}
+
+#[test]
 fn an_output_that_cannot_be_written_fails_naming_it_and_leaves_no_temp_behind() {
     let tree = zoo();
     let work = Tree::new();
