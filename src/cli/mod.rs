@@ -91,13 +91,22 @@ pub struct ScanArg {
 }
 
 impl ScanArg {
-    /// The exclude patterns given, or `None` when none were.
+    /// The exclude patterns given, or `None` when none were. Files named by `--exclude-from`
+    /// (`-` is standard input) are read here, once.
     fn excludes(&self) -> Result<Option<Excludes>> {
         let mut patterns = self.exclude.clone();
         for file in &self.exclude_from {
-            let text = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
-            let text = String::from_utf8(text).with_context(|| format!("{}: not UTF-8 text", file.display()))?;
-            patterns.extend(text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(String::from));
+            let bytes = if file.as_os_str() == "-" {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes).map(|_| bytes)
+            } else {
+                std::fs::read(file)
+            };
+            let bytes = bytes.with_context(|| format!("{}: cannot read", file.display()))?;
+            let text = String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8 text", file.display()))?;
+            // As rsync reads such files: blank lines and `#` or `;` comments are skipped.
+            let rules = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with(['#', ';']));
+            patterns.extend(rules.map(String::from));
         }
         if patterns.is_empty() && self.exclude_from.is_empty() {
             return Ok(None);
@@ -105,14 +114,15 @@ impl ScanArg {
         Excludes::new(&patterns).map(Some).map_err(anyhow::Error::msg)
     }
 
-    /// Options for scanning a directory compared with a manifest that has `theirs`: the chunk
-    /// size and excludes given, else the manifest's, so that both sides line up.
-    fn options(&self, xattrs: bool, theirs: Option<&Header>) -> Result<ScanOptions> {
-        Ok(ScanOptions {
+    /// Options for scanning a directory, with the excludes `asked` (from [`ScanArg::excludes`]).
+    /// Compared with a manifest that has `theirs`, the chunk size and excludes not given are
+    /// the manifest's, so that both sides line up.
+    fn options(&self, xattrs: bool, asked: Option<&Excludes>, theirs: Option<&Header>) -> ScanOptions {
+        ScanOptions {
             chunk_size: self.chunk_size.or(theirs.map(|h| h.chunk_size)).unwrap_or(ChunkSize::DEFAULT),
             xattrs,
-            exclude: self.excludes()?.or_else(|| theirs.map(|h| h.exclude.clone())).unwrap_or_default(),
-        })
+            exclude: asked.or(theirs.map(|h| &h.exclude)).cloned().unwrap_or_default(),
+        }
     }
 }
 
@@ -233,7 +243,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run_scan(args: ScanArgs) -> Result<u8> {
-    let options = args.scan.options(args.xattrs, None)?;
+    let options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
     let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -393,24 +403,28 @@ pub(crate) fn load_pair(
     progress: &dyn Progress,
 ) -> Result<(Manifest, Manifest)> {
     let xattrs = meta.xattr;
-    if source.as_os_str() == "-" && target.as_os_str() == "-" {
-        bail!("only one side can be read from standard input");
+    let stdin_users =
+        [source.as_os_str(), target.as_os_str()].into_iter().chain(scan.exclude_from.iter().map(|p| p.as_os_str()));
+    if stdin_users.filter(|p| *p == "-").count() > 1 {
+        bail!("only one of the two sides and --exclude-from can be read from standard input");
     }
+    let asked = scan.excludes()?;
     let (source, target) = match (is_dir(source), is_dir(target)) {
         // Walked together: a file on both sides is read in one pass and equal bytes hashed once.
-        (true, true) => scan_pair(source, target, &scan.options(xattrs, None)?, progress)?,
+        (true, true) => scan_pair(source, target, &scan.options(xattrs, asked.as_ref(), None), progress)?,
         (true, false) => {
             let target = load_manifest(target)?;
-            (scan_with_progress(source, &scan.options(xattrs, Some(&target.header))?, progress)?, target)
+            let options = scan.options(xattrs, asked.as_ref(), Some(&target.header));
+            (scan_with_progress(source, &options, progress)?, target)
         }
         (false, true) => {
             let source = load_manifest(source)?;
-            let options = scan.options(xattrs, Some(&source.header))?;
+            let options = scan.options(xattrs, asked.as_ref(), Some(&source.header));
             (source, scan_with_progress(target, &options, progress)?)
         }
         (false, false) => (load_manifest(source)?, load_manifest(target)?),
     };
-    check_same_scope(&source, &target, scan.excludes()?.as_ref())?;
+    check_same_scope(&source, &target, asked.as_ref())?;
     Ok((source, target))
 }
 
@@ -431,7 +445,7 @@ fn check_same_scope(source: &Manifest, target: &Manifest, asked: Option<&Exclude
         && !asked.same_patterns(&source.header.exclude)
     {
         bail!(
-            "the manifests were scanned with excludes {} and cannot be compared under {:?}: scan again with those",
+            "the manifest was scanned with excludes {} and cannot be compared under {:?}: scan again with those",
             shown(source),
             asked.texts()
         );

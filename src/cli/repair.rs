@@ -262,7 +262,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
             args.target.display()
         );
     }
-    let scan_options = args.scan.options(args.repair.meta.xattr, None)?;
+    let scan_options = args.scan.options(args.repair.meta.xattr, args.scan.excludes()?.as_ref(), None);
     let (source, target) =
         super::progress::with_progress("scanning", false, |p| scan_pair(&args.source, &args.target, &scan_options, p))?;
     check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;

@@ -103,7 +103,11 @@ fn a_manifest_keeps_its_patterns_and_a_directory_compared_with_it_is_scanned_wit
     assert!(run.stderr.contains("different excludes"), "{}", run.stderr);
     let run = cutover(["diff", "--exclude", "*.log"]).arg(&manifest).arg(target.path()).run().expect_code(2);
     assert!(run.stderr.contains("different excludes"), "{}", run.stderr);
-    for bad in ["", "/", "//"] {
+    // From standard input, read once (a pipe cannot be read twice), with rsync's comments.
+    let piped = format!("; rsync's other comment\n{}\n", PATTERNS.join("\n")).into_bytes();
+    let run = cutover(["diff", "--format", "json", "--exclude-from", "-"]).arg(source.path()).arg(target.path());
+    assert_eq!(reported(&run.stdin(piped).run().expect_code(1)), reported(&with_dir));
+    for bad in ["", "/", "//", "+ include"] {
         cutover(["diff", "--exclude", bad]).arg(source.path()).arg(target.path()).run().expect_code(2);
     }
 }
