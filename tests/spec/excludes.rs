@@ -141,3 +141,56 @@ fn repair_with_excludes_leaves_excluded_target_files_alone() {
     let rsync_args: Vec<&str> = rsync_args.iter().map(String::as_str).collect();
     assert!(rsync_paths_with(source.path(), target.path(), &rsync_args).is_empty(), "rsync agrees it is done");
 }
+
+/// Patterns built from a small grammar over the names in `trees()`, each judged by rsync.
+fn generated_patterns() -> Vec<String> {
+    let atoms = ["a", "b", "tmp", "cache", "logs", "node_modules", "file7", "x7", "kept", "build", "sub", "deep.db"];
+    let globs = ["*", "?", "**", "[a-c]", "[!a]", "*.tmp", "*.db", "f*7", "[[:digit:]]", "x?", "*/"];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    (0..80)
+        .map(|_| {
+            let parts = 1 + next(3);
+            let mut pattern = String::new();
+            if next(4) == 0 {
+                pattern.push('/');
+            }
+            for i in 0..parts {
+                if i > 0 {
+                    pattern.push('/');
+                }
+                let part = if next(2) == 0 { atoms[next(atoms.len())] } else { globs[next(globs.len())] };
+                pattern.push_str(part.trim_end_matches('/'));
+            }
+            if next(5) == 0 {
+                pattern.push('/');
+            }
+            pattern
+        })
+        .filter(|p| p.trim_matches('/') != "")
+        .collect()
+}
+
+#[test]
+fn generated_patterns_leave_out_what_rsync_leaves_out() {
+    let (source, target) = trees();
+    let everything = rsync_paths_with(source.path(), target.path(), &[]);
+    let (mut disagreements, mut effective) = (Vec::new(), 0);
+    for pattern in generated_patterns() {
+        let expected = rsync_paths_with(source.path(), target.path(), &[&format!("--exclude={pattern}")]);
+        effective += usize::from(expected != everything);
+        let run = diff_json(source.path(), target.path(), &["--exclude", &pattern]);
+        if run.code() > 1 {
+            disagreements.push(format!("{pattern}: cutover failed: {}", run.stderr));
+        } else if reported(&run) != expected {
+            disagreements.push(format!("{pattern}: rsync {expected:?}, cutover {:?}", reported(&run)));
+        }
+    }
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
+    assert!(effective >= 20, "only {effective} generated patterns left anything out");
+}
