@@ -172,7 +172,7 @@ fn generated_patterns() -> Vec<String> {
             }
             pattern
         })
-        .filter(|p| p.trim_matches('/') != "")
+        .filter(|p| !p.trim_matches('/').is_empty())
         .collect()
 }
 
