@@ -171,7 +171,7 @@ def read_manifest(data):
                 raise r.corrupt("bad header: missing field `%s`" % name)
             return None
         v = header[name]
-        if (isinstance(v, bool) and types is not bool) or not isinstance(v, types):
+        if isinstance(v, bool) or not isinstance(v, types):
             raise r.corrupt("bad header: field `%s` has the wrong type" % name)
         return v
 
@@ -186,7 +186,6 @@ def read_manifest(data):
         raise r.corrupt("bad header: negative entries")
     has_root_hash = "root_hash" in header
     root_hash = field("root_hash", (str, type(None)), required=False)
-    field("one_file_system", bool, required=False)
     exclude = field("exclude", list, required=False) or []
     for pattern in exclude:
         if not isinstance(pattern, str) or pattern.strip("/") == "":
