@@ -88,10 +88,6 @@ pub struct ScanArg {
     /// are skipped).
     #[arg(long, value_name = "FILE")]
     exclude_from: Vec<PathBuf>,
-    /// Stay on each root's filesystem: a directory where another one is mounted is compared
-    /// as an empty directory (rsync's -x). A manifest records it.
-    #[arg(short = 'x', long)]
-    one_file_system: bool,
 }
 
 impl ScanArg {
@@ -126,7 +122,6 @@ impl ScanArg {
             chunk_size: self.chunk_size.or(theirs.map(|h| h.chunk_size)).unwrap_or(ChunkSize::DEFAULT),
             xattrs,
             exclude: asked.or(theirs.map(|h| &h.exclude)).cloned().unwrap_or_default(),
-            one_file_system: self.one_file_system || theirs.is_some_and(|h| h.one_file_system),
         }
     }
 }
@@ -429,32 +424,13 @@ pub(crate) fn load_pair(
         }
         (false, false) => (load_manifest(source)?, load_manifest(target)?),
     };
-    check_same_scope(&source, &target, asked.as_ref(), scan.one_file_system)?;
+    check_same_scope(&source, &target, asked.as_ref())?;
     Ok((source, target))
 }
 
 /// Refuses to compare trees scanned with different excludes: what one left out would show as
 /// missing or extra.
-fn check_same_scope(
-    source: &Manifest,
-    target: &Manifest,
-    asked: Option<&Excludes>,
-    one_file_system: bool,
-) -> Result<()> {
-    let (a, b) = (source.header.one_file_system, target.header.one_file_system);
-    let how = |on: bool| if on { "staying on one filesystem (-x)" } else { "across mount points" };
-    if a != b {
-        bail!(
-            "{} was scanned {} and {} {}: scan both the same way",
-            source.header.root,
-            how(a),
-            target.header.root,
-            how(b)
-        );
-    }
-    if one_file_system && !a {
-        bail!("the manifests were scanned across mount points, which -x cannot undo: scan again with -x");
-    }
+fn check_same_scope(source: &Manifest, target: &Manifest, asked: Option<&Excludes>) -> Result<()> {
     let shown = |m: &Manifest| format!("{:?}", m.header.exclude.texts());
     if !source.header.exclude.same_patterns(&target.header.exclude) {
         bail!(

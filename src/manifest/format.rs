@@ -53,9 +53,6 @@ struct HeaderJson {
     /// byte for byte what earlier versions wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exclude: Vec<String>,
-    /// Written only when true, for the same reason.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    one_file_system: bool,
     /// Outer `None`: the field is left out (allowed); `Some(None)`: `null`, the root has no digest.
     #[serde(default, deserialize_with = "present")]
     root_hash: Option<Option<String>>,
@@ -80,7 +77,6 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
         finished: manifest.header.finished.clone(),
         entries: manifest.entries.len() as u64,
         exclude: manifest.header.exclude.texts(),
-        one_file_system: manifest.header.one_file_system,
         root_hash: Some(manifest.root_digest().map(Digest::to_hex)),
     };
     serde_json::to_writer(&mut out, &header)?;
@@ -402,7 +398,6 @@ impl<R: Read> Reader<R> {
         let header = Header {
             tool: json.tool,
             exclude,
-            one_file_system: json.one_file_system,
             chunk_size,
             metadata,
             root: json.root,

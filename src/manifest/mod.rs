@@ -224,8 +224,6 @@ pub struct Header {
     pub root: String,
     /// What the scan left out.
     pub exclude: crate::exclude::Excludes,
-    /// Whether the scan stayed on the root's filesystem (mount points recorded as empty).
-    pub one_file_system: bool,
     /// RFC 3339 UTC times of the scan.
     pub started: String,
     pub finished: String,
