@@ -520,25 +520,34 @@ impl TargetRoot {
         Ok(())
     }
 
-    /// What [`remove_tree`](Self::remove_tree) would delete at `rel` now, without deleting.
+    /// The raw `lstat` of `rel`, or `None` when nothing is there.
+    fn lstat(&self, rel: &[u8]) -> Result<Option<Stat>, TargetError> {
+        match self.resolve(rel) {
+            Ok((parent, name)) => Self::lstat_at(&parent, name, rel),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What [`remove_tree`](Self::remove_tree) would delete at `rel` now, without deleting. A
+    /// directory where another filesystem is mounted counts as one entry: it is never entered.
     pub fn count_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
         let mut stats = RemoveStats::default();
-        let Some(top) = self.stat(rel)? else {
+        let Some(top) = self.lstat(rel)? else {
             return Ok(stats);
         };
         stats.entries = 1;
-        if top.kind == NodeKind::File {
-            stats.bytes = top.size;
-        }
-        if top.kind != NodeKind::Dir {
-            return Ok(stats);
+        match kind_of(&top) {
+            NodeKind::Dir => {}
+            NodeKind::File => return Ok(RemoveStats { entries: 1, bytes: node_stat(&top).size }),
+            _ => return Ok(stats),
         }
         let mut stack = vec![rel.to_vec()];
         while let Some(dir_rel) = stack.pop() {
             self.for_each_child(&dir_rel, |_, _, child, st| {
                 stats.entries += 1;
                 match kind_of(st) {
-                    NodeKind::Dir => stack.push(child),
+                    NodeKind::Dir if st.st_dev == top.st_dev => stack.push(child),
                     NodeKind::File => stats.bytes += node_stat(st).size,
                     _ => {}
                 }
@@ -548,6 +557,9 @@ impl TargetRoot {
         Ok(stats)
     }
 
+    /// Removes what is at `rel`, a directory with its whole subtree. Never enters a directory
+    /// where another filesystem is mounted: finding one is an error (after what was removed
+    /// before it), so nothing on that filesystem is deleted, whatever a plan says.
     pub fn remove_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
         let mut stats = RemoveStats::default();
         let (parent, name) = match self.resolve(rel) {
@@ -569,14 +581,21 @@ impl TargetRoot {
         let mut stack = vec![rel.to_vec()];
         while let Some(dir_rel) = stack.last().cloned() {
             let mut subdirs = Vec::new();
-            self.for_each_child(&dir_rel, |dfd, name, child, st| {
-                match kind_of(st) {
+            self.for_each_child(&dir_rel, |dfd, name, child, child_st| {
+                match kind_of(child_st) {
+                    NodeKind::Dir if child_st.st_dev != st.st_dev => {
+                        return Err(TargetError::Io {
+                            path: lossy(&child),
+                            op: "remove",
+                            cause: std::io::Error::other("another filesystem is mounted here; it is never entered"),
+                        });
+                    }
                     NodeKind::Dir => subdirs.push(child),
                     kind => {
                         rfs::unlinkat(dfd, os(name), AtFlags::empty()).map_err(ctx(&child, "remove"))?;
                         stats.entries += 1;
                         if kind == NodeKind::File {
-                            stats.bytes += node_stat(st).size;
+                            stats.bytes += node_stat(child_st).size;
                         }
                     }
                 }
