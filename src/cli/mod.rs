@@ -302,6 +302,10 @@ pub(crate) fn write_output<T>(path: &Path, write: impl FnOnce(&mut dyn Write) ->
     {
         return Err(std::io::Error::from(e)).with_context(|| format!("{}: cannot write", path.display()));
     }
+    // In a sticky directory, a file of someone else's may be writable but not replaceable.
+    if existing.as_ref().is_some_and(|meta| !may_replace(path, meta)) {
+        return write_in_place(path, write);
+    }
     let Some((tmp, file)) = create_temp(path, existing.as_ref()) else {
         return write_in_place(path, write);
     };
@@ -320,19 +324,36 @@ pub(crate) fn write_output<T>(path: &Path, write: impl FnOnce(&mut dyn Write) ->
     written
 }
 
-/// A new temp file beside `path` (`NAME.tmp-PID-N`), created exclusively, with the mode of
-/// the file it will replace; `None` when the directory will not take one.
+/// Whether this process may rename over the existing file `path`: always, except in a sticky
+/// directory (`/tmp`) when it owns neither the file nor the directory and is not root.
+fn may_replace(path: &Path, file: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::geteuid();
+    if uid.is_root() || file.uid() == uid.as_raw() {
+        return true;
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::metadata(parent).is_ok_and(|dir| dir.mode() & 0o1000 == 0 || dir.uid() == uid.as_raw())
+}
+
+/// A new temp file beside `path` (`NAME.tmp-PID-N`), created exclusively, with the permission
+/// bits (not setuid, setgid or sticky) and, when run as root, the owner of the file it will
+/// replace; `None` when the directory will not take one.
 fn create_temp(path: &Path, replaces: Option<&std::fs::Metadata>) -> Option<(PathBuf, std::fs::File)> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mode = replaces.map_or(0o666, |meta| meta.permissions().mode() & 0o7777);
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let mode = replaces.map_or(0o666, |meta| meta.permissions().mode() & 0o777);
     for attempt in 0..100 {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(".tmp-{}-{attempt}", std::process::id()));
         let tmp = PathBuf::from(tmp);
         match std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp) {
             Ok(file) => {
-                // The umask may have taken bits the replaced file had.
-                if replaces.is_some() {
+                // The umask may have taken bits the replaced file had. Owner first: a change
+                // of owner clears permission bits on some systems.
+                if let Some(meta) = replaces {
+                    if rustix::process::geteuid().is_root() {
+                        let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
+                    }
                     let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
                 }
                 return Some((tmp, file));

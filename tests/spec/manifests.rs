@@ -151,6 +151,20 @@ fn an_output_keeps_the_mode_of_the_file_it_replaces_and_is_written_in_place_in_a
     std::fs::set_permissions(readable.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     user.cutover(["scan"]).arg(readable.path()).arg("-o").arg(open.at("ro/m")).run().expect_code(0);
     assert!(std::fs::read(open.at("ro/m")).unwrap().starts_with(b"cutover-manifest/1\n"), "written in place");
+    // In a sticky directory a file of someone else's can be written but not replaced.
+    let shared = Tree::new();
+    shared.mode(".", 0o1777).file("m", "old").mode("m", 0o666);
+    user.cutover(["scan"]).arg(readable.path()).arg("-o").arg(shared.at("m")).run().expect_code(0);
+    assert!(std::fs::read(shared.at("m")).unwrap().starts_with(b"cutover-manifest/1\n"), "written in place");
+    // Root replacing a user's file keeps its owner, and never hands on a setuid bit.
+    if crate::support::running_as_root() {
+        use std::os::unix::fs::MetadataExt;
+        work.file("users", "old").mode("users", 0o4750);
+        std::os::unix::fs::chown(work.at("users"), Some(65534), Some(65534)).unwrap();
+        cutover(["scan"]).arg(tree.path()).arg("-o").arg(work.at("users")).run().expect_code(0);
+        let meta = std::fs::metadata(work.at("users")).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (65534, 65534, 0o750));
+    }
     // A file `>` could not write is not replaced either.
     open.file("ro/locked", "keep").mode("ro/locked", 0o444).mode("ro", 0o777);
     let run = user.cutover(["scan"]).arg(readable.path()).arg("-o").arg(open.at("ro/locked")).run().expect_code(2);
