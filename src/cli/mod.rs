@@ -88,6 +88,10 @@ pub struct ScanArg {
     /// are skipped).
     #[arg(long, value_name = "FILE")]
     exclude_from: Vec<PathBuf>,
+    /// Stay on each root's filesystem: a directory where another one is mounted is compared
+    /// as an empty directory (rsync's -x). A manifest records it.
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
 }
 
 impl ScanArg {
@@ -122,6 +126,7 @@ impl ScanArg {
             chunk_size: self.chunk_size.or(theirs.map(|h| h.chunk_size)).unwrap_or(ChunkSize::DEFAULT),
             xattrs,
             exclude: asked.or(theirs.map(|h| &h.exclude)).cloned().unwrap_or_default(),
+            one_file_system: self.one_file_system || theirs.is_some_and(|h| h.one_file_system),
         }
     }
 }
@@ -445,13 +450,32 @@ pub(crate) fn load_pair(
         }
         (false, false) => (load_manifest(source)?, load_manifest(target)?),
     };
-    check_same_scope(&source, &target, asked.as_ref())?;
+    check_same_scope(&source, &target, asked.as_ref(), scan.one_file_system)?;
     Ok((source, target))
 }
 
 /// Refuses to compare trees scanned with different excludes: what one left out would show as
 /// missing or extra.
-fn check_same_scope(source: &Manifest, target: &Manifest, asked: Option<&Excludes>) -> Result<()> {
+fn check_same_scope(
+    source: &Manifest,
+    target: &Manifest,
+    asked: Option<&Excludes>,
+    one_file_system: bool,
+) -> Result<()> {
+    let (a, b) = (source.header.one_file_system, target.header.one_file_system);
+    let how = |on: bool| if on { "staying on one filesystem (-x)" } else { "across mount points" };
+    if a != b {
+        bail!(
+            "{} was scanned {} and {} {}: scan both the same way",
+            source.header.root,
+            how(a),
+            target.header.root,
+            how(b)
+        );
+    }
+    if one_file_system && !a {
+        bail!("the manifests were scanned across mount points, which -x cannot undo: scan again with -x");
+    }
     let shown = |m: &Manifest| format!("{:?}", m.header.exclude.texts());
     if !source.header.exclude.same_patterns(&target.header.exclude) {
         bail!(
@@ -496,6 +520,13 @@ fn run_diff(args: DiffArgs) -> Result<u8> {
 
 /// Says which requested metadata could not be compared because a manifest did not record it.
 pub(crate) fn warn_uncompared(asked: MetaSet, report: &Report) {
+    for (path, side) in &report.not_entered {
+        let whose = if *side == "both" { "either side".to_string() } else { format!("the {side}") };
+        eprintln!(
+            "cutover: note: {}: another filesystem is mounted here in {whose} (-x): nothing below it was compared",
+            render::shown(path.as_bytes())
+        );
+    }
     let missing: Vec<_> = asked.names().into_iter().filter(|name| !report.compared.names().contains(name)).collect();
     if !missing.is_empty() {
         eprintln!("cutover: note: not compared, a manifest did not record it: {}", missing.join(", "));

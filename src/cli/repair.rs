@@ -268,6 +268,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
     let (plan, report) =
         build_plan(&source, &target, &PlanOptions { delete: args.repair.delete, meta: args.repair.meta });
+    super::warn_uncompared(args.repair.meta, &report);
     if args.dry_run {
         check_max_delete(&plan, &args.limits)?;
         show_plan(&mut std::io::stdout().lock(), &plan)?;

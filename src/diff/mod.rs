@@ -45,7 +45,21 @@ pub fn diff(source: &Manifest, target: &Manifest, options: &DiffOptions) -> Repo
         compared: meta,
         chunk_size: merge.chunk,
         differences,
+        not_entered: not_entered(source, target),
     }
+}
+
+/// Directories either side did not enter (`-x`), in path order, with which side.
+fn not_entered(source: &Manifest, target: &Manifest) -> Vec<(RelPath, &'static str)> {
+    let marked = |m: &Manifest| m.entries.iter().filter(|e| e.not_entered).map(|e| e.path.clone()).collect::<Vec<_>>();
+    let (s, t) = (marked(source), marked(target));
+    let mut all: Vec<(RelPath, &'static str)> = s
+        .iter()
+        .map(|p| (p.clone(), if t.binary_search(p).is_ok() { "both" } else { "source" }))
+        .chain(t.iter().filter(|p| s.binary_search(p).is_err()).map(|p| (p.clone(), "target")))
+        .collect();
+    all.sort();
+    all
 }
 
 struct Merge<'a> {
@@ -122,7 +136,8 @@ impl Merge<'_> {
             self.push(&s.path, Change::Type { source: s.kind, target: t.kind });
             return false;
         }
-        let metadata = if s.path.is_root() { Vec::new() } else { self.meta_changes(s, t) };
+        // A target directory not entered is another filesystem's root: never a thing to change.
+        let metadata = if s.path.is_root() || t.not_entered { Vec::new() } else { self.meta_changes(s, t) };
         let content_equal = s.digest == t.digest;
         match s.kind {
             Kind::File if !content_equal => {
@@ -140,6 +155,11 @@ impl Merge<'_> {
         }
         if !metadata.is_empty() {
             self.push(&s.path, Change::Metadata { changes: metadata });
+        }
+        // A directory one side did not enter (another filesystem is mounted there): nothing
+        // below it is compared on either side, as rsync -x neither copies nor deletes there.
+        if s.not_entered || t.not_entered {
+            return false;
         }
         // Equal node hashes prove the subtrees equal in names, kinds, content and permission
         // bits, which is all the hash covers.

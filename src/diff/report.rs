@@ -141,6 +141,9 @@ pub struct Report {
     /// The granularity of the byte ranges.
     pub chunk_size: ChunkSize,
     pub differences: Vec<Difference>,
+    /// Directories not entered (`-x`: another filesystem is mounted there) with the side that
+    /// did not enter them, `"source"`, `"target"` or `"both"`; nothing below them was compared.
+    pub not_entered: Vec<(RelPath, &'static str)>,
 }
 
 impl Report {
@@ -197,6 +200,12 @@ impl Report {
             "compared": self.compared.names(),
             "chunk_size": self.chunk_size.bytes(),
             "summary": summary_json(&self.summary()),
+            "not_entered": self.not_entered.iter().map(|(path, side)| {
+                let mut object = serde_json::Map::new();
+                path_json(path, &mut object);
+                object.insert("side".into(), json!(side));
+                Value::Object(object)
+            }).collect::<Vec<_>>(),
         })
     }
 }

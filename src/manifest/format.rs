@@ -17,6 +17,7 @@ const FLAG_DIGEST: u8 = 1;
 const FLAG_UNREADABLE: u8 = 2;
 const FLAG_UNSTABLE: u8 = 4;
 const FLAG_XATTRS: u8 = 8;
+const FLAG_NOT_ENTERED: u8 = 16;
 const MAX_HEADER: usize = 1 << 20;
 /// More chunk CVs than a 1 EiB file at the minimum chunk size has is corruption.
 const MAX_CHUNKS: u64 = 1 << 40;
@@ -53,6 +54,9 @@ struct HeaderJson {
     /// byte for byte what earlier versions wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exclude: Vec<String>,
+    /// Written only when true, for the same reason.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    one_file_system: bool,
     /// Outer `None`: the field is left out (allowed); `Some(None)`: `null`, the root has no digest.
     #[serde(default, deserialize_with = "present")]
     root_hash: Option<Option<String>>,
@@ -77,6 +81,7 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
         finished: manifest.header.finished.clone(),
         entries: manifest.entries.len() as u64,
         exclude: manifest.header.exclude.texts(),
+        one_file_system: manifest.header.one_file_system,
         root_hash: Some(manifest.root_digest().map(Digest::to_hex)),
     };
     serde_json::to_writer(&mut out, &header)?;
@@ -116,6 +121,9 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8]) {
     }
     if entry.xattrs.is_some() {
         flags |= FLAG_XATTRS;
+    }
+    if entry.not_entered {
+        flags |= FLAG_NOT_ENTERED;
     }
     buf.push(flags);
     put_varint(buf, entry.size);
@@ -398,6 +406,7 @@ impl<R: Read> Reader<R> {
         let header = Header {
             tool: json.tool,
             exclude,
+            one_file_system: json.one_file_system,
             chunk_size,
             metadata,
             root: json.root,
@@ -443,6 +452,12 @@ impl<R: Read> Reader<R> {
         }
         entry.uid = self.u32("uid")?;
         entry.gid = self.u32("gid")?;
+        if flags & FLAG_NOT_ENTERED != 0 {
+            if kind != Kind::Dir || !header.one_file_system {
+                return Err(self.corrupt("a not-entered mark on anything but a directory of a one-file-system scan"));
+            }
+            entry.not_entered = true;
+        }
         if flags & FLAG_DIGEST != 0 {
             entry.digest = Some(self.digest()?);
         }

@@ -108,6 +108,9 @@ pub struct Entry {
     /// recorded (the header's `metadata` says which).
     pub xattrs: Option<Box<Xattrs>>,
     pub problem: Option<Box<Problem>>,
+    /// A directory a `-x` scan did not enter: another filesystem is mounted there. It is
+    /// recorded as empty, and `diff` compares nothing below it on either side.
+    pub not_entered: bool,
 }
 
 /// Extended attributes as (name, value) pairs sorted by name.
@@ -139,6 +142,7 @@ impl Entry {
             link: None,
             xattrs: None,
             problem: None,
+            not_entered: false,
         }
     }
 }
@@ -224,6 +228,8 @@ pub struct Header {
     pub root: String,
     /// What the scan left out.
     pub exclude: crate::exclude::Excludes,
+    /// Whether the scan stayed on the root's filesystem (mount points recorded as empty).
+    pub one_file_system: bool,
     /// RFC 3339 UTC times of the scan.
     pub started: String,
     pub finished: String,
@@ -343,6 +349,9 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), (RelPath, String)> {
             close(open.pop().expect("checked by last()"))?;
         }
         match open.last_mut() {
+            Some((dir, _)) if dir.not_entered => {
+                return Err((entry.path.clone(), "listed below a directory that was not entered".into()));
+            }
             Some((dir, node)) if entry.path.parent() == dir.path => node.add(entry),
             None if entry.path.is_root() => {}
             _ => return Err((entry.path.clone(), "its parent directory is not listed before it".into())),

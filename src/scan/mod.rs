@@ -28,11 +28,19 @@ pub struct ScanOptions {
     pub xattrs: bool,
     /// Paths left out of the scan, with everything below them.
     pub exclude: Excludes,
+    /// Stay on the root's filesystem: a directory where another filesystem is mounted is
+    /// recorded, but as if empty (rsync's `-x`).
+    pub one_file_system: bool,
 }
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        ScanOptions { chunk_size: ChunkSize::DEFAULT, xattrs: false, exclude: Excludes::default() }
+        ScanOptions {
+            chunk_size: ChunkSize::DEFAULT,
+            xattrs: false,
+            exclude: Excludes::default(),
+            one_file_system: false,
+        }
     }
 }
 
@@ -116,6 +124,7 @@ fn header(root: &Path, options: &ScanOptions, started: String) -> Header {
         metadata: MetaSet { xattr: options.xattrs, ..MetaSet::ALL },
         root: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string(),
         exclude: options.exclude.clone(),
+        one_file_system: options.one_file_system,
         started,
         finished: crate::time::now_rfc3339(),
     }

@@ -23,6 +23,7 @@ pub(super) struct Walker<'a> {
     chunk: ChunkSize,
     xattrs: bool,
     exclude: &'a Excludes,
+    one_file_system: bool,
     progress: &'a dyn Progress,
 }
 
@@ -62,7 +63,19 @@ fn unreadable(entry: &mut Entry, why: impl std::fmt::Display) {
 
 impl<'a> Walker<'a> {
     pub(super) fn new(options: &'a ScanOptions, progress: &'a dyn Progress) -> Walker<'a> {
-        Walker { chunk: options.chunk_size, xattrs: options.xattrs, exclude: &options.exclude, progress }
+        Walker {
+            chunk: options.chunk_size,
+            xattrs: options.xattrs,
+            exclude: &options.exclude,
+            one_file_system: options.one_file_system,
+            progress,
+        }
+    }
+
+    /// Whether, staying on one filesystem, a directory of device `dev` inside `parent` is not
+    /// entered: something else is mounted there.
+    fn stops_at(&self, parent: &OwnedFd, dev: u64) -> bool {
+        self.one_file_system && rustix::fs::fstat(parent).is_ok_and(|stat| stat.st_dev != dev)
     }
 
     /// The names listed in `dir` (whose path is `path`) that are not excluded. A name whose
@@ -130,6 +143,11 @@ impl Walker<'_> {
             Kind::Dir => {
                 let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+                    Ok(fd) if self.stops_at(dir, stat.st_dev) => {
+                        self.record_xattrs(&fd, &mut entry);
+                        entry.not_entered = true;
+                        return Some(assemble(entry, Vec::new()));
+                    }
                     Ok(fd) => return Some(self.walk_dir(fd, entry)),
                     Err(e) => {
                         unreadable(&mut entry, format_args!("cannot open directory: {}", std::io::Error::from(e)))
@@ -333,7 +351,11 @@ impl Walker<'_> {
         match listed {
             [FileType::Directory, FileType::Directory] => {
                 match [open_dir(&dirs[0], path, name), open_dir(&dirs[1], path, name)] {
-                    [Some((sd, se)), Some((td, te))] => self.walk_pair([sd, td], [se, te]).map(Some),
+                    [Some((sd, se)), Some((td, te))]
+                        if !self.stops_at(&dirs[0], device(&sd)) && !self.stops_at(&dirs[1], device(&td)) =>
+                    {
+                        self.walk_pair([sd, td], [se, te]).map(Some)
+                    }
                     _ => separately(),
                 }
             }
@@ -389,6 +411,11 @@ fn assemble(mut entry: Entry, children: Vec<Vec<Entry>>) -> Vec<Entry> {
         subtree.extend(child);
     }
     subtree
+}
+
+/// The device an open file lies on.
+fn device(fd: &OwnedFd) -> u64 {
+    rustix::fs::fstat(fd).map_or(0, |stat| stat.st_dev)
 }
 
 /// The directory `name` in `dir`, opened without following a symlink, with its entry.

@@ -28,7 +28,7 @@ HEADER_MAX = 1 << 20
 DIR_CONTEXT = "cutover 2026-11-24 directory node v1"
 MAX_LEN = 65536
 KIND_NAMES = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"]
-F_DIGEST, F_UNREADABLE, F_UNSTABLE, F_XATTRS = 0x01, 0x02, 0x04, 0x08
+F_DIGEST, F_UNREADABLE, F_UNSTABLE, F_XATTRS, F_NOT_ENTERED = 0x01, 0x02, 0x04, 0x08, 0x10
 ZERO32 = bytes(32)
 METADATA_NAMES = {"mode", "mtime", "owner", "xattr"}
 
@@ -171,7 +171,7 @@ def read_manifest(data):
                 raise r.corrupt("bad header: missing field `%s`" % name)
             return None
         v = header[name]
-        if isinstance(v, bool) or not isinstance(v, types):
+        if (isinstance(v, bool) and types is not bool) or not isinstance(v, types):
             raise r.corrupt("bad header: field `%s` has the wrong type" % name)
         return v
 
@@ -186,6 +186,7 @@ def read_manifest(data):
         raise r.corrupt("bad header: negative entries")
     has_root_hash = "root_hash" in header
     root_hash = field("root_hash", (str, type(None)), required=False)
+    one_file_system = field("one_file_system", bool, required=False) or False
     exclude = field("exclude", list, required=False) or []
     for pattern in exclude:
         if not isinstance(pattern, str) or pattern.strip("/") == "":
@@ -242,6 +243,8 @@ def read_manifest(data):
         e.gid = r.varint()
         if e.gid >> 32:
             raise r.corrupt("gid %d does not fit in 32 bits" % e.gid)
+        if e.flags & F_NOT_ENTERED and (e.kind != 1 or not one_file_system):
+            raise r.corrupt("a not-entered mark on anything but a directory of a one-file-system scan")
         e.digest = r.take(32) if e.flags & F_DIGEST else None
         e.cvs = []
         e.target = None
@@ -326,6 +329,8 @@ def read_manifest(data):
             parent = e.path.rpartition(b"/")[0]
             if parent not in dirs:
                 raise inconsistent(e, "its parent directory is not listed before it")
+            if dirs[parent].flags & F_NOT_ENTERED:
+                raise inconsistent(e, "listed below a directory that was not entered")
             children[parent].append(e)
         if e.kind == 1:
             dirs[e.path] = e

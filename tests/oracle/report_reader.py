@@ -379,6 +379,13 @@ def check_report(top, diffs, jsonl):
     s.done()
     if not jsonl:
         diffs = t.get("differences", "list")
+    # Directories not entered under -x: {path, path_bytes?, side} (docs/report.md).
+    for i, n in enumerate(t.get("not_entered", "list")):
+        o = Obj(n, "not_entered[%d]" % i)
+        exact_bytes(o, "path", "path_bytes")
+        if o.get("side", "str") not in ("source", "target", "both"):
+            fail("not_entered[%d]: side must be source, target or both" % i)
+        o.done()
     t.done()
 
     infos = []

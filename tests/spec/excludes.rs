@@ -194,3 +194,80 @@ fn generated_patterns_leave_out_what_rsync_leaves_out() {
     assert!(disagreements.is_empty(), "{disagreements:#?}");
     assert!(effective >= 20, "only {effective} generated patterns left anything out");
 }
+
+/// A tmpfs mounted at a directory for the life of the value; `None` where mounting is not
+/// allowed (not root).
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    fn tmpfs(at: std::path::PathBuf) -> Option<Mounted> {
+        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&at).output().ok()?;
+        status.status.success().then_some(Mounted(at))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn one_file_system_stops_at_mount_points_as_rsync_x_does() {
+    let source = Tree::new();
+    source.file("a", "a").dir("mnt").file("d/b", "b");
+    let Some(_mount) = Mounted::tmpfs(source.at("mnt")) else {
+        eprintln!("note: cannot mount a tmpfs here (not root?); -x is not checked");
+        return;
+    };
+    source.file("mnt/inner/deep", "on the other filesystem");
+    let target = Tree::new();
+    let mut rsync = std::process::Command::new("rsync");
+    rsync.args(["-a", "-x"]).arg(source.path().join("")).arg(target.path().join(""));
+    assert!(crate::support::run_with_timeout(rsync, Vec::new(), std::time::Duration::from_secs(60)).status.success());
+    assert!(target.at("mnt").is_dir() && !target.at("mnt/inner").exists(), "rsync -x copies the mount point empty");
+
+    let crossing = diff_json(source.path(), target.path(), &[]).expect_code(1);
+    assert_eq!(reported(&crossing), BTreeSet::from(["mnt/inner".to_string()]));
+    diff_json(source.path(), target.path(), &["-x"]).expect_code(0);
+    diff_json(source.path(), target.path(), &["--one-file-system", "--meta", "mode,owner"]).expect_code(0);
+
+    // The manifest remembers; a directory compared with it is scanned the same way.
+    let work = Tree::new();
+    let manifest = work.at("source.manifest");
+    cutover(["scan", "-x"]).arg(source.path()).arg("-o").arg(&manifest).run().expect_code(0);
+    diff_json(&manifest, target.path(), &[]).expect_code(0);
+    assert!(oracle(&manifest).status.success());
+    let crossing = work.at("crossing.manifest");
+    cutover(["scan"]).arg(target.path()).arg("-o").arg(&crossing).run().expect_code(0);
+    let run = cutover(["diff"]).arg(&manifest).arg(&crossing).run().expect_code(2);
+    assert!(run.stderr.contains("scan both the same way"), "{}", run.stderr);
+    let report = diff_json(source.path(), target.path(), &["-x"]).expect_code(0).json();
+    assert_eq!(report["not_entered"], serde_json::json!([{"path": "mnt", "side": "source"}]));
+}
+
+#[test]
+fn one_file_system_neither_deletes_below_a_source_mount_point_nor_writes_into_a_target_one() {
+    // The source has a filesystem mounted at `m`: rsync -x --delete leaves the target's m alone.
+    let source = Tree::new();
+    source.file("f", "1").dir("m");
+    let Some(_source_mount) = Mounted::tmpfs(source.at("m")) else { return };
+    source.file("m/a", "on the source's other filesystem");
+    let target = Tree::new();
+    target.file("f", "1").file("m/b", "kept").file("m/sub/c", "kept");
+    cutover(["repair", "-x", "--delete"]).arg(source.path()).arg(target.path()).run().expect_code(0);
+    assert_eq!(std::fs::read(target.at("m/b")).unwrap(), b"kept");
+    assert_eq!(std::fs::read(target.at("m/sub/c")).unwrap(), b"kept");
+
+    // The target has a filesystem mounted at `n`: nothing is written into it, not even its mode.
+    let source = Tree::new();
+    source.file("n/x", "x").file("n/sub/y", "y").mode("n", 0o700);
+    let target = Tree::new();
+    target.dir("n");
+    let Some(_target_mount) = Mounted::tmpfs(target.at("n")) else { return };
+    let before = std::fs::metadata(target.at("n")).unwrap();
+    cutover(["repair", "-x", "--delete"]).arg(source.path()).arg(target.path()).run().expect_code(0);
+    assert_eq!(std::fs::read_dir(target.at("n")).unwrap().count(), 0, "nothing written into the mounted filesystem");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(target.at("n")).unwrap().mode(), before.mode());
+}
