@@ -324,6 +324,14 @@ impl TargetRoot {
         if kind_of(&st) != NodeKind::File {
             return Err(wrong(rel, op, "regular file", kind_of(&st)));
         }
+        // A file bind-mounted into the target belongs to another filesystem: never written.
+        if access != OFlags::RDONLY && rfs::fstat(&parent).is_ok_and(|dir| dir.st_dev != st.st_dev) {
+            return Err(TargetError::Io {
+                path: lossy(rel),
+                op,
+                cause: std::io::Error::other("another filesystem is mounted at this file; it is never written"),
+            });
+        }
         rfs::fcntl_setfl(&fd, access).map_err(ctx(rel, op))?;
         Ok(File::from(fd))
     }

@@ -503,8 +503,8 @@ fn run_diff(args: DiffArgs) -> Result<u8> {
         load_pair(&args.source, &args.target, &args.scan, args.meta, p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta });
-    warn_uncompared(args.meta, &report);
     if !args.quiet {
+        warn_uncompared(args.meta, &report);
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let written = render::report(&mut out, &report, args.format).and_then(|()| out.flush());
@@ -521,9 +521,9 @@ fn run_diff(args: DiffArgs) -> Result<u8> {
 /// Says which requested metadata could not be compared because a manifest did not record it.
 pub(crate) fn warn_uncompared(asked: MetaSet, report: &Report) {
     for (path, side) in &report.not_entered {
-        let whose = if *side == "both" { "either side".to_string() } else { format!("the {side}") };
+        let whose = if *side == "both" { "on both sides".to_string() } else { format!("in the {side}") };
         eprintln!(
-            "cutover: note: {}: another filesystem is mounted here in {whose} (-x): nothing below it was compared",
+            "cutover: note: {}: another filesystem is mounted here {whose} (-x): nothing below it was compared",
             render::shown(path.as_bytes())
         );
     }

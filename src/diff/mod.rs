@@ -104,9 +104,7 @@ impl Merge<'_> {
                 }
                 std::cmp::Ordering::Greater => {
                     let end = self.target.subtree_end(j);
-                    let (files, bytes) = count(&tgt[j..end]);
-                    self.push(&tgt[j].path, Change::Extra { kind: tgt[j].kind, files, bytes });
-                    self.push_problems(&tgt[j..end], report::Side::Target);
+                    self.push_extra(j..end);
                     j = end;
                 }
                 std::cmp::Ordering::Equal => {
@@ -120,6 +118,28 @@ impl Merge<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// The target-only subtree `range`, reported as extra in one piece, unless it holds
+    /// directories not entered (`-x`): those, and the directories leading to them, are kept,
+    /// as rsync -x --delete keeps them, and only the rest is extra.
+    fn push_extra(&mut self, range: std::ops::Range<usize>) {
+        let target = self.target;
+        let entries = &target.entries[range.clone()];
+        let mounts: Vec<&RelPath> = entries.iter().filter(|e| e.not_entered).map(|e| &e.path).collect();
+        let mut k = range.start;
+        while k < range.end {
+            let entry = &target.entries[k];
+            if mounts.iter().any(|m| **m == entry.path || m.is_inside(&entry.path)) {
+                k += 1;
+                continue;
+            }
+            let end = target.subtree_end(k);
+            let (files, bytes) = count(&target.entries[k..end]);
+            self.push(&entry.path, Change::Extra { kind: entry.kind, files, bytes });
+            self.push_problems(&target.entries[k..end], report::Side::Target);
+            k = end;
         }
     }
 

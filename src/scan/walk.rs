@@ -142,12 +142,22 @@ impl Walker<'_> {
             Kind::File => self.hash_into(dir, name, &stat, &mut entry),
             Kind::Dir => {
                 let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                match rustix::fs::openat(dir, name, flags, Mode::empty()) {
-                    Ok(fd) if self.stops_at(dir, stat.st_dev) => {
-                        self.record_xattrs(&fd, &mut entry);
-                        entry.not_entered = true;
-                        return Some(assemble(entry, Vec::new()));
+                if self.stops_at(dir, stat.st_dev) {
+                    // Known from the stat: opened only for extended attributes, so a mount
+                    // point the user cannot read is still recorded, as rsync -x copies it.
+                    if self.xattrs {
+                        match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+                            Ok(fd) => self.record_xattrs(&fd, &mut entry),
+                            Err(e) => unreadable(
+                                &mut entry,
+                                format_args!("cannot open directory: {}", std::io::Error::from(e)),
+                            ),
+                        }
                     }
+                    entry.not_entered = true;
+                    return Some(assemble(entry, Vec::new()));
+                }
+                match rustix::fs::openat(dir, name, flags, Mode::empty()) {
                     Ok(fd) => return Some(self.walk_dir(fd, entry)),
                     Err(e) => {
                         unreadable(&mut entry, format_args!("cannot open directory: {}", std::io::Error::from(e)))

@@ -271,3 +271,56 @@ fn one_file_system_neither_deletes_below_a_source_mount_point_nor_writes_into_a_
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(target.at("n")).unwrap().mode(), before.mode());
 }
+
+#[test]
+fn one_file_system_keeps_target_only_mount_points_and_reads_no_mount_point_it_need_not() {
+    // Only the target has filesystems mounted, at `em` and inside the extra `extra/m`: rsync
+    // -x --delete removes extra/x and extra/y and keeps em, extra and extra/m.
+    let source = Tree::new();
+    source.file("f", "1");
+    let target = Tree::new();
+    target.file("f", "1").dir("em").file("extra/x", "x").file("extra/y", "y").dir("extra/m");
+    let Some(_em) = Mounted::tmpfs(target.at("em")) else { return };
+    let Some(_m) = Mounted::tmpfs(target.at("extra/m")) else { return };
+    std::fs::write(target.at("extra/m/k"), "on the mounted filesystem").unwrap();
+    let report = diff_json(source.path(), target.path(), &["-x"]).expect_code(1);
+    assert_eq!(reported(&report), BTreeSet::from(["extra/x".to_string(), "extra/y".to_string()]));
+    cutover(["repair", "-x", "--delete"]).arg(source.path()).arg(target.path()).run().expect_code(0);
+    assert!(!target.at("extra/x").exists() && !target.at("extra/y").exists());
+    assert_eq!(std::fs::read(target.at("extra/m/k")).unwrap(), b"on the mounted filesystem");
+    assert!(target.at("em").is_dir());
+
+    // A mount point nobody may open is still recorded as one, as rsync -x copies it.
+    let Some(user) = crate::support::Unprivileged::new() else { return };
+    let source = Tree::new();
+    source.mode(".", 0o755).file("a", "a").dir("locked");
+    let Some(_locked) = Mounted::tmpfs(source.at("locked")) else { return };
+    std::fs::set_permissions(source.at("locked"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let copy = Tree::new();
+    copy.mode(".", 0o755).file("a", "a").dir("locked").mode("locked", 0o700);
+    // What the user's own rsync -x copy would hold: an empty directory of their own.
+    std::os::unix::fs::chown(copy.at("locked"), Some(65534), Some(65534)).unwrap();
+    let run = user.cutover(["diff", "-x"]).arg(source.path()).arg(copy.path()).run();
+    assert_eq!(run.code(), 0, "{}{}", run.stdout_text(), run.stderr);
+}
+
+#[test]
+fn a_file_bind_mounted_into_the_target_is_never_written() {
+    let source = Tree::new();
+    source.file("f", noise(7, 64 * 1024));
+    let other = Tree::new();
+    let Some(_tmpfs) = Mounted::tmpfs(other.path().to_path_buf()) else { return };
+    let mut changed = noise(7, 64 * 1024);
+    changed[100] ^= 0xff;
+    std::fs::write(other.at("f"), &changed).unwrap();
+    let target = Tree::new();
+    target.file("f", "");
+    let bound = std::process::Command::new("mount").arg("--bind").arg(other.at("f")).arg(target.at("f")).status();
+    if !bound.is_ok_and(|s| s.success()) {
+        return;
+    }
+    let _bind = Mounted(target.at("f"));
+    let run = cutover(["repair", "--chunk-size", "4K"]).arg(source.path()).arg(target.path()).run();
+    assert_ne!(run.code(), 0, "{}", run.stdout_text());
+    assert_eq!(std::fs::read(other.at("f")).unwrap(), changed, "the other filesystem was written");
+}
