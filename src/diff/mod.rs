@@ -122,16 +122,17 @@ impl Merge<'_> {
     }
 
     /// The target-only subtree `range`, reported as extra in one piece, unless it holds
-    /// directories not entered (`-x`): those, and the directories leading to them, are kept,
-    /// as rsync -x --delete keeps them, and only the rest is extra.
+    /// directories not entered (`-x`) or holding excluded entries: those, and the directories
+    /// leading to them, are kept, as rsync -x --delete keeps them, and only the rest is extra.
     fn push_extra(&mut self, range: std::ops::Range<usize>) {
         let target = self.target;
         let entries = &target.entries[range.clone()];
-        let mounts: Vec<&RelPath> = entries.iter().filter(|e| e.not_entered).map(|e| &e.path).collect();
+        let kept: Vec<&RelPath> =
+            entries.iter().filter(|e| e.not_entered || e.holds_excluded).map(|e| &e.path).collect();
         let mut k = range.start;
         while k < range.end {
             let entry = &target.entries[k];
-            if mounts.iter().any(|m| **m == entry.path || m.is_inside(&entry.path)) {
+            if kept.iter().any(|k| **k == entry.path || k.is_inside(&entry.path)) {
                 k += 1;
                 continue;
             }

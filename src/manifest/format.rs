@@ -18,6 +18,7 @@ const FLAG_UNREADABLE: u8 = 2;
 const FLAG_UNSTABLE: u8 = 4;
 const FLAG_XATTRS: u8 = 8;
 const FLAG_NOT_ENTERED: u8 = 16;
+const FLAG_HOLDS_EXCLUDED: u8 = 32;
 const MAX_HEADER: usize = 1 << 20;
 /// More chunk CVs than a 1 EiB file at the minimum chunk size has is corruption.
 const MAX_CHUNKS: u64 = 1 << 40;
@@ -124,6 +125,9 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8]) {
     }
     if entry.not_entered {
         flags |= FLAG_NOT_ENTERED;
+    }
+    if entry.holds_excluded {
+        flags |= FLAG_HOLDS_EXCLUDED;
     }
     buf.push(flags);
     put_varint(buf, entry.size);
@@ -457,6 +461,14 @@ impl<R: Read> Reader<R> {
                 return Err(self.corrupt("a not-entered mark on anything but a directory of a one-file-system scan"));
             }
             entry.not_entered = true;
+        }
+        if flags & FLAG_HOLDS_EXCLUDED != 0 {
+            if kind != Kind::Dir || header.exclude.is_empty() {
+                return Err(
+                    self.corrupt("an excluded-entries mark on anything but a directory of a scan with excludes")
+                );
+            }
+            entry.holds_excluded = true;
         }
         if flags & FLAG_DIGEST != 0 {
             entry.digest = Some(self.digest()?);

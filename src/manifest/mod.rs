@@ -111,6 +111,9 @@ pub struct Entry {
     /// A directory a `-x` scan did not enter: another filesystem is mounted there. It is
     /// recorded as empty, and `diff` compares nothing below it on either side.
     pub not_entered: bool,
+    /// A directory some of whose entries the scan's excludes left out. A target directory
+    /// like this is never removed whole, as rsync --delete keeps what it excluded.
+    pub holds_excluded: bool,
 }
 
 /// Extended attributes as (name, value) pairs sorted by name.
@@ -143,6 +146,7 @@ impl Entry {
             xattrs: None,
             problem: None,
             not_entered: false,
+            holds_excluded: false,
         }
     }
 }

@@ -78,12 +78,14 @@ impl<'a> Walker<'a> {
         self.one_file_system && rustix::fs::fstat(parent).is_ok_and(|stat| stat.st_dev != dev)
     }
 
-    /// The names listed in `dir` (whose path is `path`) that are not excluded. A name whose
-    /// listed type is unknown is looked up when only its type decides.
-    fn included(&self, dir: &OwnedFd, path: &RelPath, names: Names) -> Names {
+    /// The names listed in `dir` (whose entry is `entry`) that are not excluded; `entry` is
+    /// marked when some were. A name whose listed type is unknown is looked up when only its
+    /// type decides.
+    fn included(&self, dir: &OwnedFd, entry: &mut Entry, names: Names) -> Names {
         if self.exclude.is_empty() {
             return names;
         }
+        let path = &entry.path;
         let kept = |(name, listed): &(CString, FileType)| {
             let path = path.join(name.to_bytes());
             let is_dir = match listed {
@@ -95,7 +97,10 @@ impl<'a> Walker<'a> {
             };
             !self.exclude.excludes(&path, is_dir)
         };
-        names.into_iter().filter(kept).collect()
+        let listed = names.len();
+        let names: Names = names.into_iter().filter(kept).collect();
+        entry.holds_excluded = names.len() < listed;
+        names
     }
 }
 
@@ -104,7 +109,7 @@ impl Walker<'_> {
     pub(super) fn walk_dir(&self, dir: OwnedFd, mut entry: Entry) -> Vec<Entry> {
         self.record_xattrs(&dir, &mut entry);
         let names = match list_names(&dir) {
-            Ok(names) => self.included(&dir, &entry.path, names),
+            Ok(names) => self.included(&dir, &mut entry, names),
             Err(e) => {
                 unreadable(&mut entry, format_args!("cannot list directory: {e}"));
                 return vec![entry];
@@ -309,9 +314,11 @@ impl Walker<'_> {
     /// that a file on both sides with the same size is read in one pass and every chunk whose
     /// bytes agree is hashed once. Gives exactly what two `walk_dir`s would.
     pub(super) fn walk_pair(&self, dirs: [OwnedFd; 2], entries: [Entry; 2]) -> [Vec<Entry>; 2] {
+        let mut entries = entries;
         let (source_names, target_names) = match (list_names(&dirs[0]), list_names(&dirs[1])) {
             (Ok(a), Ok(b)) => {
-                (self.included(&dirs[0], &entries[0].path, a), self.included(&dirs[1], &entries[1].path, b))
+                let [se, te] = &mut entries;
+                (self.included(&dirs[0], se, a), self.included(&dirs[1], te, b))
             }
             _ => {
                 let [sd, td] = dirs;
@@ -319,7 +326,6 @@ impl Walker<'_> {
                 return [self.walk_dir(sd, se), self.walk_dir(td, te)];
             }
         };
-        let mut entries = entries;
         for (dir, entry) in dirs.iter().zip(entries.iter_mut()) {
             self.record_xattrs(dir, entry);
             self.progress.dir_done();

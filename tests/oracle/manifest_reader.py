@@ -28,7 +28,7 @@ HEADER_MAX = 1 << 20
 DIR_CONTEXT = "cutover 2026-11-24 directory node v1"
 MAX_LEN = 65536
 KIND_NAMES = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"]
-F_DIGEST, F_UNREADABLE, F_UNSTABLE, F_XATTRS, F_NOT_ENTERED = 0x01, 0x02, 0x04, 0x08, 0x10
+F_DIGEST, F_UNREADABLE, F_UNSTABLE, F_XATTRS, F_NOT_ENTERED, F_HOLDS_EXCLUDED = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 ZERO32 = bytes(32)
 METADATA_NAMES = {"mode", "mtime", "owner", "xattr"}
 
@@ -245,6 +245,8 @@ def read_manifest(data):
             raise r.corrupt("gid %d does not fit in 32 bits" % e.gid)
         if e.flags & F_NOT_ENTERED and (e.kind != 1 or not one_file_system):
             raise r.corrupt("a not-entered mark on anything but a directory of a one-file-system scan")
+        if e.flags & F_HOLDS_EXCLUDED and (e.kind != 1 or not exclude):
+            raise r.corrupt("an excluded-entries mark on anything but a directory of a scan with excludes")
         e.digest = r.take(32) if e.flags & F_DIGEST else None
         e.cvs = []
         e.target = None

@@ -28,6 +28,8 @@ fn trees() -> (Tree, Tree) {
     let target = source.copy();
     // Differences in excluded places: never reported, never touched.
     target.file("x.tmp", "changed").remove("sub/y.tmp").file("new.tmp", "extra").file("cache/x.db", "changed");
+    // An extra directory holding an excluded file: rsync --delete empties it of the rest only.
+    target.file("gone/deep/keep.tmp", "excluded").file("gone/x", "extra").file("gone/deep/y", "extra");
     target.file("build/out", "changed").file("tmp/in-dir", "changed").file("logs/2026/a.log", "changed");
     target.file("file7", "changed").file("node_modules/pkg/index.js", "changed").remove("app/node_modules");
     target.remove("kept").file("back\\slash", "changed").file("x7", "changed");
@@ -66,9 +68,19 @@ fn excluded_paths_are_left_out_exactly_as_rsync_leaves_them_out() {
     let expected = rsync_paths_with(source.path(), target.path(), &rsync_args);
     assert_eq!(
         expected,
-        ["a.txt", "appcache/z.db", "big", "cache/sub/deep.db", "docs/tmp", "filex", "src/build/keep"]
-            .map(String::from)
-            .into(),
+        [
+            "a.txt",
+            "appcache/z.db",
+            "big",
+            "cache/sub/deep.db",
+            "docs/tmp",
+            "filex",
+            "gone/deep/y",
+            "gone/x",
+            "src/build/keep"
+        ]
+        .map(String::from)
+        .into(),
         "the fixture: what rsync still sees"
     );
     let run = diff_json(source.path(), target.path(), &args).expect_code(1);
@@ -116,6 +128,7 @@ fn a_manifest_keeps_its_patterns_and_a_directory_compared_with_it_is_scanned_wit
 fn repair_with_excludes_leaves_excluded_target_files_alone() {
     let (source, target) = trees();
     let before: Vec<(String, Vec<u8>)> = [
+        "gone/deep/keep.tmp",
         "x.tmp",
         "new.tmp",
         "cache/x.db",

@@ -301,8 +301,14 @@ pub(crate) fn rsync_paths_with(source: &Path, target: &Path, extra: &[&str]) -> 
     let run = run_with_timeout(command, Vec::new(), Duration::from_secs(60));
     assert!(run.status.success(), "rsync failed: {}", run.stderr);
     let mut changed = Vec::new();
-    for line in String::from_utf8(run.stdout).unwrap().lines() {
+    let text = String::from_utf8(run.stdout).unwrap();
+    // A directory holding excluded entries is kept: rsync says it cannot delete it.
+    let kept: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("cannot delete non-empty directory: ")).collect();
+    for line in text.lines().filter(|l| !l.starts_with("cannot delete ")) {
         let (code, name) = (&line[..11], &line[12..]);
+        if kept.contains(&name.trim_end_matches('/')) {
+            continue;
+        }
         let whole = code.contains("+++++++++") || (code.starts_with("*deleting") && name.ends_with('/'));
         changed.push((name.trim_end_matches('/').to_string(), whole));
     }
