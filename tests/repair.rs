@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use support::{Run, Tree, cutover, noise};
+use support::{Mounted, Run, Tree, cutover, noise};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -1227,23 +1227,6 @@ fn a_removal_that_failed_before_removing_anything_is_checked_again_next_time() {
     run_tool(Command::new("chown").arg("-R").arg("65534:65534").arg(target.path()), "chown");
     nobody.cutover(["apply"]).arg(&p).run().expect_code(2);
     assert_holds(&target.at("D/new"), b"precious", "added after the failed run, never deleted");
-}
-
-/// A tmpfs mounted at a directory for the life of the value; `None` where mounting is not
-/// allowed (not root).
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn tmpfs(at: PathBuf) -> Option<Mounted> {
-        let out = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&at).output().ok()?;
-        out.status.success().then_some(Mounted(at))
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

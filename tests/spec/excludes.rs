@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::spec::oracle::oracle;
 use crate::spec::properties::rsync_paths_with;
-use crate::support::{Tree, cutover, diff_json, noise};
+use crate::support::{Mounted, Tree, cutover, diff_json, noise};
 
 /// A source with something for every kind of pattern, and a target that differs from it
 /// both inside and outside what the patterns leave out.
@@ -206,23 +206,6 @@ fn generated_patterns_leave_out_what_rsync_leaves_out() {
     }
     assert!(disagreements.is_empty(), "{disagreements:#?}");
     assert!(effective >= 20, "only {effective} generated patterns left anything out");
-}
-
-/// A tmpfs mounted at a directory for the life of the value; `None` where mounting is not
-/// allowed (not root).
-struct Mounted(std::path::PathBuf);
-
-impl Mounted {
-    fn tmpfs(at: std::path::PathBuf) -> Option<Mounted> {
-        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&at).output().ok()?;
-        status.status.success().then_some(Mounted(at))
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -399,3 +399,20 @@ impl Unprivileged {
         Cutover { command, stdin: Vec::new(), timeout: Duration::from_secs(60) }
     }
 }
+
+/// A tmpfs mounted at a directory for the life of the value; `None` where mounting is not
+/// allowed (not root).
+pub struct Mounted(pub PathBuf);
+
+impl Mounted {
+    pub fn tmpfs(at: PathBuf) -> Option<Mounted> {
+        let out = Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&at).output().ok()?;
+        out.status.success().then_some(Mounted(at))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
