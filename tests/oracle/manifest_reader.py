@@ -37,16 +37,8 @@ class ManifestError(Exception):
     pass
 
 
-def _no_dup_keys(pairs):
-    d = {}
-    for k, v in pairs:
-        if k in d:
-            raise ValueError("duplicate field `%s`" % k)
-        d[k] = v
-    return d
-
-
 from blake3_pure import blake3, derive_key, merge_cvs  # noqa: E402
+from strict_json import _no_dup_keys  # noqa: E402
 
 # ---------------------------------------------------------------- reading helpers
 class Reader:
@@ -91,7 +83,6 @@ class Reader:
 
 def show_path(p):
     out = []
-    i = 0
     s = p.decode("utf-8", "surrogateescape")
     for ch in s:
         o = ord(ch)

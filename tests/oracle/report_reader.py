@@ -13,54 +13,19 @@ summary line. Prints `ok N differences` and exits 0; on a problem prints
 `report_reader: error: ...` on stderr and exits 2. Standard library only.
 """
 
-import base64
-import binascii
-import json
 import re
 import sys
+
 import unicodedata
 
-
-class Bad(Exception):
-    pass
+from strict_json import MODE, Bad, checked, fail, loads  # noqa: E402
 
 
-def fail(msg):
-    raise Bad(msg)
-
-
-def _no_dup_keys(pairs):
-    d = {}
-    for k, v in pairs:
-        if k in d:
-            raise ValueError("duplicate field `%s`" % k)
-        d[k] = v
-    return d
-
-
-def _no_const(c):
-    raise ValueError("non-standard JSON constant %s" % c)
-
-
-def loads(text, what):
-    try:
-        return json.loads(text, object_pairs_hook=_no_dup_keys, parse_constant=_no_const)
-    except ValueError as e:
-        fail("%s: not valid JSON: %s" % (what, e))
-
-
-def is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
-MODE = re.compile(r"\A[0-7]{4}\Z")
 MTIME = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{9})Z\Z")
 OWNER = re.compile(r"\A(\d+):(\d+)\Z")
 KINDS = ("file", "dir", "symlink", "fifo", "socket", "chardevice", "blockdevice")
 DIFF_KINDS = ("missing", "extra", "content", "type", "metadata", "unreadable", "unstable")
 META_FIELDS = ("mode", "mtime", "owner", "xattr")
-U64 = 1 << 64
 
 
 class Obj:
@@ -86,36 +51,9 @@ class Obj:
             if nullable:
                 return None
             fail("%s: is null" % w)
-        if kind == "u64":
-            if not is_int(v) or not 0 <= v < U64:
-                fail("%s: expected an unsigned integer, found %r" % (w, v))
-        elif kind == "str":
-            if not isinstance(v, str):
-                fail("%s: expected a string, found %r" % (w, v))
-        elif kind == "bool":
-            if not isinstance(v, bool):
-                fail("%s: expected a bool, found %r" % (w, v))
-        elif kind == "hash":
-            if not isinstance(v, str) or not HEX64.match(v):
-                fail("%s: expected 64 lowercase hex digits, found %r" % (w, v))
-        elif kind == "list":
-            if not isinstance(v, list):
-                fail("%s: expected an array, found %r" % (w, v))
-        elif kind == "obj":
-            return Obj(v, w)
-        elif kind == "b64":
-            if not isinstance(v, str):
-                fail("%s: expected base64 text, found %r" % (w, v))
-            try:
-                raw = base64.b64decode(v.encode("ascii"), validate=True)
-            except (binascii.Error, UnicodeEncodeError, ValueError):
-                raw = None
-            if raw is None or base64.b64encode(raw).decode("ascii") != v:
-                fail("%s: not valid (canonical, padded) standard base64: %r" % (w, v))
-            return raw
-        else:
-            raise AssertionError(kind)
-        return v
+        if kind == "obj":
+            return type(self)(v, w)
+        return checked(v, kind, w)
 
     def done(self):
         extra = sorted(set(self.d) - self.used)
