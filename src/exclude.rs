@@ -78,16 +78,17 @@ impl Pattern {
         if given.starts_with("+ ") {
             return Err(format!("{given:?} is an include rule; only excludes are supported"));
         }
-        // rsync's `dir/***`: the directory and everything below it, which an excluded
+        // rsync's `dir/***`: the directory `dir/` and everything below it, which an excluded
         // directory brings with it anyway.
-        let (text, whole_path) = match text.strip_suffix("/***") {
+        let (text, triple) = match text.strip_suffix("/***") {
             Some(rest) => (rest, true),
             None => (text, false),
         };
         let (body, dirs_only) = match text.strip_suffix('/') {
             Some(body) => (body, true),
-            None => (text, false),
+            None => (text, triple),
         };
+        let whole_path = triple;
         let (body, anchored) = match body.strip_prefix('/') {
             Some(body) => (body, true),
             None => (body, false),
@@ -103,7 +104,8 @@ impl Pattern {
         } else {
             body.replace('\\', "\\\\").into_bytes()
         };
-        Ok(Pattern { text: text.to_string(), glob, anchored, whole_path, dirs_only })
+        let text = if triple { format!("{text}/***") } else { text.to_string() };
+        Ok(Pattern { text, glob, anchored, whole_path, dirs_only })
     }
 
     fn matches(&self, path: &[u8], is_dir: bool) -> bool {
@@ -276,7 +278,8 @@ mod tests {
         assert!(excluded(&["a/**/b"], "a/b", false));
         assert!(excluded(&["a/**/b"], "a/x/y/b", false));
         assert!(excluded(&["dir/***"], "dir", true), "dir/*** is the directory itself");
-        assert!(excluded(&["/dir/***"], "dir", false));
+        assert!(!excluded(&["/dir/***"], "dir", false), "a file named dir is not the directory");
+        assert!(excluded(&["/dir/***"], "dir", true));
         assert!(!excluded(&["/dir/***"], "x/dir", true));
         assert!(excluded(&["- foo"], "foo", false), "rsync's exclude prefix");
         assert!(Excludes::new(["+ foo"]).is_err(), "includes are not supported");

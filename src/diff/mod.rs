@@ -127,12 +127,19 @@ impl Merge<'_> {
     fn push_extra(&mut self, range: std::ops::Range<usize>) {
         let target = self.target;
         let entries = &target.entries[range.clone()];
-        let kept: Vec<&RelPath> =
-            entries.iter().filter(|e| e.not_entered || e.holds_excluded).map(|e| &e.path).collect();
+        // The marked directories and every directory above them, found in one pass up from
+        // each mark (stopping where an earlier mark's walk already went).
+        let mut kept: std::collections::HashSet<RelPath> = std::collections::HashSet::new();
+        for marked in entries.iter().filter(|e| e.not_entered || e.holds_excluded) {
+            let mut path = marked.path.clone();
+            while kept.insert(path.clone()) && !path.is_root() {
+                path = path.parent();
+            }
+        }
         let mut k = range.start;
         while k < range.end {
             let entry = &target.entries[k];
-            if kept.iter().any(|k| **k == entry.path || k.is_inside(&entry.path)) {
+            if kept.contains(&entry.path) {
                 k += 1;
                 continue;
             }

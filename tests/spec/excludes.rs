@@ -24,7 +24,7 @@ fn trees() -> (Tree, Tree) {
         .file("docs/tmp", "file named tmp");
     source.file("logs/2026/a.log", "l").file("file7", "7").file("filex", "x").file("big", noise(1, 9000));
     source.file("node_modules/pkg/index.js", "n").file("app/node_modules/x", "n").file("kept/inside", "k");
-    source.file("back\\slash", "b").file("x7", "7").file("xy", "y");
+    source.file("back\\slash", "b").file("x7", "7").file("xy", "y").file("docs/kept", "a file named kept");
     let target = source.copy();
     // Differences in excluded places: never reported, never touched.
     target.file("x.tmp", "changed").remove("sub/y.tmp").file("new.tmp", "extra").file("cache/x.db", "changed");
@@ -32,7 +32,7 @@ fn trees() -> (Tree, Tree) {
     target.file("gone/deep/keep.tmp", "excluded").file("gone/x", "extra").file("gone/deep/y", "extra");
     target.file("build/out", "changed").file("tmp/in-dir", "changed").file("logs/2026/a.log", "changed");
     target.file("file7", "changed").file("node_modules/pkg/index.js", "changed").remove("app/node_modules");
-    target.remove("kept").file("back\\slash", "changed").file("x7", "changed");
+    target.remove("kept").file("back\\slash", "changed").file("x7", "changed").file("docs/kept", "changed");
     // Differences outside them: always reported.
     target.file("a.txt", "A").file("appcache/z.db", "changed").file("src/build/keep", "changed");
     target.file("docs/tmp", "changed").patch("big", 5000, b"!").file("filex", "changed").file("cache/sub/deep.db", "D");
@@ -73,6 +73,7 @@ fn excluded_paths_are_left_out_exactly_as_rsync_leaves_them_out() {
             "appcache/z.db",
             "big",
             "cache/sub/deep.db",
+            "docs/kept",
             "docs/tmp",
             "filex",
             "gone/deep/y",
