@@ -121,8 +121,16 @@ pub fn apply(
     let mut journal = Journal::open(&root, &plan_id(plan)).map_err(ApplyError::Journal)?;
     let mut report =
         ApplyReport { stale_temps_removed: remove_stale_temps(&root, plan, journal.name())?, ..ApplyReport::default() };
+    let exclude = crate::exclude::Excludes::new(&plan.exclude).map_err(ApplyError::BadPlan)?;
     for (index, op) in plan.operations.iter().enumerate() {
-        let mut run = ops::Run { root: &root, source: &mut *source, chunk, journal: &mut journal, report: &mut report };
+        let mut run = ops::Run {
+            root: &root,
+            source: &mut *source,
+            chunk,
+            journal: &mut journal,
+            report: &mut report,
+            exclude: &exclude,
+        };
         let outcome = run.operation(index, op);
         match outcome {
             Outcome::Done => report.done += 1,

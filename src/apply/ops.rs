@@ -20,6 +20,8 @@ pub(super) struct Run<'a, 'j> {
     pub chunk: ChunkSize,
     pub journal: &'a mut Journal<'j>,
     pub report: &'a mut ApplyReport,
+    /// The plan's exclude patterns: what a removal must never delete.
+    pub exclude: &'a crate::exclude::Excludes,
 }
 
 /// Source bytes of one patch read from a bundle and held until its first write.
@@ -112,6 +114,12 @@ impl Run<'_, '_> {
             return Err(Outcome::Skipped("the file changed since the plan was made; kept".into()));
         }
         if found.kind == NodeKind::Dir {
+            if let Some(protected) = self.root.find_in_tree(path.as_bytes(), self.exclude).map_err(failed)? {
+                return Err(Outcome::Skipped(format!(
+                    "it holds {}, which the plan's exclude patterns protect; kept",
+                    String::from_utf8_lossy(&protected)
+                )));
+            }
             let now = self.root.count_tree(path.as_bytes()).map_err(failed)?;
             // After an interrupted run of this removal the directory may only have shrunk.
             let fits = if self.journal.was_started(index) {

@@ -565,6 +565,37 @@ impl TargetRoot {
         Ok(stats)
     }
 
+    /// The first entry below the directory `rel` that `excludes` matches, if any; a mount
+    /// point is not entered.
+    pub fn find_in_tree(
+        &self,
+        rel: &[u8],
+        excludes: &crate::exclude::Excludes,
+    ) -> Result<Option<Vec<u8>>, TargetError> {
+        if excludes.is_empty() {
+            return Ok(None);
+        }
+        let Some(top) = self.lstat(rel)? else { return Ok(None) };
+        let mut stack = vec![rel.to_vec()];
+        let mut found = None;
+        while let Some(dir_rel) = stack.pop() {
+            self.for_each_child(&dir_rel, |_, _, child, st| {
+                let is_dir = kind_of(st) == NodeKind::Dir;
+                let matched = crate::path::RelPath::parse(&child).is_ok_and(|path| excludes.excludes(&path, is_dir));
+                if matched && found.is_none() {
+                    found = Some(child);
+                } else if is_dir && st.st_dev == top.st_dev {
+                    stack.push(child);
+                }
+                Ok(())
+            })?;
+            if found.is_some() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
     /// Removes what is at `rel`, a directory with its whole subtree. Never enters a directory
     /// where another filesystem is mounted: finding one is an error (after what was removed
     /// before it), so nothing on that filesystem is deleted, whatever a plan says.

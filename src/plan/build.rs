@@ -272,6 +272,7 @@ impl Builder<'_> {
             totals,
             operations,
             unrepairable: self.unrepairable,
+            exclude: self.target.header.exclude.texts(),
         }
     }
 }

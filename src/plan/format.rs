@@ -77,6 +77,8 @@ pub fn read_plan(mut input: impl Read, name: &Path) -> Result<Plan, PlanError> {
 fn validate(plan: &Plan, file: &str) -> Result<(), PlanError> {
     let chunk = ChunkSize::new(plan.chunk_size)
         .map_err(|why| PlanError::Malformed { file: file.to_string(), why: format!("chunk_size: {why}") })?;
+    crate::exclude::Excludes::new(&plan.exclude)
+        .map_err(|why| PlanError::Malformed { file: file.to_string(), why: format!("exclude: {why}") })?;
     if Totals::of(&plan.operations, chunk) != plan.totals {
         let why = format!("totals {:?} are not those of its operations", plan.totals);
         return Err(PlanError::Malformed { file: file.to_string(), why });

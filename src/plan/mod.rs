@@ -80,6 +80,10 @@ pub struct Plan {
     pub operations: Vec<Operation>,
     #[serde(default)]
     pub unrepairable: Vec<Unrepairable>,
+    /// The exclude patterns the trees were scanned with: a removal never deletes a match,
+    /// even one that appeared after the plan was made. Left out when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 /// Where an operation acts: a display path and, when not UTF-8, the exact bytes in base64.

@@ -260,6 +260,9 @@ def read_plan(data):
     if C & (C - 1) or not (1 << 10) <= C <= (1 << 30):
         fail("plan.chunk_size: %d is not a power of two from 1 KiB to 1 GiB" % C)
     delete = p.get("delete", "bool")
+    for i, pattern in enumerate(p.get("exclude", "list", required=False) or []):
+        if not isinstance(pattern, str) or pattern.strip("/") == "":
+            fail("plan.exclude[%d]: not a usable exclude pattern: %r" % (i, pattern))
     totals = p.get("totals", "obj")
     t_ops = totals.get("operations", "u64")
     t_copy = totals.get("copy_bytes", "u64")

@@ -321,3 +321,23 @@ fn a_file_bind_mounted_into_the_target_is_never_written() {
     assert_ne!(run.code(), 0, "{}", run.stdout_text());
     assert_eq!(std::fs::read(other.at("f")).unwrap(), changed, "the other filesystem was written");
 }
+
+#[test]
+fn a_removal_never_deletes_what_the_excludes_protect_even_if_it_appeared_after_the_plan() {
+    let source = Tree::new();
+    source.file("k", "k");
+    let target = Tree::new();
+    target.file("k", "k").file("e/d/a", "ab");
+    let work = Tree::new();
+    let (s, t, plan) = (work.at("s.manifest"), work.at("t.manifest"), work.at("plan.json"));
+    cutover(["scan", "--exclude", "*.tmp"]).arg(source.path()).arg("-o").arg(&s).run().expect_code(0);
+    cutover(["scan", "--exclude", "*.tmp"]).arg(target.path()).arg("-o").arg(&t).run().expect_code(0);
+    cutover(["plan", "--delete"]).arg(&s).arg(&t).arg("-o").arg(&plan).run().expect_code(1);
+    // Same entries, same bytes: only the name now matches the excludes.
+    std::fs::rename(target.at("e/d/a"), target.at("e/d/a.tmp")).unwrap();
+    let run = cutover(["apply"]).arg(&plan).arg("--target").arg(target.path()).run().expect_code(2);
+    assert!(run.stdout_text().contains("exclude patterns protect"), "{}", run.stdout_text());
+    assert_eq!(std::fs::read(target.at("e/d/a.tmp")).unwrap(), b"ab");
+    let independent = crate::spec::oracle::plan_reader(&plan);
+    assert!(independent.status.success(), "{}", independent.stderr);
+}

@@ -17,6 +17,11 @@ pub(crate) fn oracle(manifest: &Path) -> Run {
     reader("manifest_reader.py", &[manifest.as_os_str()])
 }
 
+/// `python3 tests/oracle/plan_reader.py PLAN`.
+pub(crate) fn plan_reader(plan: &Path) -> Run {
+    reader("plan_reader.py", &[plan.as_os_str()])
+}
+
 /// `python3 tests/oracle/READER ARGS...`.
 fn reader(name: &str, args: &[&std::ffi::OsStr]) -> Run {
     let mut command = Command::new("python3");
