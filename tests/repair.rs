@@ -1243,6 +1243,9 @@ fn a_removal_never_enters_a_filesystem_mounted_in_the_target_not_even_on_resume(
     plan(&source, &target, &p, &["--delete"]).expect_code(1);
     let run = apply(&p, &source, &target, &[]).expect_code(2);
     assert!(run.stdout_text().contains("another filesystem is mounted here"), "{}", run.stdout_text());
+    // What it deleted before it stopped is counted.
+    let gone = ["extra/a", "extra/b"].iter().filter(|f| !target.join(f).exists()).count() as u64;
+    assert_eq!(run.json()["entries_deleted"], gone, "{}", run.stdout_text());
     // Something lands on the mounted filesystem; the journal says the removal was started.
     std::fs::write(target.join("extra/mnt/precious"), "on another filesystem").unwrap();
     apply(&p, &source, &target, &[]).expect_code(2);

@@ -7,7 +7,7 @@ use blake3::hazmat::HasherExt;
 
 use super::journal::Journal;
 use super::source::SourceData;
-use super::target::{NodeKind, NodeStat, TargetRoot};
+use super::target::{NodeKind, NodeStat, RemoveStats, TargetRoot};
 use super::{ApplyReport, Outcome};
 use crate::digest::{ByteRange, ChunkSize, Digest};
 use crate::manifest::Kind;
@@ -137,10 +137,13 @@ impl Run<'_, '_> {
         if found.kind == NodeKind::Dir {
             self.journal.start(index).map_err(Outcome::Failed)?;
         }
-        let stats = self.root.remove_tree(path.as_bytes()).map_err(failed)?;
-        self.journal.finish_op(index).map_err(Outcome::Failed)?;
+        // Counted also when the removal stops part way: what it deleted is gone.
+        let mut stats = RemoveStats::default();
+        let removed = self.root.remove_tree_into(path.as_bytes(), &mut stats);
         self.report.entries_deleted += stats.entries;
         self.report.bytes_deleted += stats.bytes;
+        removed.map_err(failed)?;
+        self.journal.finish_op(index).map_err(Outcome::Failed)?;
         Ok(Outcome::Done)
     }
 

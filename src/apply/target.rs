@@ -601,12 +601,19 @@ impl TargetRoot {
     /// before it), so nothing on that filesystem is deleted, whatever a plan says.
     pub fn remove_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
         let mut stats = RemoveStats::default();
+        self.remove_tree_into(rel, &mut stats)?;
+        Ok(stats)
+    }
+
+    /// [`remove_tree`](Self::remove_tree), adding to `stats` what it deleted, also when it
+    /// stops part way with an error.
+    pub fn remove_tree_into(&self, rel: &[u8], stats: &mut RemoveStats) -> Result<(), TargetError> {
         let (parent, name) = match self.resolve(rel) {
-            Err(e) if e.is_not_found() => return Ok(stats),
+            Err(e) if e.is_not_found() => return Ok(()),
             r => r?,
         };
         let Some(st) = Self::lstat_at(&parent, name, rel)? else {
-            return Ok(stats);
+            return Ok(());
         };
         if kind_of(&st) != NodeKind::Dir {
             rfs::unlinkat(&parent, os(name), AtFlags::empty()).map_err(ctx(rel, "remove"))?;
@@ -614,7 +621,7 @@ impl TargetRoot {
             if kind_of(&st) == NodeKind::File {
                 stats.bytes += node_stat(&st).size;
             }
-            return Ok(stats);
+            return Ok(());
         }
         drop(parent);
         let mut stack = vec![rel.to_vec()];
@@ -649,7 +656,7 @@ impl TargetRoot {
                 stack.extend(subdirs);
             }
         }
-        Ok(stats)
+        Ok(())
     }
 
     /// A readable directory stream for `rel` (empty = the root). The root fd
