@@ -537,31 +537,48 @@ impl TargetRoot {
         }
     }
 
+    /// Visits every entry below the directory `rel`, whose `lstat` is `top`, with its path and
+    /// `lstat`, until `visit` returns false. A directory where another filesystem is mounted
+    /// is visited but never entered.
+    fn walk_below(
+        &self,
+        rel: &[u8],
+        top: &Stat,
+        mut visit: impl FnMut(&[u8], &Stat) -> bool,
+    ) -> Result<(), TargetError> {
+        let mut stack = vec![rel.to_vec()];
+        let mut going = true;
+        while going && let Some(dir_rel) = stack.pop() {
+            self.for_each_child(&dir_rel, |_, _, child, st| {
+                going = going && visit(&child, st);
+                if going && kind_of(st) == NodeKind::Dir && st.st_dev == top.st_dev {
+                    stack.push(child);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
     /// What [`remove_tree`](Self::remove_tree) would delete at `rel` now, without deleting. A
     /// directory where another filesystem is mounted counts as one entry: it is never entered.
     pub fn count_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
-        let mut stats = RemoveStats::default();
         let Some(top) = self.lstat(rel)? else {
-            return Ok(stats);
+            return Ok(RemoveStats::default());
         };
-        stats.entries = 1;
+        let mut stats = RemoveStats { entries: 1, bytes: 0 };
         match kind_of(&top) {
             NodeKind::Dir => {}
             NodeKind::File => return Ok(RemoveStats { entries: 1, bytes: node_stat(&top).size }),
             _ => return Ok(stats),
         }
-        let mut stack = vec![rel.to_vec()];
-        while let Some(dir_rel) = stack.pop() {
-            self.for_each_child(&dir_rel, |_, _, child, st| {
-                stats.entries += 1;
-                match kind_of(st) {
-                    NodeKind::Dir if st.st_dev == top.st_dev => stack.push(child),
-                    NodeKind::File => stats.bytes += node_stat(st).size,
-                    _ => {}
-                }
-                Ok(())
-            })?;
-        }
+        self.walk_below(rel, &top, |_, st| {
+            stats.entries += 1;
+            if kind_of(st) == NodeKind::File {
+                stats.bytes += node_stat(st).size;
+            }
+            true
+        })?;
         Ok(stats)
     }
 
@@ -572,27 +589,15 @@ impl TargetRoot {
         rel: &[u8],
         excludes: &crate::exclude::Excludes,
     ) -> Result<Option<Vec<u8>>, TargetError> {
-        if excludes.is_empty() {
-            return Ok(None);
-        }
-        let Some(top) = self.lstat(rel)? else { return Ok(None) };
-        let mut stack = vec![rel.to_vec()];
+        let Some(top) = self.lstat(rel)?.filter(|_| !excludes.is_empty()) else { return Ok(None) };
         let mut found = None;
-        while let Some(dir_rel) = stack.pop() {
-            self.for_each_child(&dir_rel, |_, _, child, st| {
-                let is_dir = kind_of(st) == NodeKind::Dir;
-                let matched = crate::path::RelPath::parse(&child).is_ok_and(|path| excludes.excludes(&path, is_dir));
-                if matched && found.is_none() {
-                    found = Some(child);
-                } else if is_dir && st.st_dev == top.st_dev {
-                    stack.push(child);
-                }
-                Ok(())
-            })?;
-            if found.is_some() {
-                break;
+        self.walk_below(rel, &top, |child, st| {
+            let is_dir = kind_of(st) == NodeKind::Dir;
+            if crate::path::RelPath::parse(child).is_ok_and(|path| excludes.excludes(&path, is_dir)) {
+                found = Some(child.to_vec());
             }
-        }
+            found.is_none()
+        })?;
         Ok(found)
     }
 

@@ -88,8 +88,8 @@ pub struct ScanArg {
     /// are skipped).
     #[arg(long, value_name = "FILE")]
     exclude_from: Vec<PathBuf>,
-    /// Stay on each root's filesystem: a directory where another one is mounted is compared
-    /// as an empty directory (rsync's -x). A manifest records it.
+    /// Stay on each root's filesystem, as rsync's -x: below a directory where another one is
+    /// mounted nothing is compared, on either side, or repaired. A manifest records it.
     #[arg(short = 'x', long)]
     one_file_system: bool,
 }
@@ -252,6 +252,8 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
     let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    // b3sum lines that b3sum cannot check (names that are not UTF-8).
+    let mut b3sum_trouble = false;
     if args.b3sum {
         for line in b3sum_lines(&manifest) {
             out.write_all(line.as_bytes())?;
@@ -268,9 +270,7 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
                 render::shown(entry.path.as_bytes())
             );
         }
-        if !unnamed.is_empty() {
-            return Ok(report_problems(&manifest).max(EXIT_TROUBLE));
-        }
+        b3sum_trouble = !unnamed.is_empty();
     } else if let Some(output) = &args.output {
         // `-o /dev/stdout` and the like are standard output too: the summary must not follow the
         // manifest into it.
@@ -282,7 +282,8 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
     } else {
         render::scan_summary(&mut out, &manifest, &args.dir)?;
     }
-    Ok(report_problems(&manifest))
+    let problems = report_problems(&manifest);
+    Ok(if b3sum_trouble { EXIT_TROUBLE } else { problems })
 }
 
 /// Writes an output file (`-` is standard output) as `>` would, except that a regular file (or

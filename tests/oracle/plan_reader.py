@@ -22,7 +22,7 @@ import copy
 import re
 import sys
 
-from strict_json import Bad, checked, fail, is_int, loads  # noqa: E402
+from strict_json import Bad, Fields, fail, is_int, loads  # noqa: E402
 
 
 # ---------------------------------------------------------------- BLAKE3 parent nodes
@@ -53,15 +53,7 @@ RFC3339_UTC = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
 KINDS = ("file", "dir", "symlink", "fifo", "socket", "chardevice", "blockdevice")
 
 
-class Obj:
-    """Typed access to one JSON object, naming the field in every message."""
-
-    def __init__(self, d, where):
-        if not isinstance(d, dict):
-            fail("%s: expected an object, found %s" % (where, type(d).__name__))
-        self.d = d
-        self.where = where
-        self.used = set()
+class Obj(Fields):
 
     notes = []
 
@@ -82,9 +74,7 @@ class Obj:
                 return None
             fail("%s: field `%s` is null" % (self.where, name))
         w = "%s.%s" % (self.where, name)
-        if kind == "obj":
-            return type(self)(v, w)
-        return checked(v, kind, w)
+        return self.typed(v, kind, w)
 
     def no_unknown(self):
         """Unknown fields are allowed and dropped (docs/plan.md, bundle section: "unknown

@@ -18,7 +18,7 @@ import sys
 
 import unicodedata
 
-from strict_json import MODE, Bad, checked, fail, loads  # noqa: E402
+from strict_json import MODE, Bad, Fields, fail, loads  # noqa: E402
 
 
 MTIME = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{9})Z\Z")
@@ -28,13 +28,7 @@ DIFF_KINDS = ("missing", "extra", "content", "type", "metadata", "unreadable", "
 META_FIELDS = ("mode", "mtime", "owner", "xattr")
 
 
-class Obj:
-    def __init__(self, d, where):
-        if not isinstance(d, dict):
-            fail("%s: expected an object, found %r" % (where, d))
-        self.d = d
-        self.where = where
-        self.used = set()
+class Obj(Fields):
 
     def has(self, name):
         return name in self.d
@@ -51,9 +45,7 @@ class Obj:
             if nullable:
                 return None
             fail("%s: is null" % w)
-        if kind == "obj":
-            return type(self)(v, w)
-        return checked(v, kind, w)
+        return self.typed(v, kind, w)
 
     def done(self):
         extra = sorted(set(self.d) - self.used)

@@ -83,3 +83,21 @@ def checked(v, kind, w):
     else:
         raise AssertionError(kind)
     return v
+
+
+class Fields:
+    """Typed access to one JSON object, naming the field in every message; each reader
+    decides what a missing, null or unknown field means."""
+
+    def __init__(self, d, where):
+        if not isinstance(d, dict):
+            fail("%s: expected an object, found %r" % (where, d))
+        self.d = d
+        self.where = where
+        self.used = set()
+
+    def typed(self, v, kind, w):
+        """`v` checked as `kind`; an object comes back as this reader's own kind of Fields."""
+        if kind == "obj":
+            return type(self)(v, w)
+        return checked(v, kind, w)
