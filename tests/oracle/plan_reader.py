@@ -54,7 +54,6 @@ KINDS = ("file", "dir", "symlink", "fifo", "socket", "chardevice", "blockdevice"
 
 
 class Obj(Fields):
-
     notes = []
 
     def get(self, name, kind, required=True, nullable=False):

@@ -29,7 +29,6 @@ META_FIELDS = ("mode", "mtime", "owner", "xattr")
 
 
 class Obj(Fields):
-
     def has(self, name):
         return name in self.d
 
