@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side wall-clock comparison of cutover against peer tools.
-# usage: benches/compare.sh [big|cold|small|cold-small|diff|memory ...]   (default: big small diff)
+# usage: benches/compare.sh [big|cold|small|cold-small|diff|memory|repair ...]   (default: big small diff)
 # env:   RUNS=5  BENCH_DIR=/tmp/bench-data  CUTOVER=target/release/cutover
 #        MEMORY_FILES=1000000
 set -euo pipefail
@@ -17,7 +17,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scenarios=(big small diff)
 (($#)) && scenarios=("$@")
 for sc in "${scenarios[@]}"; do
-  [[ $sc =~ ^(big|cold|small|cold-small|diff|memory)$ ]] || { echo "compare.sh: unknown scenario '$sc' (big cold small cold-small diff memory)" >&2; exit 2; }
+  [[ $sc =~ ^(big|cold|small|cold-small|diff|memory|repair)$ ]] || { echo "compare.sh: unknown scenario '$sc' (big cold small cold-small diff memory repair)" >&2; exit 2; }
 done
 mkdir -p "$BENCH_DIR/out"
 results=()   # rows: scenario|cutover median|peer|peer median
@@ -78,7 +78,7 @@ timed() {
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # compare SCENARIO CUTOVER_CMD PEER_NAME PEER_CMD -- interleave RUNS runs of each; $PREP, when
-# set, runs untimed before every run
+# set, runs untimed before every run, and $POST, when set, judges the result after every run
 compare() {
   local sc=$1 ccmd=$2 pname=$3 pcmd=$4 c_ok=$have_cutover ct=() pt=() t i
   echo "== $sc: cutover: $ccmd"
@@ -88,9 +88,11 @@ compare() {
     if ((c_ok)); then
       [[ -n ${PREP:-} ]] && bash -c "$PREP"
       if t=$(timed "$sc-cutover" "$ccmd"); then ct+=("$t"); line+=" cutover ${t}s"; else c_ok=0; fi
+      if ((c_ok)) && [[ -n ${POST:-} ]] && ! bash -c "$POST"; then echo "!! $sc: cutover's result failed the check: $POST" >&2; c_ok=0; fi
     fi
     [[ -n ${PREP:-} ]] && bash -c "$PREP"
     t=$(timed "$sc-$pname" "$pcmd") || return 1
+    [[ -n ${POST:-} ]] && ! bash -c "$POST" && echo "!! $sc: $pname's result failed the check" >&2
     pt+=("$t"); line+="  $pname ${t}s"
     echo "$line"
   done
@@ -159,6 +161,43 @@ bench_diff() {
     once diff rclone "rclone check --checksum '$s' '$d'"
   else
     echo "   rclone not found: skipped (apt-get install -y rclone)"
+  fi
+}
+
+# Two releases of the Linux kernel source, from Debian's linux-source packages (public data,
+# ~84k and ~92k files): repairing a copy of 6.1 into 6.12 adds, removes and changes tens of
+# thousands of files, as a real migration re-sync does.
+linux_trees() {
+  local d=$BENCH_DIR/linux v
+  [[ -e $d.done ]] && return 0
+  echo "== fetching linux-source-6.1 and linux-source-6.12 from Debian (once)"
+  rm -rf -- "$d" && mkdir -p "$d/deb"
+  (cd "$d/deb" && apt-get download linux-source-6.1 linux-source-6.12) || { echo "!! apt-get download failed" >&2; exit 2; }
+  for v in 6.1 6.12; do
+    dpkg-deb --fsys-tarfile "$d"/deb/linux-source-"$v"_*.deb | tar -xO "./usr/src/linux-source-$v.tar.xz" | tar -xJ -C "$d"
+    mv "$d/linux-source-$v" "$d/$v"
+  done
+  rm -rf -- "$d/deb"
+  date -u +%FT%TZ >"$d.done"
+}
+
+# repair: make a copy of 6.1 equal to 6.12. Before every run of either tool the target is reset
+# to a fresh copy of 6.1 and both trees are read into the page cache (warm); after every run the
+# target is judged equal by rsync itself (checksums, then metadata), untimed. Also: plan memory.
+bench_repair() {
+  need rsync "apt-get install -y rsync"
+  [[ -x /usr/bin/time ]] || { echo "compare.sh: /usr/bin/time not found (apt-get install -y time)" >&2; exit 2; }
+  linux_trees
+  local s=$BENCH_DIR/linux/6.12 old=$BENCH_DIR/linux/6.1 t=$BENCH_DIR/linux/target
+  local reset="rm -rf '$t' && cp -a '$old' '$t' && $(declare -f warm); warm '$s' '$t'"
+  local check="test -z \"\$(rsync -rlpcn --delete -i '$s/' '$t/')\" && test -z \"\$(rsync -naHS --specials --devices -i --delete '$s/' '$t/')\""
+  PREP=$reset POST=$check compare repair "'$CUTOVER' repair '$s' '$t' --delete --meta mode,mtime,owner" "rsync-ac" "rsync -ac --delete '$s/' '$t/'"
+  if ((have_cutover)); then
+    bash -c "$reset"
+    /usr/bin/time -f %M -o "$BENCH_DIR/out/plan.rss" "$CUTOVER" plan "$s" "$t" --delete --meta mode,mtime,owner -o "$BENCH_DIR/out/linux.plan" >/dev/null 2>&1 || true
+    local ops; ops=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["operations"]))' "$BENCH_DIR/out/linux.plan")
+    awk -v r="$(tail -n 1 "$BENCH_DIR/out/plan.rss")" -v n="$ops" 'BEGIN {
+      printf "   plan: %d operations, peak RSS %.1f MiB = %.0f bytes/operation\n", n, r / 1024, r * 1024 / n }'
   fi
 }
 
