@@ -1,6 +1,8 @@
 //! The command line: argument types, loading each side, exit codes. Only this layer knows
 //! about clap, terminals and process exit codes; the library gets plain values.
 
+mod html;
+mod manual;
 mod progress;
 mod render;
 mod repair;
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use cutover::diff::{DiffOptions, Report};
 use cutover::digest::ChunkSize;
@@ -53,6 +55,10 @@ enum Command {
     Bundle(repair::BundleArgs),
     /// Plan, apply and verify in one step (both trees local); exit 0 only if they end identical.
     Repair(repair::RepairArgs),
+    /// Print the manual page (roff) to standard output: `cutover man | man -l -`.
+    Man,
+    /// Print a completion script for SHELL to standard output.
+    Completions(manual::CompletionsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +152,9 @@ struct DiffArgs {
     /// Print nothing; only the exit code tells.
     #[arg(short, long)]
     quiet: bool,
+    /// Also write the report as one self-contained HTML page (docs/report.md).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     #[command(flatten)]
     scan: ScanArg,
 }
@@ -192,6 +201,8 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => repair::run_apply(args),
         Command::Bundle(args) => repair::run_bundle(args),
         Command::Repair(args) => repair::run_repair(args),
+        Command::Man => manual::run_man(Cli::command()),
+        Command::Completions(args) => manual::run_completions(args, Cli::command()),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -220,6 +231,7 @@ impl Command {
             Command::Apply(args) => args.trees(),
             Command::Bundle(args) => args.trees(),
             Command::Repair(args) => args.trees(),
+            Command::Man | Command::Completions(_) => vec![],
         }
     }
 }
@@ -504,6 +516,10 @@ fn run_diff(args: DiffArgs) -> Result<u8> {
         load_pair(&args.source, &args.target, &args.scan, args.meta, p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta });
+    if let Some(path) = &args.html {
+        let title = format!("cutover diff {} {}", args.source.display(), args.target.display());
+        html::write_page(path, &title, &[html::Section { heading: "Differences", report: &report }])?;
+    }
     if !args.quiet {
         warn_uncompared(args.meta, &report);
         let stdout = std::io::stdout();

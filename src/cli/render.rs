@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use cutover::diff::{Change, MetaChange, Report, mtime_text};
+use cutover::diff::{Change, Difference, MetaChange, Report, mtime_text};
 use cutover::manifest::{Kind, Manifest};
 
 use super::Format;
@@ -95,50 +95,62 @@ fn meta_text(changes: &[MetaChange]) -> String {
         .join(", ")
 }
 
+/// A difference's path for people, with a trailing `/` on a missing or extra directory.
+pub fn path_text(d: &Difference) -> String {
+    let mut path = shown(d.path.as_bytes());
+    if let Change::Missing { kind: Kind::Dir, .. } | Change::Extra { kind: Kind::Dir, .. } = d.change {
+        path.push('/');
+    }
+    path
+}
+
+/// What the human form says about a difference, between the parentheses after its path.
+pub fn detail(d: &Difference) -> String {
+    match &d.change {
+        Change::Missing { kind, files, bytes } | Change::Extra { kind, files, bytes } => {
+            if *kind == Kind::Dir {
+                format!("directory: {}, {}", count(*files, "file", "files"), size(*bytes))
+            } else if *kind == Kind::File {
+                size(*bytes)
+            } else {
+                kind.name().to_string()
+            }
+        }
+        Change::Content { source_size, target_size, ranges, metadata } => {
+            let divergent: u64 = ranges.iter().map(|r| r.length).sum();
+            let mut text = if source_size == target_size {
+                format!("{} differ in {} of {}", ranges.len(), size(divergent), size(*source_size))
+            } else {
+                format!("size {}→{}, {} differ in {}", source_size, target_size, ranges.len(), size(divergent))
+            };
+            text = text.replacen(" differ", if ranges.len() == 1 { " range" } else { " ranges" }, 1) + ":";
+            for r in ranges.iter().take(8) {
+                text.push_str(&format!(" {}+{}", r.offset, r.length));
+            }
+            if ranges.len() > 8 {
+                text.push_str(&format!(" … ({} more)", ranges.len() - 8));
+            }
+            if !metadata.is_empty() {
+                text.push_str(&format!("; {}", meta_text(metadata)));
+            }
+            text
+        }
+        Change::LinkTarget { source, target, metadata } => {
+            let mut text = format!("symlink → {} (target has → {})", shown(source), shown(target));
+            if !metadata.is_empty() {
+                text.push_str(&format!("; {}", meta_text(metadata)));
+            }
+            text
+        }
+        Change::Type { source, target } => format!("{source} in source, {target} in target"),
+        Change::Metadata { changes } => meta_text(changes),
+        Change::Trouble { side, problem } => format!("{} {}", side.name(), shown(problem.to_string().as_bytes())),
+    }
+}
+
 fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     for d in &report.differences {
-        let mut path = shown(d.path.as_bytes());
-        let detail = match &d.change {
-            Change::Missing { kind, files, bytes } | Change::Extra { kind, files, bytes } => {
-                if *kind == Kind::Dir {
-                    path.push('/');
-                    format!("directory: {}, {}", count(*files, "file", "files"), size(*bytes))
-                } else if *kind == Kind::File {
-                    size(*bytes)
-                } else {
-                    kind.name().to_string()
-                }
-            }
-            Change::Content { source_size, target_size, ranges, metadata } => {
-                let divergent: u64 = ranges.iter().map(|r| r.length).sum();
-                let mut text = if source_size == target_size {
-                    format!("{} differ in {} of {}", ranges.len(), size(divergent), size(*source_size))
-                } else {
-                    format!("size {}→{}, {} differ in {}", source_size, target_size, ranges.len(), size(divergent))
-                };
-                text = text.replacen(" differ", if ranges.len() == 1 { " range" } else { " ranges" }, 1) + ":";
-                for r in ranges.iter().take(8) {
-                    text.push_str(&format!(" {}+{}", r.offset, r.length));
-                }
-                if ranges.len() > 8 {
-                    text.push_str(&format!(" … ({} more)", ranges.len() - 8));
-                }
-                if !metadata.is_empty() {
-                    text.push_str(&format!("; {}", meta_text(metadata)));
-                }
-                text
-            }
-            Change::LinkTarget { source, target, metadata } => {
-                let mut text = format!("symlink → {} (target has → {})", shown(source), shown(target));
-                if !metadata.is_empty() {
-                    text.push_str(&format!("; {}", meta_text(metadata)));
-                }
-                text
-            }
-            Change::Type { source, target } => format!("{source} in source, {target} in target"),
-            Change::Metadata { changes } => meta_text(changes),
-            Change::Trouble { side, problem } => format!("{} {}", side.name(), shown(problem.to_string().as_bytes())),
-        };
+        let (path, detail) = (path_text(d), detail(d));
         write!(out, "{:<10} {path}  ({detail})", d.change.kind())?;
         if let Some(hint) = &d.hint {
             // The hint quotes the other name, which must not forge a line either.

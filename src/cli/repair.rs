@@ -106,6 +106,9 @@ pub struct RepairArgs {
     dry_run: bool,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    /// Also write an HTML page of the differences found and of what remained at verify.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     #[command(flatten)]
     scan: ScanArg,
 }
@@ -271,6 +274,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     super::warn_uncompared(args.repair.meta, &report);
     if args.dry_run {
         check_max_delete(&plan, &args.limits)?;
+        super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, None)?;
         show_plan(&mut std::io::stdout().lock(), &plan)?;
         return Ok(plan_verdict(&plan, &report));
     }
@@ -283,6 +287,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     })?;
     let verify = diff(&source_after, &target_after, &DiffOptions { meta: args.repair.meta });
     let remaining = verify.differences.len();
+    super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, Some(&verify))?;
     // Everything is decided before anything is printed, so a closed pipe cannot cut a repair short.
     let printed = (|| -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
