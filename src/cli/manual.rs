@@ -16,11 +16,20 @@ pub struct CompletionsArgs {
 
 /// Writes one roff page: the command, then a section for each subcommand with its synopsis,
 /// description and options (clap_mangen renders one command per page; a tool this size reads
-/// better as one page, as rsync's does).
+/// better as one page, as rsync's does), then the version.
 pub fn run_man(mut cli: clap::Command) -> Result<u8> {
     cli.build();
     let mut page = Vec::new();
-    clap_mangen::Man::new(cli.clone()).render(&mut page)?;
+    // Not `Man::render`: its SUBCOMMANDS section points to a page per subcommand
+    // (cutover-scan(1)...), and here they are sections of this one.
+    let top = clap_mangen::Man::new(cli.clone());
+    top.render_title(&mut page)?;
+    // No hyphenation: a flag broken across lines (`--ex-` `clude`) cannot be searched for.
+    writeln!(page, ".nh")?;
+    top.render_name_section(&mut page)?;
+    top.render_synopsis_section(&mut page)?;
+    top.render_description_section(&mut page)?;
+    top.render_options_section(&mut page)?;
     for sub in cli.get_subcommands().filter(|sub| !sub.is_hide_set() && sub.get_name() != "help") {
         let man = clap_mangen::Man::new(sub.clone());
         let name = sub.get_bin_name().unwrap_or(sub.get_name()).to_uppercase();
@@ -38,6 +47,7 @@ pub fn run_man(mut cli: clap::Command) -> Result<u8> {
             }
         }
     }
+    top.render_version_section(&mut page)?;
     let mut out = std::io::stdout().lock();
     out.write_all(&page)?;
     out.flush()?;

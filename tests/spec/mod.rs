@@ -3,7 +3,9 @@
 mod b3sum;
 mod differences;
 mod excludes;
+mod html;
 mod manifests;
+mod manual;
 mod names;
 mod oracle;
 mod output;
