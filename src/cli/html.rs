@@ -37,7 +37,12 @@ pub fn write_page(path: &Path, title: &str, sections: &[Section]) -> Result<()> 
 
 /// The page of a repair at `path`, if asked for: the differences found before it and, unless
 /// it was a dry run, those that remained at verify.
-pub fn write_repair_page(path: Option<&Path>, roots: [&Path; 2], before: &Report, after: Option<&Report>) -> Result<()> {
+pub fn write_repair_page(
+    path: Option<&Path>,
+    roots: [&Path; 2],
+    before: &Report,
+    after: Option<&Report>,
+) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
     let title = format!("cutover repair {} {}", roots[0].display(), roots[1].display());
     let mut sections = vec![Section { heading: "Before the repair", report: before }];
@@ -91,10 +96,8 @@ fn escape_bytes(bytes: &[u8]) -> String {
 fn filter_bar(html: &mut String) {
     html.push_str("<form id=\"filter\"><span>Show:</span>");
     for kind in KINDS {
-        let _ = write!(
-            html,
-            "<label class=\"k-{kind}\"><input type=\"checkbox\" value=\"{kind}\" checked> {kind}</label>"
-        );
+        let _ =
+            write!(html, "<label class=\"k-{kind}\"><input type=\"checkbox\" value=\"{kind}\" checked> {kind}</label>");
     }
     html.push_str(
         "<button type=\"button\" id=\"expand\">expand all</button>\
@@ -111,9 +114,11 @@ fn section_html(html: &mut String, index: usize, section: &Section) {
     } else {
         count(report.differences.len() as u64, "difference", "differences")
     };
-    let _ = write!(html, "<p class=\"verdict {}\">{verdict}</p>\n<dl>", if report.identical() { "same" } else { "differ" });
+    let _ =
+        write!(html, "<p class=\"verdict {}\">{verdict}</p>\n<dl>", if report.identical() { "same" } else { "differ" });
     for (name, side) in [("source", &report.source), ("target", &report.target)] {
-        let hash = side.hash.map_or_else(|| "(incomplete: some entries could not be hashed)".to_string(), |h| h.to_hex());
+        let hash =
+            side.hash.map_or_else(|| "(incomplete: some entries could not be hashed)".to_string(), |h| h.to_hex());
         let _ = write!(
             html,
             "<dt>{name}</dt><dd><code>{}</code><br><small>root hash <code>{hash}</code>, chunks of {}</small></dd>",
@@ -123,9 +128,9 @@ fn section_html(html: &mut String, index: usize, section: &Section) {
     }
     let compared = report.compared.names();
     let compared = if compared.is_empty() { "none".to_string() } else { compared.join(", ") };
-    let _ = write!(
+    let _ = writeln!(
         html,
-        "<dt>compared</dt><dd>existence, kinds, content; metadata: {}; ranges in chunks of {}</dd></dl>\n",
+        "<dt>compared</dt><dd>existence, kinds, content; metadata: {}; ranges in chunks of {}</dd></dl>",
         escape(&compared),
         size(report.chunk_size.bytes())
     );
@@ -164,9 +169,9 @@ fn counts_table(html: &mut String, id: &str, report: &Report) {
             "<tr class=\"k-{kind}\"><td>{kind}</td><td>{n}{bytes}</td><td id=\"{id}-shown-{kind}\">?</td></tr>"
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         html,
-        "</tbody><tfoot><tr><td>all</td><td>{}</td><td id=\"{id}-shown\">?</td></tr></tfoot></table>\n",
+        "</tbody><tfoot><tr><td>all</td><td>{}</td><td id=\"{id}-shown\">?</td></tr></tfoot></table>",
         report.differences.len()
     );
 }
@@ -264,7 +269,8 @@ fn chunk_map(html: &mut String, file_size: u64, ranges: &[cutover::digest::ByteR
     let mut marks: Vec<(u64, u64)> = Vec::new();
     for r in ranges {
         let start = (u128::from(r.offset) * 1000 / u128::from(file_size)).min(999) as u64;
-        let end = (u128::from(r.end()) * 1000).div_ceil(u128::from(file_size)).clamp(u128::from(start + 1), 1000) as u64;
+        let end =
+            (u128::from(r.end()) * 1000).div_ceil(u128::from(file_size)).clamp(u128::from(start + 1), 1000) as u64;
         match marks.last_mut() {
             Some(last) if start <= last.1 => last.1 = last.1.max(end),
             _ => marks.push((start, end)),
@@ -278,7 +284,8 @@ fn chunk_map(html: &mut String, file_size: u64, ranges: &[cutover::digest::ByteR
     );
     for (start, end) in marks {
         let width = end - start;
-        let _ = write!(html, "<i style=\"left:{}.{}%;width:{}.{}%\"></i>", start / 10, start % 10, width / 10, width % 10);
+        let _ =
+            write!(html, "<i style=\"left:{}.{}%;width:{}.{}%\"></i>", start / 10, start % 10, width / 10, width % 10);
     }
     html.push_str("</div>");
 }
@@ -369,12 +376,16 @@ mod tests {
     #[test]
     fn the_chunk_map_places_ranges_in_thousandths_and_merges_touching_marks() {
         let mut html = String::new();
-        let ranges = [ByteRange { offset: 0, length: 1 }, ByteRange { offset: 1, length: 1 }, ByteRange {
-            offset: 500,
-            length: 250,
-        }];
+        let ranges = [
+            ByteRange { offset: 0, length: 1 },
+            ByteRange { offset: 1, length: 1 },
+            ByteRange { offset: 500, length: 250 },
+        ];
         chunk_map(&mut html, 1000, &ranges);
-        assert!(html.contains("<i style=\"left:0.0%;width:0.2%\"></i><i style=\"left:50.0%;width:25.0%\"></i>"), "{html}");
+        assert!(
+            html.contains("<i style=\"left:0.0%;width:0.2%\"></i><i style=\"left:50.0%;width:25.0%\"></i>"),
+            "{html}"
+        );
         let mut html = String::new();
         chunk_map(&mut html, u64::MAX, &[ByteRange { offset: u64::MAX - 1, length: 1 }]);
         assert!(html.contains("left:99.9%;width:0.1%"), "{html}");
