@@ -29,6 +29,10 @@ const KINDS: [&str; 7] = ["missing", "extra", "content", "type", "metadata", "un
 /// Above this many differences only the first level of the tree starts open.
 const OPEN_ALL_UP_TO: usize = 300;
 
+/// The tree lists at most this many differences (in report order): a page of millions would
+/// not open. The counts table still has them all, and the JSON form lists every one.
+const MOST_LISTED: usize = 50_000;
+
 /// Writes the page for `sections` to `path` atomically (as every output file is).
 pub fn write_page(path: &Path, title: &str, sections: &[Section]) -> Result<()> {
     let page = page(title, sections);
@@ -201,8 +205,16 @@ impl<'a> Node<'a> {
 
 fn tree_html(html: &mut String, report: &Report) {
     let mut root = Node::default();
-    for difference in &report.differences {
+    for difference in report.differences.iter().take(MOST_LISTED) {
         root.insert(difference);
+    }
+    if report.differences.len() > MOST_LISTED {
+        let _ = writeln!(
+            html,
+            "<p class=\"cut\">The tree lists the first {MOST_LISTED} of {} differences, in path order; \
+             <code>--format json</code> lists them all.</p>",
+            report.differences.len()
+        );
     }
     let open_all = report.differences.len() <= OPEN_ALL_UP_TO;
     html.push_str("<ul class=\"tree\">");
@@ -314,6 +326,7 @@ summary .n{background:#eaeef2;border-radius:9px;padding:0 .5em;font-size:.85em}
 .k-type.k{background:#0969da}.k-metadata.k{background:#1a7f37}.k-unreadable.k,.k-unstable.k{background:#57606a}
 .x{color:#57606a;font-size:.9em}
 .hint{color:#9a6700;font-size:.9em}
+.cut{font-weight:600;color:#b35900}
 .bar{position:relative;height:8px;background:#d0f0d8;border:1px solid #aaa;margin:.2em 0 .3em 7em;max-width:40em}
 .bar i{position:absolute;top:0;bottom:0;background:#cf222e;min-width:2px}
 [hidden]{display:none!important}
@@ -365,8 +378,35 @@ const SCRIPT: &str = r##"
 
 #[cfg(test)]
 mod tests {
-    use super::{chunk_map, escape};
-    use cutover::digest::ByteRange;
+    use super::{MOST_LISTED, Section, chunk_map, escape, page};
+    use cutover::diff::{Change, Difference, Report, SideInfo};
+    use cutover::digest::{ByteRange, ChunkSize};
+    use cutover::manifest::MetaSet;
+    use cutover::path::RelPath;
+
+    #[test]
+    fn a_huge_report_lists_the_first_differences_and_says_so() {
+        let side = || SideInfo { root: "/r".into(), hash: None, chunk_size: ChunkSize::DEFAULT };
+        let differences = (0..=MOST_LISTED)
+            .map(|i| Difference {
+                path: RelPath::parse(format!("d{}/f{i:06}", i % 7).as_bytes()).unwrap(),
+                change: Change::Metadata { changes: Vec::new() },
+                hint: None,
+            })
+            .collect();
+        let report = Report {
+            source: side(),
+            target: side(),
+            compared: MetaSet::DEFAULT,
+            chunk_size: ChunkSize::DEFAULT,
+            differences,
+            not_entered: Vec::new(),
+        };
+        let html = page("t", &[Section { heading: "h", report: &report }]);
+        assert_eq!(html.matches("<li class=\"d\"").count(), MOST_LISTED);
+        assert!(html.contains(&format!("the first {MOST_LISTED} of {} differences", MOST_LISTED + 1)));
+        assert!(html.contains(&format!("<td>metadata</td><td>{}</td>", MOST_LISTED + 1)));
+    }
 
     #[test]
     fn escape_leaves_no_markup() {
