@@ -17,14 +17,18 @@
 //!    writing outside the target root nor through a symlink.
 //!
 //! Digests, chunk sizes and ranges are newtypes in [`digest`]; the CLI in `src/cli` is the only
-//! place that knows about arguments, terminals and exit codes.
+//! place that knows about arguments, terminals and exit codes. What outlives a run (locks,
+//! journals) lives outside the trees, in [`state`]; [`interrupt`] lets a run stop at a safe
+//! point on SIGINT, SIGTERM or SIGHUP.
 
 pub mod apply;
 pub mod diff;
 pub mod digest;
 pub mod exclude;
+pub mod interrupt;
 pub mod manifest;
 pub mod path;
 pub mod plan;
 pub mod scan;
+pub mod state;
 pub mod time;

@@ -5,21 +5,24 @@
 //! makes a re-run after a crash finish the job. Writes go through [`target::TargetRoot`], which
 //! never leaves the target root nor follows a symlink inside it. Source bytes come from a
 //! [`source::SourceData`] and are checked against the plan's hashes before they are written.
+//!
+//! A run holds its target's lock ([`LockedTarget`]) throughout, keeps its journal in the state
+//! directory ([`crate::state`]), and stops between operations, or between chunks of one, when
+//! a signal asks it to ([`crate::interrupt`]).
 
 mod journal;
+mod locked;
 mod ops;
 pub mod source;
 pub mod target;
 
-use std::path::Path;
-
 use crate::digest::ChunkSize;
-use crate::path::RelPath;
+use crate::interrupt::Signal;
 use crate::plan::{OpPath, Operation, Plan};
 
 use self::journal::Journal;
+pub use self::locked::LockedTarget;
 use self::source::SourceData;
-use self::target::TargetRoot;
 
 /// Limits for unattended runs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -55,12 +58,14 @@ pub struct ApplyReport {
     pub entries_deleted: u64,
     /// Temporary files left by an earlier, interrupted run and removed now.
     pub stale_temps_removed: u64,
+    /// The run stopped early, at a safe point, because of this signal.
+    pub interrupted: Option<Signal>,
 }
 
 impl ApplyReport {
     /// True when every operation's postcondition now holds.
     pub fn complete(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.interrupted.is_none()
     }
 }
 
@@ -79,6 +84,8 @@ pub enum ApplyError {
     Overlap { source_root: String, target: String },
     #[error(transparent)]
     Target(#[from] target::TargetError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("{0}")]
     Journal(String),
     #[error("the plan: {0}")]
@@ -90,13 +97,15 @@ pub fn plan_id(plan: &Plan) -> String {
     crate::plan::plan_checksum(plan)[..32].to_string()
 }
 
-/// Carries out `plan` on the directory `target`, reading source bytes from `source`.
+/// Carries out `plan` on the locked `target`, reading source bytes from `source`.
 pub fn apply(
     plan: &Plan,
     source: &mut dyn SourceData,
-    target: &Path,
+    target: &LockedTarget,
     options: &ApplyOptions,
 ) -> Result<ApplyReport, ApplyError> {
+    // From here a signal is only noted; the loop below stops at the next safe point.
+    let _deferred = crate::interrupt::defer();
     // Counted from the operations, not taken from the plan's totals, which nothing checks.
     let deletes: u64 =
         plan.operations.iter().map(|op| if let Operation::Remove { entries, .. } = op { *entries } else { 0 }).sum();
@@ -110,21 +119,26 @@ pub fn apply(
     if removes && plan.delete && (plan.source.entries <= 1 || source.looks_empty()) && !options.force {
         return Err(ApplyError::EmptySource { root: plan.source.root.clone(), entries: deletes });
     }
-    if source.overlaps(target) {
+    if source.overlaps(target.path()) {
         return Err(ApplyError::Overlap {
             source_root: plan.source.root.clone(),
-            target: target.display().to_string(),
+            target: target.path().display().to_string(),
         });
     }
-    let root = TargetRoot::open(target)?;
+    let root = target.root();
     let chunk = ChunkSize::new(plan.chunk_size).map_err(ApplyError::BadPlan)?;
-    let mut journal = Journal::open(&root, &plan_id(plan)).map_err(ApplyError::Journal)?;
-    let mut report =
-        ApplyReport { stale_temps_removed: remove_stale_temps(&root, plan, journal.name())?, ..ApplyReport::default() };
+    let id = plan_id(plan);
+    let stale_temps_removed = target.clean_stale(Some(&id))?;
+    let mut journal = Journal::open(target.state(), &id, target::temp_nonce()).map_err(ApplyError::Journal)?;
+    let mut report = ApplyReport { stale_temps_removed, ..ApplyReport::default() };
     let exclude = crate::exclude::Excludes::new(&plan.exclude).map_err(ApplyError::BadPlan)?;
     for (index, op) in plan.operations.iter().enumerate() {
+        if let Some(signal) = crate::interrupt::pending() {
+            report.interrupted = Some(signal);
+            break;
+        }
         let mut run = ops::Run {
-            root: &root,
+            root,
             source: &mut *source,
             chunk,
             journal: &mut journal,
@@ -132,6 +146,14 @@ pub fn apply(
             exclude: &exclude,
         };
         let outcome = run.operation(index, op);
+        // Cut short at a safe point by a signal: neither done nor a problem; the next run of
+        // the plan does it (the journal says whether it had begun writing in place).
+        if let Some(signal) = crate::interrupt::pending()
+            && !matches!(outcome, Outcome::Done | Outcome::AlreadyDone)
+        {
+            report.interrupted = Some(signal);
+            break;
+        }
         match outcome {
             Outcome::Done => report.done += 1,
             Outcome::AlreadyDone => report.already_done += 1,
@@ -142,28 +164,4 @@ pub fn apply(
         journal.finish().map_err(ApplyError::Journal)?;
     }
     Ok(report)
-}
-
-/// Temporary files are only ever created next to the entries a plan copies, patches, links or
-/// gives their own inode (hard links, before a metadata change) and next to the journal in the
-/// root, so leftovers from a killed run are looked for there only.
-fn remove_stale_temps(root: &TargetRoot, plan: &Plan, journal: &[u8]) -> Result<u64, ApplyError> {
-    let mut made_for: Vec<(RelPath, Vec<u8>)> = plan
-        .operations
-        .iter()
-        .filter(|op| !matches!(op, Operation::Remove { .. } | Operation::Mkdir { .. }))
-        .filter_map(|op| op.at().rel().ok().map(|p| (p.parent(), p.name().to_vec())))
-        .chain([(RelPath::root(), journal.to_vec())])
-        .collect();
-    made_for.sort();
-    let mut removed = 0;
-    for group in made_for.chunk_by(|a, b| a.0 == b.0) {
-        let names: Vec<&[u8]> = group.iter().map(|(_, name)| &name[..]).collect();
-        match root.remove_temps_in(group[0].0.as_bytes(), &names) {
-            Ok(n) => removed += n,
-            Err(target::TargetError::SymlinkInPath { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(removed)
 }

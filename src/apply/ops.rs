@@ -42,6 +42,16 @@ fn failed(e: impl std::fmt::Display) -> Outcome {
     Outcome::Failed(e.to_string())
 }
 
+/// A failure after a patch began writing in place (a full disk, a changed source chunk).
+fn partly_patched(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Failed(why) => Outcome::Failed(format!(
+            "{why}: the file is partly patched; running the same plan again completes it (once the cause is fixed)"
+        )),
+        other => other,
+    }
+}
+
 fn node_kind(kind: Kind) -> NodeKind {
     match kind {
         Kind::File => NodeKind::File,
@@ -88,6 +98,13 @@ impl Run<'_, '_> {
             }
         };
         result.unwrap_or_else(|outcome| outcome)
+    }
+
+    /// A temp file beside `rel`, once the journal says where this run makes temps.
+    fn create_temp(&mut self, rel: &[u8]) -> Step<(File, Vec<u8>)> {
+        let dir = rel.iter().rposition(|&b| b == b'/').map_or(&[][..], |slash| &rel[..slash]);
+        self.journal.will_make_temps_in(dir).map_err(Outcome::Failed)?;
+        self.root.create_temp(rel, 0o600).map_err(failed)
     }
 
     fn stat(&self, path: &RelPath) -> Step<Option<NodeStat>> {
@@ -192,7 +209,7 @@ impl Run<'_, '_> {
                 }
             }
         }
-        let (mut file, tmp) = self.root.create_temp(path.as_bytes(), 0o600).map_err(failed)?;
+        let (mut file, tmp) = self.create_temp(path.as_bytes())?;
         let written = self.fill_temp(index, path, &mut file, source);
         let finished = written.and_then(|()| {
             self.set_attrs_at(&tmp, NodeKind::File, attrs)?;
@@ -212,6 +229,7 @@ impl Run<'_, '_> {
         let mut hasher = blake3::Hasher::new();
         let mut write_error = None;
         for i in 0..self.chunk.chunks_in(source.size) {
+            crate::interrupt::stop_point().map_err(failed)?;
             let range = self.chunk.chunk_range(i, source.size);
             self.source
                 .read(index, path, range, &mut |piece| {
@@ -294,7 +312,7 @@ impl Run<'_, '_> {
         if found.st_nlink > 1 {
             // Other names of this inode (perhaps outside the target) must not see the writes:
             // patch a private copy and rename it over this name.
-            let (mut copy, tmp) = self.root.create_temp(path.as_bytes(), 0o600).map_err(failed)?;
+            let (mut copy, tmp) = self.create_temp(path.as_bytes())?;
             let written = std::io::copy(&mut &file, &mut copy)
                 .map_err(failed)
                 .and_then(|_| self.write_chunks(index, path, &copy, &todo, source.size, size, staged))
@@ -315,7 +333,7 @@ impl Run<'_, '_> {
             }
             // Recorded only now that the first byte is about to be written in place.
             self.journal.start(index).map_err(Outcome::Failed)?;
-            self.write_chunks(index, path, &writer, &todo, source.size, size, staged)?;
+            self.write_chunks(index, path, &writer, &todo, source.size, size, staged).map_err(partly_patched)?;
         }
         let outcome = self.verify(path, source)?;
         self.journal.finish_op(index).map_err(Outcome::Failed)?;
@@ -355,12 +373,11 @@ impl Run<'_, '_> {
         mut staged: Option<Vec<Vec<u8>>>,
     ) -> Step<()> {
         for (k, chunk) in todo.iter().enumerate() {
+            crate::interrupt::stop_point().map_err(failed)?;
             let data = match staged.as_mut() {
                 Some(chunks) => std::mem::take(&mut chunks[k]),
                 None => self.source_chunk(index, path, chunk, size).map_err(|outcome| match outcome {
-                    Outcome::Skipped(why) => {
-                        Outcome::Failed(format!("{why} (file partly patched; run the plan again)"))
-                    }
+                    Outcome::Skipped(why) => Outcome::Failed(why),
                     other => other,
                 })?,
             };
@@ -404,6 +421,7 @@ impl Run<'_, '_> {
             None => return Err(Outcome::Skipped("the symlink to replace is gone".into())),
             Some(found) => return Err(Outcome::Skipped(format!("a {:?} is in the way", found.kind))),
         }
+        self.journal.will_make_temps_in(path.parent().as_bytes()).map_err(Outcome::Failed)?;
         let tmp = self.root.symlink_temp(link, path.as_bytes()).map_err(failed)?;
         let placed = self.set_attrs_at(&tmp, NodeKind::Symlink, attrs).and_then(|()| {
             self.root.rename(&tmp, path.as_bytes()).map_err(failed)?;
@@ -477,7 +495,7 @@ impl Run<'_, '_> {
         let Some(before) = self.root.stat(rel).map_err(failed)? else { return Ok(()) };
         let xattrs = self.root.xattrs(rel).map_err(failed)?;
         let mut original = self.root.open_read(rel).map_err(failed)?;
-        let (mut copy, tmp) = self.root.create_temp(rel, 0o600).map_err(failed)?;
+        let (mut copy, tmp) = self.create_temp(rel)?;
         // The copy keeps everything the original had, so fields the plan leaves alone stay.
         let done = std::io::copy(&mut original, &mut copy)
             .and_then(|_| copy.sync_all())

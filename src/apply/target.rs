@@ -26,8 +26,8 @@ pub const TEMP_MARKER: &str = ".cutover-tmp.";
 /// Longest single file name Linux filesystems accept (`NAME_MAX`).
 const NAME_MAX: usize = 255;
 
-/// Makes temp names unique within this process; collisions with leftovers
-/// from an earlier run with the same pid are handled by retrying on `EEXIST`.
+/// Makes temp names unique within this process; a collision with anything already there is
+/// handled by retrying on `EEXIST`.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Why a target operation was refused or failed. Every variant names the
@@ -90,6 +90,13 @@ pub struct RemoveStats {
 pub struct TargetRoot {
     fd: OwnedFd,
     path: PathBuf,
+}
+
+/// The root directory itself (an `O_PATH` descriptor), e.g. to lock it.
+impl AsFd for TargetRoot {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 /// The directory that holds a path's final component: the root itself, or a
@@ -170,38 +177,50 @@ fn validate(rel: &[u8]) -> Result<(), TargetError> {
     Err(TargetError::BadPath { path: lossy(rel), why })
 }
 
-/// Whether `name` (one component) looks like a [`TargetRoot::create_temp`]
-/// file: `.<name>.cutover-tmp.<pid>.<counter>`. Verify stages can use this to
-/// ignore leftovers; the strict digit check keeps real files with a similar
-/// name from being mistaken for scratch files.
-pub fn is_temp_name(name: &[u8]) -> bool {
-    let marker = TEMP_MARKER.as_bytes();
-    if name.first() != Some(&b'.') || name.len() < marker.len() {
-        return false;
-    }
-    let Some(pos) = name.windows(marker.len()).rposition(|w| w == marker) else {
-        return false;
-    };
-    let mut parts = name[pos + marker.len()..].split(|&b| b == b'.');
-    let digits = |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
-    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+/// Hex digits of a temp name's run nonce.
+const NONCE_DIGITS: usize = 16;
+
+/// This process's run nonce: random, 16 hex digits, in the name of every temp file it makes.
+/// apply records it in its journal before the first temp is made, so a later run removes only
+/// temps whose nonce its journals list: a user's file that merely looks like a temp never has
+/// one of them.
+pub fn temp_nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // `RandomState` is seeded from the operating system's random source.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        hasher.write_u128(since.as_nanos());
+        format!("{:016x}", hasher.finish())
+    })
 }
 
-/// The real name a temp name was made for (cut short if it was long), or `None` when `name`
-/// is not a temp name.
-fn temp_base(name: &[u8]) -> Option<&[u8]> {
-    if !is_temp_name(name) {
+/// The run nonce in `name` (one component) when it has the shape of a
+/// [`TargetRoot::create_temp`] name, `.<name>.cutover-tmp.<nonce>.<counter>`.
+pub fn temp_name_nonce(name: &[u8]) -> Option<&[u8]> {
+    let marker = TEMP_MARKER.as_bytes();
+    if name.first() != Some(&b'.') {
         return None;
     }
-    let marker = TEMP_MARKER.as_bytes();
-    let at = name.windows(marker.len()).rposition(|w| w == marker)?;
-    Some(&name[1..at])
+    let pos = name.windows(marker.len()).rposition(|w| w == marker)?;
+    let (nonce, counter) = name[pos + marker.len()..].split_at_checked(NONCE_DIGITS)?;
+    let counter = counter.strip_prefix(b".")?;
+    let hex = nonce.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    (hex && !counter.is_empty() && counter.iter().all(u8::is_ascii_digit)).then_some(nonce)
 }
 
-/// A fresh `.<name>.cutover-tmp.<pid>.<counter>` name, the real name cut to fit `NAME_MAX`.
+/// Whether `name` has the shape of a temp name. Only the nonce, checked against a journal,
+/// says whether cutover made it.
+pub fn is_temp_name(name: &[u8]) -> bool {
+    temp_name_nonce(name).is_some()
+}
+
+/// A fresh `.<name>.cutover-tmp.<nonce>.<counter>` name, the real name cut to fit `NAME_MAX`.
 fn temp_name(name: &[u8]) -> Vec<u8> {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let suffix = format!("{TEMP_MARKER}{}.{n}", std::process::id());
+    let suffix = format!("{TEMP_MARKER}{}.{n}", temp_nonce());
     let keep = name.len().min(NAME_MAX - 1 - suffix.len());
     let mut tmp = Vec::with_capacity(NAME_MAX);
     tmp.push(b'.');
@@ -430,25 +449,21 @@ impl TargetRoot {
         Err(io_err(rel, "create temp symlink for", Errno::EXIST))
     }
 
-    /// Removes leftover temporary files and symlinks (from a run that was killed) in the
-    /// directory `dir` (empty for the root) that were made for one of `names`; returns how many.
-    /// Anything else, including a directory with such a name, is left alone. A missing
-    /// directory has none.
-    pub fn remove_temps_in(&self, dir: &[u8], names: &[&[u8]]) -> Result<u64, TargetError> {
+    /// Removes leftover temporary files and symlinks in the directory `dir` (empty for the
+    /// root) whose names carry one of `nonces` (runs recorded in a journal, whose writer is
+    /// gone); returns how many. Anything else, including a directory with such a name, is left
+    /// alone. A missing directory has none.
+    pub fn remove_temps_in(&self, dir: &[u8], nonces: &[&str]) -> Result<u64, TargetError> {
         let mut listing = match self.open_listing(dir) {
             Ok(listing) => listing,
             Err(e) if e.is_not_found() => return Ok(0),
             Err(e) => return Err(e),
         };
-        let made_for = |base: &[u8]| {
-            // A long name is cut short in its temp name (see `temp_name`).
-            names.iter().any(|name| *name == base || (base.len() >= 200 && name.starts_with(base)))
-        };
         let mut leftovers = Vec::new();
         while let Some(entry) = listing.read() {
             let entry = entry.map_err(ctx(dir, "read directory"))?;
             let name = entry.file_name().to_bytes();
-            if temp_base(name).is_some_and(made_for) {
+            if temp_name_nonce(name).is_some_and(|nonce| nonces.iter().any(|n| n.as_bytes() == nonce)) {
                 leftovers.push(join(dir, name));
             }
         }
@@ -927,12 +942,17 @@ mod tests {
         let st = root.stat(b"d/f").unwrap().unwrap();
         assert_eq!((st.kind, st.size, st.mode), (NodeKind::File, 11, 0o666), "mode must ignore umask");
         assert!(root.stat(&tmp).unwrap().is_none());
-        // Two temps for the same name never collide, and both are found as leftovers.
+        // Two temps for the same name never collide, and both are found as leftovers of this
+        // run, and only of this run.
         let (_a, ta) = root.create_temp(b"d/f", 0o600).unwrap();
         let (_b, tb) = root.create_temp(b"d/f", 0o600).unwrap();
         assert_ne!(ta, tb);
-        assert_eq!(root.remove_temps_in(b"d", &[b"other"]).unwrap(), 0, "made for another name");
-        assert_eq!(root.remove_temps_in(b"d", &[b"f"]).unwrap(), 2);
+        std::fs::write(d.path().join("d/.g.cutover-tmp.0123456789abcdef.1"), b"a user's").unwrap();
+        std::fs::write(d.path().join("d/.h.cutover-tmp.999.1"), b"a user's").unwrap();
+        assert_eq!(root.remove_temps_in(b"d", &["fedcba9876543210"]).unwrap(), 0, "another run's nonce");
+        assert_eq!(root.remove_temps_in(b"d", &[temp_nonce()]).unwrap(), 2);
+        assert!(d.path().join("d/.g.cutover-tmp.0123456789abcdef.1").exists());
+        assert!(d.path().join("d/.h.cutover-tmp.999.1").exists());
         assert!(root.stat(&ta).unwrap().is_none() && root.stat(&tb).unwrap().is_none());
         assert_eq!(read_all(root.open_read(b"d/f").unwrap()), b"new content", "the real file stays");
         // A name at NAME_MAX still yields a valid temp name.
@@ -1024,10 +1044,14 @@ mod tests {
 
     #[test]
     fn temp_name_recognition() {
-        assert!(is_temp_name(b".f.cutover-tmp.12.3"));
-        assert!(!is_temp_name(b"f.cutover-tmp.12.3"));
-        assert!(!is_temp_name(b".f.cutover-tmp.12"));
-        assert!(!is_temp_name(b".f.cutover-tmp.12.3x"));
+        assert_eq!(temp_name_nonce(b".f.cutover-tmp.0123456789abcdef.3"), Some(&b"0123456789abcdef"[..]));
+        assert!(is_temp_name(&temp_name(b"f")));
+        assert_eq!(temp_name_nonce(&temp_name(b"f")), Some(temp_nonce().as_bytes()));
+        assert!(!is_temp_name(b".f.cutover-tmp.12.3"), "the names of earlier versions carry no nonce");
+        assert!(!is_temp_name(b"f.cutover-tmp.0123456789abcdef.3"));
+        assert!(!is_temp_name(b".f.cutover-tmp.0123456789abcdef"));
+        assert!(!is_temp_name(b".f.cutover-tmp.0123456789ABCDEF.3"));
+        assert!(!is_temp_name(b".f.cutover-tmp.0123456789abcdef.3x"));
         assert!(!is_temp_name(b".cutover-tmp."));
     }
 }

@@ -20,10 +20,12 @@ use cutover::exclude::Excludes;
 use cutover::manifest::{Header, Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
 use cutover::scan::{Progress, ScanOptions, b3sum_lines, scan_pair, scan_with_progress};
 
-/// Exit codes, as GNU diff: 0 identical or success, 1 differences, 2 trouble.
+/// Exit codes, as GNU diff: 0 identical or success, 1 differences, 2 trouble; then 3 when
+/// another run holds the target's lock. A run stopped by a signal exits 128 + its number.
 pub const EXIT_SAME: u8 = 0;
 pub const EXIT_DIFFERENT: u8 = 1;
 pub const EXIT_TROUBLE: u8 = 2;
+pub const EXIT_LOCKED: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -183,6 +185,10 @@ pub(crate) fn parse_meta(text: &str) -> Result<MetaSet, String> {
 
 /// Parses the command line, runs it, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    if let Err(err) = cutover::interrupt::install() {
+        eprintln!("cutover: error: cannot handle signals: {err}");
+        return ExitCode::from(EXIT_TROUBLE);
+    }
     let cli = Cli::parse();
     let jobs = cli
         .jobs
@@ -204,8 +210,17 @@ pub fn main() -> ExitCode {
         Command::Man => manual::run_man(Cli::command()),
         Command::Completions(args) => manual::run_completions(args, Cli::command()),
     };
+    let stopped = cutover::interrupt::pending();
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(err) if let Some(signal) = stopped => {
+            eprintln!("cutover: stopped by {}: {err:#}", signal.name());
+            ExitCode::from(signal.exit_code())
+        }
+        Err(err) if is_locked(&err) => {
+            eprintln!("cutover: error: {err:#}");
+            ExitCode::from(EXIT_LOCKED)
+        }
         // The reader went away: say nothing more, but never claim success (`diff` keeps its
         // verdict itself, see `run_diff`).
         Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_TROUBLE),
@@ -252,6 +267,10 @@ fn on_network_filesystem(path: &Path) -> bool {
         0x7461_636f, // OCFS2
     ];
     rustix::fs::statfs(path).is_ok_and(|fs| NETWORK.contains(&(fs.f_type as u32)))
+}
+
+fn is_locked(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.downcast_ref::<cutover::state::lock::Busy>().is_some())
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -324,14 +343,19 @@ pub(crate) fn write_output<T>(path: &Path, write: impl FnOnce(&mut dyn Write) ->
     if existing.as_ref().is_some_and(|meta| !may_replace(path, meta)) {
         return write_in_place(path, write);
     }
+    // A signal while the temp exists stops the writing at its next write and takes the error
+    // path below, which removes the temp.
+    let deferred = cutover::interrupt::defer();
     let Some((tmp, file)) = create_temp(path, existing.as_ref()) else {
+        drop(deferred);
         return write_in_place(path, write);
     };
     let cannot_write = || format!("{}: cannot write", path.display());
-    let mut out = std::io::BufWriter::new(file);
+    let mut out = std::io::BufWriter::new(cutover::interrupt::Stoppable(file));
     let written = write(&mut out).with_context(cannot_write).and_then(|value| {
-        let file = out.into_inner().map_err(|e| e.into_error()).with_context(cannot_write)?;
+        let file = out.into_inner().map_err(|e| e.into_error()).with_context(cannot_write)?.0;
         file.sync_all().with_context(cannot_write)?;
+        cutover::interrupt::stop_point().with_context(cannot_write)?;
         std::fs::rename(&tmp, path)
             .with_context(|| format!("{}: cannot rename {} into place", path.display(), tmp.display()))?;
         Ok(value)

@@ -7,12 +7,13 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use cutover::apply::source::{BundleSource, DirSource, SourceData, roots_overlap, write_bundle};
-use cutover::apply::{ApplyOptions, ApplyReport, Outcome, apply, plan_id};
+use cutover::apply::{ApplyOptions, ApplyReport, LockedTarget, Outcome, apply, plan_id};
 use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
 use cutover::manifest::{Kind, Manifest, MetaSet};
 use cutover::plan::{Operation, Plan, PlanOptions, build_plan, read_plan, write_plan};
 use cutover::scan::scan_pair;
+use cutover::state::StateDir;
 
 use super::render::{count, shown, size};
 use super::{EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, ScanArg, load_pair, parse_meta};
@@ -62,6 +63,10 @@ pub struct ApplyArgs {
     bundle: Option<PathBuf>,
     #[command(flatten)]
     limits: Limits,
+    /// Where cutover keeps its lock holder info and journals (default: $CUTOVER_STATE_DIR, else
+    /// $XDG_STATE_HOME/cutover, else ~/.local/state/cutover). Nothing is kept in the target.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
     /// Show what the plan would do and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -101,6 +106,10 @@ pub struct RepairArgs {
     repair: RepairChoice,
     #[command(flatten)]
     limits: Limits,
+    /// Where cutover keeps its lock holder info and journals (default: $CUTOVER_STATE_DIR, else
+    /// $XDG_STATE_HOME/cutover, else ~/.local/state/cutover). Nothing is kept in the target.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
     /// Show the plan in human form and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -212,6 +221,8 @@ pub fn run_apply(args: ApplyArgs) -> Result<u8> {
         return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
     }
     let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.target.root));
+    // Locked before the source is opened, so a second run is refused at once.
+    let target = LockedTarget::open(&target, &StateDir::locate(args.state.as_deref())?, "apply")?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let report = match &args.bundle {
         Some(bundle) => {
@@ -236,7 +247,11 @@ pub fn run_apply(args: ApplyArgs) -> Result<u8> {
         }
     };
     show_apply(&mut std::io::stdout().lock(), &report, args.format)?;
-    Ok(if report.complete() { EXIT_SAME } else { EXIT_TROUBLE })
+    Ok(match report.interrupted {
+        Some(signal) => signal.exit_code(),
+        None if report.complete() => EXIT_SAME,
+        None => EXIT_TROUBLE,
+    })
 }
 
 pub fn run_bundle(args: BundleArgs) -> Result<u8> {
@@ -250,6 +265,7 @@ pub fn run_bundle(args: BundleArgs) -> Result<u8> {
 }
 
 pub fn run_repair(args: RepairArgs) -> Result<u8> {
+    create_missing_target(&args.target, args.dry_run)?;
     for dir in [&args.source, &args.target] {
         if !dir.is_dir() {
             bail!(
@@ -265,6 +281,13 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
             args.target.display()
         );
     }
+    // Held from before the scan to after the verify; what earlier runs left in the target is
+    // removed first, so it is neither planned for nor reported.
+    let locked = match args.dry_run {
+        false => Some(LockedTarget::open(&args.target, &StateDir::locate(args.state.as_deref())?, "repair")?),
+        true => None,
+    };
+    let stale_temps = locked.as_ref().map(|l| l.clean_stale(None)).transpose()?.unwrap_or(0);
     let scan_options = args.scan.options(args.repair.meta.xattr, args.scan.excludes()?.as_ref(), None);
     let (source, target) =
         super::progress::with_progress("scanning", false, |p| scan_pair(&args.source, &args.target, &scan_options, p))?;
@@ -278,9 +301,15 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         show_plan(&mut std::io::stdout().lock(), &plan)?;
         return Ok(plan_verdict(&plan, &report));
     }
+    let Some(locked) = locked else { unreachable!("only a dry run has no lock") };
     let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
-    let applied = apply(&plan, &mut data, &args.target, &options)?;
+    let mut applied = apply(&plan, &mut data, &locked, &options)?;
+    applied.stale_temps_removed += stale_temps;
+    if let Some(signal) = applied.interrupted {
+        show_apply(&mut std::io::stdout().lock(), &applied, args.format)?;
+        return Ok(signal.exit_code());
+    }
     // Both sides again: a source that changed during the repair must not pass as verified.
     let (source_after, target_after) = super::progress::with_progress("verifying", false, |p| {
         scan_pair(&args.source, &args.target, &scan_options, p)
@@ -318,6 +347,27 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     } else {
         EXIT_SAME
     })
+}
+
+/// `repair SRC NEWDIR` creates NEWDIR when its parent exists, as `rsync -a` does (a dry run
+/// only says it would).
+fn create_missing_target(target: &Path, dry_run: bool) -> Result<()> {
+    if std::fs::symlink_metadata(target).is_ok() {
+        return Ok(());
+    }
+    let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Ok(());
+    }
+    if dry_run {
+        bail!("{}: does not exist yet; repair without --dry-run creates it and copies everything", target.display());
+    }
+    match std::fs::create_dir(target) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("{}: cannot create the target directory", target.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn plan_summary(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
@@ -404,6 +454,7 @@ fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std:
             "bytes_deleted": report.bytes_deleted,
             "entries_deleted": report.entries_deleted,
             "stale_temps_removed": report.stale_temps_removed,
+            "interrupted": report.interrupted.map(|signal| signal.name()),
         });
         serde_json::to_writer(&mut *out, &doc)?;
         return writeln!(out);
@@ -418,6 +469,13 @@ fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std:
             _ => continue,
         };
         writeln!(out, "{label:<8} {op} {}: {why}", at.path)?;
+    }
+    if let Some(signal) = report.interrupted {
+        writeln!(
+            out,
+            "stopped by {} at a safe point: no temporary file is left; running the same plan again finishes it",
+            signal.name()
+        )?;
     }
     writeln!(
         out,

@@ -204,10 +204,16 @@ pub struct Cutover {
     timeout: Duration,
 }
 
+/// The state directory every test run of cutover uses (not the user's own): trees are fresh
+/// temporary directories, so their state never mixes.
+pub fn test_state_dir() -> PathBuf {
+    std::env::temp_dir().join("cutover-spec-state")
+}
+
 /// `cutover ARGS...`; add more with `.arg()`, then `.run()`.
 pub fn cutover<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Cutover {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    command.args(args);
+    command.env("CUTOVER_STATE_DIR", test_state_dir()).args(args);
     Cutover { command, stdin: Vec::new(), timeout: Duration::from_secs(120) }
 }
 
@@ -367,7 +373,7 @@ pub fn b3sum() -> Option<PathBuf> {
 /// `None` (after a printed note) when neither is possible.
 #[derive(Debug)]
 pub struct Unprivileged {
-    _home: Tree,
+    home: Tree,
     binary: PathBuf,
     as_root: bool,
 }
@@ -383,7 +389,12 @@ impl Unprivileged {
             eprintln!("note: running as root without setpriv: permission-denied cases cannot be staged, skipped");
             return None;
         }
-        Some(Unprivileged { _home: home, binary, as_root })
+        // A state directory the unprivileged user can write.
+        home.dir("state");
+        if as_root {
+            std::os::unix::fs::chown(home.at("state"), Some(65534), Some(65534)).unwrap();
+        }
+        Some(Unprivileged { home, binary, as_root })
     }
 
     /// `cutover ARGS...` as the unprivileged user.
@@ -395,7 +406,7 @@ impl Unprivileged {
         } else {
             Command::new(&self.binary)
         };
-        command.args(args);
+        command.env("CUTOVER_STATE_DIR", self.home.at("state")).args(args);
         Cutover { command, stdin: Vec::new(), timeout: Duration::from_secs(60) }
     }
 }

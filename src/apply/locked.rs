@@ -1,0 +1,83 @@
+//! A target held for one run: its root opened, its lock taken, and what earlier runs left
+//! resolved before anything else happens.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+
+use super::journal::Recorded;
+use super::target::{TargetError, TargetRoot};
+use super::ApplyError;
+use crate::state::lock::TreeLock;
+use crate::state::{StateDir, TreeState};
+
+/// A target root that this run alone may write: the lock is held until the value is dropped.
+#[derive(Debug)]
+pub struct LockedTarget {
+    root: TargetRoot,
+    lock: TreeLock,
+}
+
+impl LockedTarget {
+    /// Opens the target and takes its lock for `command` ("apply", "repair"), failing at once
+    /// when another run holds it ([`crate::state::StateError::Busy`]). Its state lives in
+    /// `state`.
+    pub fn open(target: &Path, state: &StateDir, command: &str) -> Result<LockedTarget, ApplyError> {
+        let root = TargetRoot::open(target)?;
+        // `flock` needs a descriptor opened for reading; this one names exactly the directory
+        // the root was opened on.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = rustix::fs::openat(root.as_fd(), c".", flags, Mode::empty()).map_err(|e| TargetError::Io {
+            path: target.display().to_string(),
+            op: "open target root",
+            cause: e.into(),
+        })?;
+        let canonical = std::fs::canonicalize(target).map_err(|cause| TargetError::Io {
+            path: target.display().to_string(),
+            op: "resolve target root",
+            cause,
+        })?;
+        let lock = TreeLock::acquire(dir, state.tree(&canonical)?, command)?;
+        Ok(LockedTarget { root, lock })
+    }
+
+    /// The target as given.
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub(super) fn root(&self) -> &TargetRoot {
+        &self.root
+    }
+
+    pub(super) fn state(&self) -> &TreeState {
+        self.lock.state()
+    }
+
+    /// Resolves what earlier runs left: the temporary files their journals list are removed
+    /// (their writers are gone: we hold the lock), and every journal but that of plan `keep`
+    /// is retired. `keep`'s journal stays, for this run to resume. Returns how many temps were
+    /// removed. `repair` calls this before it scans, so that leftovers never show as extras.
+    pub fn clean_stale(&self, keep: Option<&str>) -> Result<u64, ApplyError> {
+        let state = self.state();
+        let mut removed = 0;
+        for id in state.journal_ids()? {
+            let Some(bytes) = state.read_journal(&id)? else { continue };
+            let recorded = Recorded::parse(&bytes);
+            for (dir, nonces) in recorded.temps_by_dir() {
+                match self.root.remove_temps_in(dir, &nonces) {
+                    Ok(n) => removed += n,
+                    // The directory was replaced by a symlink or a file: our temps went with it.
+                    Err(TargetError::SymlinkInPath { .. }) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if keep != Some(id.as_str()) {
+                state.remove_journal(&id)?;
+            }
+        }
+        Ok(removed)
+    }
+}
