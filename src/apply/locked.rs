@@ -6,9 +6,9 @@ use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 
+use super::ApplyError;
 use super::journal::Recorded;
 use super::target::{TargetError, TargetRoot};
-use super::ApplyError;
 use crate::state::lock::TreeLock;
 use crate::state::{StateDir, TreeState};
 

@@ -270,7 +270,13 @@ fn on_network_filesystem(path: &Path) -> bool {
 }
 
 fn is_locked(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| cause.downcast_ref::<cutover::state::lock::Busy>().is_some())
+    use cutover::apply::ApplyError;
+    use cutover::state::{StateError, lock::Busy};
+    err.chain().any(|cause| {
+        cause.is::<Busy>()
+            || matches!(cause.downcast_ref(), Some(StateError::Busy(_)))
+            || matches!(cause.downcast_ref(), Some(ApplyError::State(StateError::Busy(_))))
+    })
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

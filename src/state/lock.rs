@@ -94,14 +94,12 @@ fn lock_file(state: &TreeState) -> Result<OwnedFd, StateError> {
 /// What the state directory says about the holder.
 fn busy(state: &TreeState) -> Busy {
     let fields = state.read(HOLDER).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
-    let field = |name: &str| {
-        fields.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')).map(str::to_string)
-    };
+    let field =
+        |name: &str| fields.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')).map(str::to_string);
     let holder = match (field("pid"), field("host"), field("started"), field("command")) {
-        (Some(pid), Some(host), Some(started), command) => format!(
-            "cutover {} as pid {pid} on {host}, started {started}",
-            command.as_deref().unwrap_or("run")
-        ),
+        (Some(pid), Some(host), Some(started), command) => {
+            format!("cutover {} as pid {pid} on {host}, started {started}", command.as_deref().unwrap_or("run"))
+        }
         _ => format!(
             "its details are not in {}: it may use another state directory, or be just starting",
             state.dir().display()

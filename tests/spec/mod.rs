@@ -11,5 +11,6 @@ mod oracle;
 mod output;
 pub(crate) mod properties;
 mod ranges;
+mod run_state;
 mod trouble;
 mod xattrs;
