@@ -292,7 +292,13 @@ fn a_signal_during_a_copy_stops_it_cleanly_and_the_same_plan_then_completes() {
         assert_eq!(ours(target.path()), Vec::<PathBuf>::new(), "SIG{signal} left a temp");
         assert!(!target.at("big.bin").exists(), "a copy cut short never reaches its name");
 
-        apply(&p, source.path(), target.path(), &state).expect_code(0);
+        if signal == "HUP" {
+            // What stopped it leaves nothing for a later repair to trip over: it plans anew,
+            // retires the journal and ends identical.
+            cutover(["repair", "--state"]).arg(&state).arg(source.path()).arg(target.path()).run().expect_code(0);
+        } else {
+            apply(&p, source.path(), target.path(), &state).expect_code(0);
+        }
         assert_rsync_equal(source.path(), target.path());
         assert_eq!(journals(&state), Vec::<PathBuf>::new());
     }
