@@ -25,6 +25,7 @@ impl LockedTarget {
     /// `state`.
     pub fn open(target: &Path, state: &StateDir, command: &str) -> Result<LockedTarget, ApplyError> {
         let root = TargetRoot::open(target)?;
+        state.check_outside(target)?;
         // `flock` needs a descriptor opened for reading; this one names exactly the directory
         // the root was opened on.
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;

@@ -222,7 +222,11 @@ pub fn run_apply(args: ApplyArgs) -> Result<u8> {
     }
     let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.target.root));
     // Locked before the source is opened, so a second run is refused at once.
-    let target = LockedTarget::open(&target, &StateDir::locate(args.state.as_deref())?, "apply")?;
+    let state = StateDir::locate(args.state.as_deref())?;
+    if args.bundle.is_none() {
+        state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.source.root)))?;
+    }
+    let target = LockedTarget::open(&target, &state, "apply")?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let report = match &args.bundle {
         Some(bundle) => {
@@ -284,7 +288,11 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     // Held from before the scan to after the verify; what earlier runs left in the target is
     // removed first, so it is neither planned for nor reported.
     let locked = match args.dry_run {
-        false => Some(LockedTarget::open(&args.target, &StateDir::locate(args.state.as_deref())?, "repair")?),
+        false => {
+            let state = StateDir::locate(args.state.as_deref())?;
+            state.check_outside(&args.source)?;
+            Some(LockedTarget::open(&args.target, &state, "repair")?)
+        }
         true => None,
     };
     let stale_temps = locked.as_ref().map(|l| l.clean_stale(None)).transpose()?.unwrap_or(0);

@@ -37,6 +37,10 @@ pub enum StateError {
     Io { op: &'static str, path: String, cause: std::io::Error },
     #[error(transparent)]
     Busy(#[from] lock::Busy),
+    #[error(
+        "the state directory {state} lies inside {tree}, where its files would be written into the tree: choose another with --state DIR"
+    )]
+    Inside { state: String, tree: String },
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
@@ -74,6 +78,29 @@ impl StateDir {
 
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// Refuses a state directory that is `tree` or lies inside it (also through a bind mount):
+    /// its files would show as differences in a target and be writes into a source. Checked
+    /// before anything is created, from the nearest part of the path that exists.
+    pub fn check_outside(&self, tree: &Path) -> Result<(), StateError> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(tree_meta) = std::fs::metadata(tree) else { return Ok(()) };
+        let absolute = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
+        let Some(existing) = absolute.ancestors().find_map(|dir| std::fs::canonicalize(dir).ok()) else {
+            return Ok(());
+        };
+        let inside = existing
+            .ancestors()
+            .filter_map(|dir| std::fs::metadata(dir).ok())
+            .any(|dir| (dir.dev(), dir.ino()) == (tree_meta.dev(), tree_meta.ino()));
+        if inside {
+            return Err(StateError::Inside {
+                state: self.root.display().to_string(),
+                tree: tree.display().to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// The state of the tree whose canonical path is `canonical`, its directory created

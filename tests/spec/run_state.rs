@@ -206,6 +206,19 @@ fn repair_removes_stale_temps_before_it_scans() {
     assert_eq!(ours(target.path()), Vec::<PathBuf>::new());
 }
 
+#[test]
+fn a_state_directory_inside_the_source_or_the_target_is_refused_before_anything_is_written() {
+    let (source, target) = (Tree::new(), Tree::new());
+    source.file("f", "x");
+    for inside in [source.at("state"), target.at("deeper/state"), target.path().to_path_buf()] {
+        let run = cutover(["repair", "--state"]).arg(&inside).arg(source.path()).arg(target.path()).run();
+        let run = run.expect_code(2);
+        assert!(run.stderr.contains("lies inside"), "{}", run.stderr);
+    }
+    assert_eq!(std::fs::read_dir(source.path()).unwrap().count(), 1, "nothing was made in the source");
+    assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0, "nor in the target");
+}
+
 // ---------------------------------------------------------------------------------------------
 // One run at a time per target
 // ---------------------------------------------------------------------------------------------
