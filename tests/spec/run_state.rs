@@ -267,7 +267,8 @@ fn a_directory_locked_by_another_process_is_refused_with_exit_3() {
     source.file("f", "x");
     // flock(1) on the directory, as another tool (or cutover with another state directory) holds it.
     let mut holder = Command::new("flock").arg(target.path()).args(["sleep", "60"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let busy = || !Command::new("flock").arg("-n").arg(target.path()).arg("true").status().unwrap().success();
+    assert!(wait_for(&mut holder, busy), "flock(1) never took the lock");
     let run = cutover(["repair"]).arg(source.path()).arg(target.path()).run();
     holder.kill().unwrap();
     holder.wait().unwrap();
