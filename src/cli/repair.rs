@@ -269,7 +269,7 @@ pub fn run_bundle(args: BundleArgs) -> Result<u8> {
 }
 
 pub fn run_repair(args: RepairArgs) -> Result<u8> {
-    create_missing_target(&args.target, args.dry_run)?;
+    create_missing_target(&args.source, &args.target, args.dry_run)?;
     for dir in [&args.source, &args.target] {
         if !dir.is_dir() {
             bail!(
@@ -309,7 +309,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         show_plan(&mut std::io::stdout().lock(), &plan)?;
         return Ok(plan_verdict(&plan, &report));
     }
-    let Some(locked) = locked else { unreachable!("only a dry run has no lock") };
+    let locked = locked.context("the target is not locked")?;
     let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let mut applied = apply(&plan, &mut data, &locked, &options)?;
@@ -358,14 +358,23 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
 }
 
 /// `repair SRC NEWDIR` creates NEWDIR when its parent exists, as `rsync -a` does (a dry run
-/// only says it would).
-fn create_missing_target(target: &Path, dry_run: bool) -> Result<()> {
+/// only says it would), unless that parent is the source or lies inside it.
+fn create_missing_target(source: &Path, target: &Path, dry_run: bool) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     if std::fs::symlink_metadata(target).is_ok() {
         return Ok(());
     }
     let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !parent.is_dir() {
+    let (Ok(parent), Ok(source_dir)) = (std::fs::canonicalize(parent), std::fs::metadata(source)) else {
         return Ok(());
+    };
+    let mut lineage = parent.ancestors().filter_map(|dir| std::fs::metadata(dir).ok());
+    if lineage.any(|dir| (dir.dev(), dir.ino()) == (source_dir.dev(), source_dir.ino())) {
+        bail!(
+            "{}: does not exist, and creating it would write inside the source {}",
+            target.display(),
+            source.display()
+        );
     }
     if dry_run {
         bail!("{}: does not exist yet; repair without --dry-run creates it and copies everything", target.display());

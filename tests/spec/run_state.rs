@@ -453,6 +453,10 @@ fn repair_into_a_directory_that_does_not_exist_yet_creates_it() {
     let target = work.at("new");
     cutover(["repair"]).arg(source.path()).arg(&target).run().expect_code(0);
     assert_rsync_equal(source.path(), &target);
+    // Never inside the source.
+    let run = cutover(["repair"]).arg(source.path()).arg(source.at("a/new")).run().expect_code(2);
+    assert!(run.stderr.contains("inside the source"), "{}", run.stderr);
+    assert!(!source.at("a/new").exists());
     // Its parent must exist, as with rsync.
     let deeper = work.at("no/such/dir");
     cutover(["repair"]).arg(source.path()).arg(&deeper).run().expect_code(2);
