@@ -7,6 +7,7 @@
 //! [`source::SourceData`] and are checked against the plan's hashes before they are written.
 
 mod journal;
+mod mounts;
 mod ops;
 pub mod source;
 pub mod target;
@@ -161,7 +162,7 @@ fn remove_stale_temps(root: &TargetRoot, plan: &Plan, journal: &[u8]) -> Result<
         let names: Vec<&[u8]> = group.iter().map(|(_, name)| &name[..]).collect();
         match root.remove_temps_in(group[0].0.as_bytes(), &names) {
             Ok(n) => removed += n,
-            Err(target::TargetError::SymlinkInPath { .. }) => {}
+            Err(target::TargetError::SymlinkInPath { .. } | target::TargetError::MountPoint { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
