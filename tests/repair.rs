@@ -1219,6 +1219,9 @@ fn a_removal_that_failed_before_removing_anything_is_checked_again_next_time() {
     for tree in [&source, &target, &work] {
         run_tool(Command::new("chown").arg("-R").arg("65534:65534").arg(tree.path()), "chown");
     }
+    // Owned by root and read-only: the unprivileged run cannot make it writable (as it would
+    // a directory of its own), so the removal fails before removing anything.
+    run_tool(Command::new("chown").arg("0:0").arg(target.at("D")), "chown");
     target.mode("D", 0o555);
     let p = work.at("plan.json");
     nobody.cutover(["plan", "--delete", "-o"]).arg(&p).arg(source.path()).arg(target.path()).run().expect_code(1);
