@@ -174,7 +174,7 @@ fn a_tree_deeper_than_path_max_is_counted_removed_and_built_through_target_root(
         path.truncate(cut);
     }
     let mut depth = 0;
-    let mut dir: OwnedFd = rfs::open(&target.at("new"), OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+    let mut dir: OwnedFd = rfs::open(target.at("new"), OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
     while let Ok(next) = rfs::openat(&dir, "d", OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()) {
         assert_eq!(rfs::fstat(&next).unwrap().st_mode & 0o7777, 0o755);
         dir = next;

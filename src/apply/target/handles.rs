@@ -47,7 +47,7 @@ fn spacing(depth: usize) -> usize {
 
 /// Whether level `i` (0-based) of a chain `depth` levels deep keeps its handle.
 fn keeps(i: usize, depth: usize) -> bool {
-    i + WINDOW >= depth || (i + 1) % spacing(depth) == 0
+    i + WINDOW >= depth || (i + 1).is_multiple_of(spacing(depth))
 }
 
 impl Chain {
@@ -130,5 +130,50 @@ impl Chain {
     #[cfg(test)]
     pub fn open_handles(&self) -> usize {
         self.levels.iter().filter(|level| level.fd.is_some()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resolves `dir` with handles that are copies of `root`, counting the opens.
+    fn resolve(chain: &mut Chain, root: &OwnedFd, dir: &[u8], opens: &mut usize) {
+        chain
+            .resolve(root.as_fd(), dir, |at, _, _| {
+                *opens += 1;
+                Ok(rustix::io::dup(at).unwrap())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_walk_down_and_back_up_a_deep_chain_opens_each_level_a_bounded_number_of_times() {
+        let root = rustix::fs::open(".", rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
+        let depth = 20_000;
+        let mut chain = Chain::default();
+        let mut opens = 0;
+        let mut path = b"d".to_vec();
+        for _ in 1..depth {
+            resolve(&mut chain, &root, &path, &mut opens);
+            assert!(chain.open_handles() <= 2 * WINDOW, "{} handles", chain.open_handles());
+            path.extend_from_slice(b"/d");
+        }
+        assert_eq!(opens, depth - 1, "one open per level on the way down");
+        opens = 0;
+        while let Some(cut) = path.iter().rposition(|&b| b == b'/') {
+            path.truncate(cut);
+            resolve(&mut chain, &root, &path, &mut opens);
+            assert!(chain.open_handles() <= 2 * WINDOW, "{} handles", chain.open_handles());
+        }
+        assert!(opens <= 4 * depth, "{opens} opens on the way up");
+        // Siblings share their parent's handle.
+        opens = 0;
+        resolve(&mut chain, &root, b"a/b", &mut opens);
+        resolve(&mut chain, &root, b"a/b", &mut opens);
+        resolve(&mut chain, &root, b"a/c", &mut opens);
+        resolve(&mut chain, &root, b"a", &mut opens);
+        resolve(&mut chain, &root, b"ab", &mut opens);
+        assert_eq!(opens, 4, "a, a/b, a/c, ab");
     }
 }
