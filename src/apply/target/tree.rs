@@ -143,7 +143,7 @@ impl TargetRoot {
             return Ok(RemoveStats::default());
         };
         if top.foreign {
-            return Err(mount_point(rel, "count", rel));
+            return Err(mount_point(rel, "remove", rel));
         }
         let mut stats = RemoveStats::default();
         stats.add(&top.node);
