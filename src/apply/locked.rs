@@ -69,8 +69,9 @@ impl LockedTarget {
             for (dir, nonces) in recorded.temps_by_dir() {
                 match self.root.remove_temps_in(dir, &nonces) {
                     Ok(n) => removed += n,
-                    // The directory was replaced by a symlink or a file: our temps went with it.
-                    Err(TargetError::SymlinkInPath { .. }) => {}
+                    // The directory was replaced by a symlink or a file, or something is mounted
+                    // over it: our temps went with it, or are out of reach and never written.
+                    Err(TargetError::SymlinkInPath { .. } | TargetError::MountPoint { .. }) => {}
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e.into()),
                 }

@@ -12,6 +12,7 @@
 
 mod journal;
 mod locked;
+mod mounts;
 mod ops;
 pub mod source;
 pub mod target;
@@ -79,7 +80,7 @@ pub enum ApplyError {
     )]
     EmptySource { root: String, entries: u64 },
     #[error(
-        "the source {source_root} and the target {target} overlap: one lies inside the other, so writing the target would change the source"
+        "the source {source_root} and the target {target} overlap: one lies inside the other or is mounted inside it, so writing the target would change the source"
     )]
     Overlap { source_root: String, target: String },
     #[error(transparent)]

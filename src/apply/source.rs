@@ -40,28 +40,37 @@ pub struct DirSource {
     root: TargetRoot,
     path: std::path::PathBuf,
     buffer: Vec<u8>,
+    /// The file the last read was from (operation, path): a file is opened once per operation,
+    /// not once per chunk.
+    open: Option<(usize, RelPath, std::fs::File)>,
 }
 
 impl DirSource {
     pub fn open(root_path: &std::path::Path) -> Result<Self, String> {
-        let root = TargetRoot::open(root_path).map_err(|e| format!("source {e}"))?;
-        Ok(DirSource { root, path: root_path.to_path_buf(), buffer: vec![0; 1 << 20] })
+        let root = TargetRoot::open_source(root_path).map_err(|e| format!("source {e}"))?;
+        Ok(DirSource { root, path: root_path.to_path_buf(), buffer: vec![0; 1 << 20], open: None })
+    }
+
+    /// Opens the source file `path` for operation `op` (never through a symlink), unless the
+    /// previous read already did.
+    fn open_for(&mut self, op: usize, path: &RelPath) -> Result<(), String> {
+        if !self.open.as_ref().is_some_and(|(o, p, _)| *o == op && p == path) {
+            self.open = None;
+            let file = self.root.open_read(path.as_bytes()).map_err(|e| format!("source {e}"))?;
+            self.open = Some((op, path.clone(), file));
+        }
+        Ok(())
     }
 }
 
 impl SourceData for DirSource {
-    fn read(
-        &mut self,
-        _op: usize,
-        path: &RelPath,
-        range: ByteRange,
-        sink: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), String> {
-        let file = self.root.open_read(path.as_bytes()).map_err(|e| format!("source {e}"))?;
+    fn read(&mut self, op: usize, path: &RelPath, range: ByteRange, sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        self.open_for(op, path)?;
+        let Some((_, _, file)) = &self.open else { return Err(format!("source {}: not open", path.display())) };
         let mut offset = range.offset;
         while offset < range.end() {
             let want = (range.end() - offset).min(self.buffer.len() as u64) as usize;
-            let n = rustix::io::pread(&file, &mut self.buffer[..want], offset)
+            let n = rustix::io::pread(file, &mut self.buffer[..want], offset)
                 .map_err(|e| format!("source {}: read error: {e}", path.display()))?;
             if n == 0 {
                 return Err(format!("source {} ended at byte {offset}: it changed since the plan", path.display()));
@@ -85,18 +94,22 @@ impl SourceData for DirSource {
     }
 }
 
-/// True when one directory is the other or lies inside it. Compared by device and inode of
-/// each directory and its ancestors, so a second view of the same tree (a bind mount) counts
-/// too, not only paths that resolve to one another.
+/// True when one directory is the other or lies inside it, or either shows the other (or a
+/// directory above it) through a mount point inside it. Compared by device and inode of each
+/// directory and its ancestors, so a second view of the same tree (a bind mount of the source
+/// at the target, or anywhere inside it, or the reverse) counts, not only paths that resolve to
+/// one another.
 pub fn roots_overlap(a: &std::path::Path, b: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let lineage = |path: &std::path::Path| -> Vec<(u64, u64)> {
-        let Ok(path) = std::fs::canonicalize(path) else { return Vec::new() };
-        path.ancestors().filter_map(|dir| std::fs::metadata(dir).ok()).map(|m| (m.dev(), m.ino())).collect()
+    let lineage = |path: &std::path::Path| -> Option<(std::path::PathBuf, Vec<super::mounts::Identity>)> {
+        let path = std::fs::canonicalize(path).ok()?;
+        let ids = path.ancestors().filter_map(|dir| std::fs::metadata(dir).ok()).map(|m| (m.dev(), m.ino())).collect();
+        Some((path, ids))
     };
-    let (a, b) = (lineage(a), lineage(b));
+    let (Some((path_a, a)), Some((path_b, b))) = (lineage(a), lineage(b)) else { return false };
     match (a.first(), b.first()) {
-        (Some(root_a), Some(root_b)) => b.contains(root_a) || a.contains(root_b),
+        (Some(root_a), Some(root_b)) if b.contains(root_a) || a.contains(root_b) => true,
+        (Some(_), Some(_)) => super::mounts::shows_inside(&path_a, &b) || super::mounts::shows_inside(&path_b, &a),
         _ => false,
     }
 }

@@ -8,6 +8,16 @@
 //! `O_DIRECTORY|O_NOFOLLOW` relative to the previous one, and the final
 //! component is only ever touched through `*at()` calls that do not follow
 //! symlinks. No `..` is accepted, so nothing can climb out of the root.
+//!
+//! Nor does anything pass a mount point inside the target (another filesystem, or a bind
+//! mount of a directory or file of the same one, which `st_dev` cannot tell apart): each
+//! directory opened on the way must be on the root's mount (`statx` mount id), and the final
+//! component is never written, removed or entered when it is a mount point. Directory handles
+//! are kept between calls ([`handles`]), so a path costs an `openat` only for directories not
+//! already open.
+
+mod handles;
+mod tree;
 
 use crate::manifest::Xattrs;
 use std::ffi::OsStr;
@@ -16,9 +26,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, Statx, StatxAttributes, StatxFlags, Timespec, Timestamps,
+};
 use rustix::io::Errno;
+
+pub use tree::RemoveStats;
 
 /// Marker that every temporary file created by [`TargetRoot::create_temp`] carries.
 pub const TEMP_MARKER: &str = ".cutover-tmp.";
@@ -38,6 +53,10 @@ pub enum TargetError {
     BadPath { path: String, why: &'static str },
     #[error("refusing to resolve {path:?}: a parent component is a symlink or not a directory")]
     SymlinkInPath { path: String },
+    #[error(
+        "cannot {op} {path:?}: {mount:?} is a mount point inside the tree (another filesystem or a bind mount), which is never written, removed or entered"
+    )]
+    MountPoint { path: String, op: &'static str, mount: String },
     #[error("cannot {op} {path:?}: expected {expected}, found {found:?}")]
     WrongType { path: String, op: &'static str, expected: &'static str, found: NodeKind },
     // The source is in the message, as elsewhere in this crate's errors.
@@ -75,12 +94,40 @@ pub struct NodeStat {
     pub nlink: u64,
 }
 
-/// What [`TargetRoot::remove_tree`] deleted: every entry (directories
-/// included) and the total size of the regular files among them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RemoveStats {
-    pub entries: u64,
-    pub bytes: u64,
+/// An entry as `statx` saw it, and whether it is a mount point (not on the root's mount).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    node: NodeStat,
+    foreign: bool,
+}
+
+/// Which mount the root is on, to tell a mount point inside it from an ordinary entry.
+#[derive(Debug, Clone, Copy)]
+struct RootMount {
+    /// `None` on kernels before 5.8, which do not report mount ids.
+    mnt_id: Option<u64>,
+    dev: (u32, u32),
+}
+
+impl RootMount {
+    fn of(st: &Statx) -> Self {
+        let mnt_id = StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID).then_some(st.stx_mnt_id);
+        RootMount { mnt_id, dev: (st.stx_dev_major, st.stx_dev_minor) }
+    }
+
+    /// True when `st` (taken without following the final component's symlink, but, as every
+    /// lookup does, into what is mounted there) is on another mount than the root.
+    fn is_foreign(&self, st: &Statx) -> bool {
+        let has_id = StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID);
+        match self.mnt_id {
+            Some(id) if has_id => st.stx_mnt_id != id,
+            _ => {
+                let root_flag = st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+                    && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+                root_flag || (st.stx_dev_major, st.stx_dev_minor) != self.dev
+            }
+        }
+    }
 }
 
 /// An open handle on the target root. Holding the directory fd (not a path)
@@ -90,6 +137,11 @@ pub struct RemoveStats {
 pub struct TargetRoot {
     fd: OwnedFd,
     path: PathBuf,
+    mount: RootMount,
+    /// A source tree is read across the mount points inside it, as a scan does; a target is
+    /// never written through one.
+    cross_mounts: bool,
+    chain: Mutex<handles::Chain>,
 }
 
 /// The root directory itself (an `O_PATH` descriptor), e.g. to lock it.
@@ -100,15 +152,15 @@ impl AsFd for TargetRoot {
 }
 
 /// The directory that holds a path's final component: the root itself, or a
-/// directory fd reached by the no-follow walk.
+/// directory handle reached by the no-follow walk.
 struct Parent<'a> {
     root: BorrowedFd<'a>,
-    owned: Option<OwnedFd>,
+    owned: Option<Arc<OwnedFd>>,
 }
 
 impl AsFd for Parent<'_> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.owned.as_ref().map_or(self.root, AsFd::as_fd)
+        self.owned.as_deref().map_or(self.root, AsFd::as_fd)
     }
 }
 
@@ -129,12 +181,16 @@ fn wrong(rel: &[u8], op: &'static str, expected: &'static str, found: NodeKind) 
     TargetError::WrongType { path: lossy(rel), op, expected, found }
 }
 
+fn mount_point(rel: &[u8], op: &'static str, mount: &[u8]) -> TargetError {
+    TargetError::MountPoint { path: lossy(rel), op, mount: lossy(mount) }
+}
+
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
 
-fn kind_of(st: &Stat) -> NodeKind {
-    match FileType::from_raw_mode(st.st_mode) {
+fn kind_of_mode(mode: u32) -> NodeKind {
+    match FileType::from_raw_mode(mode as rfs::RawMode) {
         FileType::RegularFile => NodeKind::File,
         FileType::Directory => NodeKind::Dir,
         FileType::Symlink => NodeKind::Symlink,
@@ -142,18 +198,54 @@ fn kind_of(st: &Stat) -> NodeKind {
     }
 }
 
-// The `struct stat` field widths differ between architectures.
-#[allow(clippy::unnecessary_cast)]
-fn node_stat(st: &Stat) -> NodeStat {
+fn node_stat(st: &Statx) -> NodeStat {
     NodeStat {
-        nlink: st.st_nlink as u64,
-        kind: kind_of(st),
-        size: u64::try_from(st.st_size).unwrap_or(0),
-        mode: (st.st_mode as u32) & 0o7777,
-        mtime_sec: st.st_mtime as i64,
-        mtime_nsec: st.st_mtime_nsec as u32,
-        uid: st.st_uid as u32,
-        gid: st.st_gid as u32,
+        nlink: st.stx_nlink.into(),
+        kind: kind_of_mode(st.stx_mode.into()),
+        size: st.stx_size,
+        mode: u32::from(st.stx_mode) & 0o7777,
+        mtime_sec: st.stx_mtime.tv_sec,
+        mtime_nsec: st.stx_mtime.tv_nsec,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+    }
+}
+
+const STATX_WANTED: StatxFlags = StatxFlags::BASIC_STATS.union(StatxFlags::MNT_ID);
+
+/// `statx` of an open descriptor.
+fn statx_fd(fd: impl AsFd) -> Result<Statx, Errno> {
+    rfs::statx(fd, c"", AtFlags::EMPTY_PATH, STATX_WANTED)
+}
+
+fn is_root_user() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `chmod` of exactly the inode `fd` refers to, `O_PATH` descriptors included: through its
+/// `/proc/self/fd` magic link (glibc's own `fchmodat` emulation).
+fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
+    let magic = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rfs::chmodat(rfs::CWD, magic.as_str(), Mode::from_bits_truncate(mode & 0o7777), AtFlags::empty())
+}
+
+/// Runs `act`, a write in the directory `dir`; when that is refused for want of the write bit
+/// on a directory this (unprivileged) user owns, adds the owner write bit for the write and
+/// puts the mode back after it, as rsync does.
+fn in_writable_dir<T>(dir: BorrowedFd<'_>, mut act: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    match act() {
+        Err(Errno::ACCESS) if !is_root_user() => {
+            let st = rfs::fstat(dir)?;
+            let mode = st.st_mode & 0o7777;
+            if st.st_uid != rustix::process::geteuid().as_raw() || mode & 0o200 != 0 {
+                return Err(Errno::ACCESS);
+            }
+            chmod_fd(dir, mode | 0o200)?;
+            let done = act();
+            let restored = chmod_fd(dir, mode);
+            done.and_then(|value| restored.map(|()| value))
+        }
+        other => other,
     }
 }
 
@@ -253,13 +345,22 @@ impl TargetRoot {
     /// Open the root. Symlinks *leading to* the root are followed on purpose
     /// (the operator chose that path); only paths inside it are guarded.
     pub fn open(root: &Path) -> Result<Self, TargetError> {
+        Self::open_with(root, false)
+    }
+
+    /// Open a source tree for reading: as with [`open`](Self::open), but mount points inside
+    /// it are crossed, as a scan without `-x` does, since the plan was made from what is there.
+    pub fn open_source(root: &Path) -> Result<Self, TargetError> {
+        Self::open_with(root, true)
+    }
+
+    fn open_with(root: &Path, cross_mounts: bool) -> Result<Self, TargetError> {
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = rfs::open(root, flags, Mode::empty()).map_err(|e| TargetError::Io {
-            path: root.display().to_string(),
-            op: "open target root",
-            cause: e.into(),
-        })?;
-        Ok(Self { fd, path: root.to_path_buf() })
+        let op = "open target root";
+        let error = |e: Errno| TargetError::Io { path: root.display().to_string(), op, cause: e.into() };
+        let fd = rfs::open(root, flags, Mode::empty()).map_err(error)?;
+        let mount = RootMount::of(&statx_fd(&fd).map_err(error)?);
+        Ok(Self { fd, path: root.to_path_buf(), mount, cross_mounts, chain: Mutex::default() })
     }
 
     /// The path the root was opened with, for messages.
@@ -267,54 +368,90 @@ impl TargetRoot {
         &self.path
     }
 
-    /// Walk the parent components of `rel` without following anything.
-    /// `O_PATH` is used so that directories with search but no read
-    /// permission can still be traversed, exactly as path lookup would.
+    /// The handle of the directory `dir` (empty for the root), opened component by component
+    /// without following anything, reusing the handles kept from earlier calls. `O_PATH` is
+    /// used so that directories with search but no read permission can still be traversed,
+    /// exactly as path lookup would. `rel` is the path the caller works on, for messages.
+    fn dir<'a>(&'a self, dir: &[u8], rel: &[u8]) -> Result<Parent<'a>, TargetError> {
+        let root = self.fd.as_fd();
+        if dir.is_empty() {
+            return Ok(Parent { root, owned: None });
+        }
+        let mut chain = self.chain.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = |at: BorrowedFd<'_>, comp: &[u8], prefix: &[u8]| {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rfs::openat(at, os(comp), flags, Mode::empty()).map_err(|e| match e {
+                Errno::LOOP | Errno::NOTDIR => TargetError::SymlinkInPath { path: lossy(rel) },
+                e => io_err(rel, "resolve parent of", e),
+            })?;
+            if !self.cross_mounts && self.mount.is_foreign(&statx_fd(&fd).map_err(ctx(rel, "resolve parent of"))?) {
+                return Err(mount_point(rel, "resolve parent of", prefix));
+            }
+            Ok(fd)
+        };
+        let mut fd = chain.resolve(root, dir, open)?;
+        // A kept directory removed meanwhile (link count 0) would swallow what is written in it.
+        if rfs::fstat(&*fd).map_err(ctx(rel, "resolve parent of"))?.st_nlink == 0 {
+            chain.clear();
+            fd = chain.resolve(root, dir, open)?;
+        }
+        Ok(Parent { root, owned: Some(fd) })
+    }
+
+    /// Validates `rel` and resolves its parent directory.
     fn resolve<'a>(&'a self, rel: &'a [u8]) -> Result<(Parent<'a>, &'a [u8]), TargetError> {
         validate(rel)?;
         let (dir, name) = split_last(rel);
-        let mut parent = Parent { root: self.fd.as_fd(), owned: None };
-        if !dir.is_empty() {
-            for comp in dir.split(|&b| b == b'/') {
-                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let next = rfs::openat(&parent, os(comp), flags, Mode::empty()).map_err(|e| match e {
-                    Errno::LOOP | Errno::NOTDIR => TargetError::SymlinkInPath { path: lossy(rel) },
-                    e => io_err(rel, "resolve parent of", e),
-                })?;
-                parent.owned = Some(next);
-            }
-        }
-        Ok((parent, name))
+        Ok((self.dir(dir, rel)?, name))
     }
 
-    fn lstat_at(parent: &Parent<'_>, name: &[u8], rel: &[u8]) -> Result<Option<Stat>, TargetError> {
-        match rfs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(st)),
+    /// What is at `name` in `parent`, without following a symlink; `None` when nothing is.
+    fn entry_at(&self, parent: BorrowedFd<'_>, name: &[u8], rel: &[u8]) -> Result<Option<Entry>, TargetError> {
+        let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+        match rfs::statx(parent, os(name), flags, STATX_WANTED) {
+            Ok(st) => {
+                Ok(Some(Entry { node: node_stat(&st), foreign: !self.cross_mounts && self.mount.is_foreign(&st) }))
+            }
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(io_err(rel, "stat", e)),
+        }
+    }
+
+    /// The entry at `name`, refused when it is a mount point: for everything that writes to it.
+    fn own_entry(
+        &self,
+        parent: &Parent<'_>,
+        name: &[u8],
+        rel: &[u8],
+        op: &'static str,
+    ) -> Result<Option<NodeStat>, TargetError> {
+        match self.entry_at(parent.as_fd(), name, rel)? {
+            Some(entry) if entry.foreign => Err(mount_point(rel, op, rel)),
+            entry => Ok(entry.map(|entry| entry.node)),
         }
     }
 
     /// `lstat`. A missing parent is just "absent", but a symlink standing in
     /// for a parent directory is reported as [`TargetError::SymlinkInPath`]:
     /// silently answering `None` would hide a target that cannot be repaired
-    /// by writing beneath it.
+    /// by writing beneath it. A mount point is reported as what is mounted there.
     pub fn stat(&self, rel: &[u8]) -> Result<Option<NodeStat>, TargetError> {
         let (parent, name) = match self.resolve(rel) {
             Ok(r) => r,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(Self::lstat_at(&parent, name, rel)?.map(|st| node_stat(&st)))
+        Ok(self.entry_at(parent.as_fd(), name, rel)?.map(|entry| entry.node))
     }
 
     /// A freshly created directory gets exactly `mode` (umask ignored, since
     /// apply reproduces source permissions); an existing one is left as is.
     pub fn create_dir(&self, rel: &[u8], mode: u32) -> Result<(), TargetError> {
         let (parent, name) = self.resolve(rel)?;
-        match rfs::mkdirat(&parent, os(name), Mode::from_bits_truncate(mode & 0o7777)) {
+        let mkdir = || rfs::mkdirat(&parent, os(name), Mode::from_bits_truncate(mode & 0o7777));
+        match in_writable_dir(parent.as_fd(), mkdir) {
             Ok(()) => self.chmod_at(&parent, name, rel, mode),
-            Err(Errno::EXIST) => match Self::lstat_at(&parent, name, rel)?.map(|s| kind_of(&s)) {
+            Err(Errno::EXIST) => match self.entry_at(parent.as_fd(), name, rel)?.map(|e| e.node.kind) {
                 Some(NodeKind::Dir) => Ok(()),
                 Some(k) => Err(wrong(rel, "create directory", "directory", k)),
                 None => Err(io_err(rel, "create directory", Errno::NOENT)),
@@ -325,48 +462,75 @@ impl TargetRoot {
 
     /// Open an existing regular file. The `lstat` first avoids ever opening
     /// a FIFO (would block) or device (open can have side effects); the
-    /// `fstat` after covers a swap in between, and `O_NOFOLLOW` covers a
-    /// symlink swapped in.
+    /// `statx` after covers a swap in between, and `O_NOFOLLOW` covers a
+    /// symlink swapped in. A file that is a mount point (bind-mounted into the tree) is
+    /// never opened for writing.
     fn open_regular(&self, rel: &[u8], access: OFlags, op: &'static str) -> Result<File, TargetError> {
         let (parent, name) = self.resolve(rel)?;
-        match Self::lstat_at(&parent, name, rel)?.map(|s| kind_of(&s)) {
+        let writes = access != OFlags::RDONLY;
+        let found = match self.entry_at(parent.as_fd(), name, rel)? {
             None => return Err(io_err(rel, op, Errno::NOENT)),
-            Some(NodeKind::File) => {}
-            Some(k) => return Err(wrong(rel, op, "regular file", k)),
-        }
+            Some(entry) if entry.node.kind != NodeKind::File => {
+                return Err(wrong(rel, op, "regular file", entry.node.kind));
+            }
+            Some(entry) if writes && entry.foreign => return Err(mount_point(rel, op, rel)),
+            Some(entry) => entry.node,
+        };
         let flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        let fd = rfs::openat(&parent, os(name), flags, Mode::empty()).map_err(|e| match e {
-            Errno::LOOP => wrong(rel, op, "regular file", NodeKind::Symlink),
-            e => io_err(rel, op, e),
-        })?;
-        let st = rfs::fstat(&fd).map_err(ctx(rel, op))?;
-        if kind_of(&st) != NodeKind::File {
-            return Err(wrong(rel, op, "regular file", kind_of(&st)));
+        let open = || rfs::openat(&parent, os(name), flags, Mode::empty());
+        let fd = match open() {
+            // A read-only file this (unprivileged) user owns gets the owner write bit for the
+            // open only: the descriptor keeps its write access after the mode is put back.
+            Err(Errno::ACCESS) if writes && !is_root_user() && owned_without_write(&found) => {
+                let pin = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let pinned = rfs::openat(&parent, os(name), pin, Mode::empty()).map_err(ctx(rel, op))?;
+                let st = statx_fd(&pinned).map_err(ctx(rel, op))?;
+                if kind_of_mode(st.stx_mode.into()) != NodeKind::File || self.mount.is_foreign(&st) {
+                    return Err(io_err(rel, op, Errno::ACCESS));
+                }
+                chmod_fd(pinned.as_fd(), found.mode | 0o200).map_err(ctx(rel, op))?;
+                let opened = open();
+                let restored = chmod_fd(pinned.as_fd(), found.mode);
+                let fd = opened.map_err(ctx(rel, op))?;
+                restored.map_err(ctx(rel, op))?;
+                fd
+            }
+            r => r.map_err(|e| match e {
+                Errno::LOOP => wrong(rel, op, "regular file", NodeKind::Symlink),
+                e => io_err(rel, op, e),
+            })?,
+        };
+        let st = statx_fd(&fd).map_err(ctx(rel, op))?;
+        let kind = kind_of_mode(st.stx_mode.into());
+        if kind != NodeKind::File {
+            return Err(wrong(rel, op, "regular file", kind));
         }
-        // A file bind-mounted into the target belongs to another filesystem: never written.
-        if access != OFlags::RDONLY && rfs::fstat(&parent).is_ok_and(|dir| dir.st_dev != st.st_dev) {
-            return Err(TargetError::Io {
-                path: lossy(rel),
-                op,
-                cause: std::io::Error::other("another filesystem is mounted at this file; it is never written"),
-            });
+        if writes && !self.cross_mounts && self.mount.is_foreign(&st) {
+            return Err(mount_point(rel, op, rel));
         }
         rfs::fcntl_setfl(&fd, access).map_err(ctx(rel, op))?;
         Ok(File::from(fd))
     }
 
     /// A regular file or directory opened read-only, never through a symlink, for its extended
-    /// attributes.
-    fn open_node(&self, rel: &[u8], op: &'static str) -> Result<OwnedFd, TargetError> {
+    /// attributes; `writes` refuses a mount point.
+    fn open_node(&self, rel: &[u8], op: &'static str, writes: bool) -> Result<OwnedFd, TargetError> {
         let (parent, name) = self.resolve(rel)?;
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        match Self::lstat_at(&parent, name, rel)?.map(|s| kind_of(&s)) {
+        match self.entry_at(parent.as_fd(), name, rel)? {
             None => return Err(io_err(rel, op, Errno::NOENT)),
-            Some(NodeKind::File | NodeKind::Dir) => {}
-            Some(k) => return Err(wrong(rel, op, "file or directory", k)),
+            Some(Entry { foreign: true, .. }) if writes => return Err(mount_point(rel, op, rel)),
+            Some(Entry { node, .. }) if !matches!(node.kind, NodeKind::File | NodeKind::Dir) => {
+                return Err(wrong(rel, op, "file or directory", node.kind));
+            }
+            Some(_) => {}
         }
         let fd = rfs::openat(&parent, os(name), flags, Mode::empty()).map_err(ctx(rel, op))?;
-        match kind_of(&rfs::fstat(&fd).map_err(ctx(rel, op))?) {
+        let st = statx_fd(&fd).map_err(ctx(rel, op))?;
+        if writes && !self.cross_mounts && self.mount.is_foreign(&st) {
+            return Err(mount_point(rel, op, rel));
+        }
+        match kind_of_mode(st.stx_mode.into()) {
             NodeKind::File | NodeKind::Dir => Ok(fd),
             k => Err(wrong(rel, op, "file or directory", k)),
         }
@@ -374,7 +538,7 @@ impl TargetRoot {
 
     /// The extended attributes of a file or directory, sorted by name.
     pub fn xattrs(&self, rel: &[u8]) -> Result<Option<Box<Xattrs>>, TargetError> {
-        let fd = self.open_node(rel, "read extended attributes of")?;
+        let fd = self.open_node(rel, "read extended attributes of", false)?;
         crate::scan::read_xattrs(&fd).map_err(|cause| TargetError::Io {
             path: lossy(rel),
             op: "read extended attributes of",
@@ -385,7 +549,7 @@ impl TargetRoot {
     /// Makes the extended attributes of a file or directory exactly `desired`.
     pub fn set_xattrs(&self, rel: &[u8], desired: &Xattrs) -> Result<(), TargetError> {
         let op = "set extended attributes of";
-        let fd = self.open_node(rel, op)?;
+        let fd = self.open_node(rel, op, true)?;
         let current = crate::scan::read_xattrs(&fd)
             .map_err(|cause| TargetError::Io { path: lossy(rel), op, cause })?
             .unwrap_or_default();
@@ -421,7 +585,8 @@ impl TargetRoot {
         let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         for _ in 0..64 {
             let tmp = temp_name(name);
-            match rfs::openat(&parent, os(&tmp), flags, Mode::RUSR | Mode::WUSR) {
+            let create = || rfs::openat(&parent, os(&tmp), flags, Mode::RUSR | Mode::WUSR);
+            match in_writable_dir(parent.as_fd(), create) {
                 Ok(fd) => {
                     let tmp_rel = join(split_last(rel).0, &tmp);
                     let mode = Mode::from_bits_truncate(mode & 0o7777);
@@ -489,12 +654,30 @@ impl TargetRoot {
         Ok(true)
     }
 
+    /// A mount point error for whichever of `names` is one, when a call failed with `EBUSY`
+    /// (which is how the kernel refuses to rename or unlink a mount point).
+    fn busy(&self, rel: &[u8], op: &'static str, names: &[(&Parent<'_>, &[u8], &[u8])]) -> TargetError {
+        for (parent, name, path) in names {
+            if self.entry_at(parent.as_fd(), name, path).is_ok_and(|e| e.is_some_and(|e| e.foreign)) {
+                return mount_point(rel, op, path);
+            }
+        }
+        io_err(rel, op, Errno::BUSY)
+    }
+
     /// `renameat(2)`: it never follows a symlink at either end, so a link at
-    /// `to` is replaced, not written through.
+    /// `to` is replaced, not written through. The kernel refuses a mount point at either end.
     pub fn rename(&self, from: &[u8], to: &[u8]) -> Result<(), TargetError> {
         let (fp, fname) = self.resolve(from)?;
         let (tp, tname) = self.resolve(to)?;
-        rfs::renameat(&fp, os(fname), &tp, os(tname)).map_err(ctx(to, "rename onto"))
+        let same_dir = split_last(from).0 == split_last(to).0;
+        let rename = || rfs::renameat(&fp, os(fname), &tp, os(tname));
+        let renamed =
+            in_writable_dir(tp.as_fd(), || if same_dir { rename() } else { in_writable_dir(fp.as_fd(), rename) });
+        match renamed {
+            Err(Errno::BUSY) => Err(self.busy(to, "rename onto", &[(&tp, tname, to), (&fp, fname, from)])),
+            r => r.map_err(ctx(to, "rename onto")),
+        }
     }
 
     /// `fsync` the directory holding `rel`, making a preceding create or
@@ -509,179 +692,16 @@ impl TargetRoot {
     /// Missing entries are an error here (see [`TargetError::is_not_found`]).
     pub fn remove_file(&self, rel: &[u8]) -> Result<(), TargetError> {
         let (parent, name) = self.resolve(rel)?;
-        rfs::unlinkat(&parent, os(name), AtFlags::empty()).map_err(ctx(rel, "remove"))
-    }
-
-    /// `rm -rf` that never leaves the subtree: entries are examined with
-    /// `lstat`, so a symlink (even to a directory) is unlinked, not entered.
-    /// Each directory is re-reached from the root by the no-follow walk
-    /// rather than by keeping one fd per level, so depth is not limited by
-    /// the fd limit or the stack. An absent `rel` removes nothing.
-    /// Calls `visit` for every entry of the directory `dir_rel` (not `.` and `..`) with the open
-    /// directory, the entry's name, its path and its `lstat`; entries that vanish meanwhile are
-    /// skipped.
-    fn for_each_child(
-        &self,
-        dir_rel: &[u8],
-        mut visit: impl FnMut(BorrowedFd<'_>, &[u8], Vec<u8>, &Stat) -> Result<(), TargetError>,
-    ) -> Result<(), TargetError> {
-        let mut dir = self.open_listing(dir_rel)?;
-        while let Some(entry) = dir.read() {
-            let entry = entry.map_err(ctx(dir_rel, "read directory"))?;
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let dfd = dir.fd().map_err(ctx(dir_rel, "read directory"))?;
-            let child = join(dir_rel, name);
-            match rfs::statat(dfd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => visit(dfd, name, child, &st)?,
-                Err(Errno::NOENT) => {}
-                Err(e) => return Err(io_err(&child, "stat", e)),
-            }
+        match in_writable_dir(parent.as_fd(), || rfs::unlinkat(&parent, os(name), AtFlags::empty())) {
+            Err(Errno::BUSY) => Err(self.busy(rel, "remove", &[(&parent, name, rel)])),
+            r => r.map_err(ctx(rel, "remove")),
         }
-        Ok(())
-    }
-
-    /// The raw `lstat` of `rel`, or `None` when nothing is there.
-    fn lstat(&self, rel: &[u8]) -> Result<Option<Stat>, TargetError> {
-        match self.resolve(rel) {
-            Ok((parent, name)) => Self::lstat_at(&parent, name, rel),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Visits every entry below the directory `rel`, whose `lstat` is `top`, with its path and
-    /// `lstat`, until `visit` returns false. A directory where another filesystem is mounted
-    /// is visited but never entered.
-    fn walk_below(
-        &self,
-        rel: &[u8],
-        top: &Stat,
-        mut visit: impl FnMut(&[u8], &Stat) -> bool,
-    ) -> Result<(), TargetError> {
-        let mut stack = vec![rel.to_vec()];
-        let mut going = true;
-        while going && let Some(dir_rel) = stack.pop() {
-            self.for_each_child(&dir_rel, |_, _, child, st| {
-                going = going && visit(&child, st);
-                if going && kind_of(st) == NodeKind::Dir && st.st_dev == top.st_dev {
-                    stack.push(child);
-                }
-                Ok(())
-            })?;
-        }
-        Ok(())
-    }
-
-    /// What [`remove_tree`](Self::remove_tree) would delete at `rel` now, without deleting. A
-    /// directory where another filesystem is mounted counts as one entry: it is never entered.
-    pub fn count_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
-        let Some(top) = self.lstat(rel)? else {
-            return Ok(RemoveStats::default());
-        };
-        let mut stats = RemoveStats { entries: 1, bytes: 0 };
-        match kind_of(&top) {
-            NodeKind::Dir => {}
-            NodeKind::File => return Ok(RemoveStats { entries: 1, bytes: node_stat(&top).size }),
-            _ => return Ok(stats),
-        }
-        self.walk_below(rel, &top, |_, st| {
-            stats.entries += 1;
-            if kind_of(st) == NodeKind::File {
-                stats.bytes += node_stat(st).size;
-            }
-            true
-        })?;
-        Ok(stats)
-    }
-
-    /// The first entry below the directory `rel` that `excludes` matches, if any; a mount
-    /// point is not entered.
-    pub fn find_in_tree(
-        &self,
-        rel: &[u8],
-        excludes: &crate::exclude::Excludes,
-    ) -> Result<Option<Vec<u8>>, TargetError> {
-        let Some(top) = self.lstat(rel)?.filter(|_| !excludes.is_empty()) else { return Ok(None) };
-        let mut found = None;
-        self.walk_below(rel, &top, |child, st| {
-            let is_dir = kind_of(st) == NodeKind::Dir;
-            if crate::path::RelPath::parse(child).is_ok_and(|path| excludes.excludes(&path, is_dir)) {
-                found = Some(child.to_vec());
-            }
-            found.is_none()
-        })?;
-        Ok(found)
-    }
-
-    /// Removes what is at `rel`, a directory with its whole subtree. Never enters a directory
-    /// where another filesystem is mounted: finding one is an error (after what was removed
-    /// before it), so nothing on that filesystem is deleted, whatever a plan says.
-    pub fn remove_tree(&self, rel: &[u8]) -> Result<RemoveStats, TargetError> {
-        let mut stats = RemoveStats::default();
-        self.remove_tree_into(rel, &mut stats)?;
-        Ok(stats)
-    }
-
-    /// [`remove_tree`](Self::remove_tree), adding to `stats` what it deleted, also when it
-    /// stops part way with an error.
-    pub fn remove_tree_into(&self, rel: &[u8], stats: &mut RemoveStats) -> Result<(), TargetError> {
-        let (parent, name) = match self.resolve(rel) {
-            Err(e) if e.is_not_found() => return Ok(()),
-            r => r?,
-        };
-        let Some(st) = Self::lstat_at(&parent, name, rel)? else {
-            return Ok(());
-        };
-        if kind_of(&st) != NodeKind::Dir {
-            rfs::unlinkat(&parent, os(name), AtFlags::empty()).map_err(ctx(rel, "remove"))?;
-            stats.entries += 1;
-            if kind_of(&st) == NodeKind::File {
-                stats.bytes += node_stat(&st).size;
-            }
-            return Ok(());
-        }
-        drop(parent);
-        let mut stack = vec![rel.to_vec()];
-        while let Some(dir_rel) = stack.last().cloned() {
-            let mut subdirs = Vec::new();
-            self.for_each_child(&dir_rel, |dfd, name, child, child_st| {
-                match kind_of(child_st) {
-                    NodeKind::Dir if child_st.st_dev != st.st_dev => {
-                        return Err(TargetError::Io {
-                            path: lossy(&child),
-                            op: "remove",
-                            cause: std::io::Error::other("another filesystem is mounted here; it is never entered"),
-                        });
-                    }
-                    NodeKind::Dir => subdirs.push(child),
-                    kind => {
-                        rfs::unlinkat(dfd, os(name), AtFlags::empty()).map_err(ctx(&child, "remove"))?;
-                        stats.entries += 1;
-                        if kind == NodeKind::File {
-                            stats.bytes += node_stat(child_st).size;
-                        }
-                    }
-                }
-                Ok(())
-            })?;
-            if subdirs.is_empty() {
-                stack.pop();
-                let (parent, name) = self.resolve(&dir_rel)?;
-                rfs::unlinkat(&parent, os(name), AtFlags::REMOVEDIR).map_err(ctx(&dir_rel, "remove directory"))?;
-                stats.entries += 1;
-            } else {
-                stack.extend(subdirs);
-            }
-        }
-        Ok(())
     }
 
     /// A readable directory stream for `rel` (empty = the root). The root fd
-    /// is `O_PATH`, which `getdents` rejects, hence the explicit reopen.
-    fn open_listing(&self, rel: &[u8]) -> Result<Dir, TargetError> {
+    /// is `O_PATH`, which `getdents` rejects, hence the explicit reopen. A mount point is
+    /// never opened.
+    fn open_listing(&self, rel: &[u8]) -> Result<rfs::Dir, TargetError> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = if rel.is_empty() {
             rfs::openat(&self.fd, c".", flags, Mode::empty())
@@ -693,7 +713,13 @@ impl TargetRoot {
             Errno::LOOP | Errno::NOTDIR => TargetError::SymlinkInPath { path: lossy(rel) },
             e => io_err(rel, "open directory", e),
         })?;
-        Dir::new(fd).map_err(ctx(rel, "read directory"))
+        if !rel.is_empty()
+            && !self.cross_mounts
+            && self.mount.is_foreign(&statx_fd(&fd).map_err(ctx(rel, "open directory"))?)
+        {
+            return Err(mount_point(rel, "open directory", rel));
+        }
+        rfs::Dir::new(fd).map_err(ctx(rel, "read directory"))
     }
 
     /// The link text is stored verbatim; it is never resolved by this type.
@@ -703,15 +729,16 @@ impl TargetRoot {
             return Err(TargetError::BadPath { path: lossy(rel), why });
         }
         let (parent, name) = self.resolve(rel)?;
-        rfs::symlinkat(os(target), &parent, os(name)).map_err(ctx(rel, "create symlink"))
+        in_writable_dir(parent.as_fd(), || rfs::symlinkat(os(target), &parent, os(name)))
+            .map_err(ctx(rel, "create symlink"))
     }
 
     pub fn read_link(&self, rel: &[u8]) -> Result<Vec<u8>, TargetError> {
         let (parent, name) = self.resolve(rel)?;
         match rfs::readlinkat(&parent, os(name), Vec::new()) {
             Ok(target) => Ok(target.into_bytes()),
-            Err(Errno::INVAL) => match Self::lstat_at(&parent, name, rel)? {
-                Some(st) => Err(wrong(rel, "read link", "symlink", kind_of(&st))),
+            Err(Errno::INVAL) => match self.entry_at(parent.as_fd(), name, rel)? {
+                Some(entry) => Err(wrong(rel, "read link", "symlink", entry.node.kind)),
                 None => Err(io_err(rel, "read link", Errno::NOENT)),
             },
             Err(e) => Err(io_err(rel, "read link", e)),
@@ -728,26 +755,27 @@ impl TargetRoot {
 
     /// chmod without following the final component: pin the inode with an
     /// `O_PATH|O_NOFOLLOW` fd (no open side effects, no read permission
-    /// needed), refuse if it is a symlink, then chmod it through its
+    /// needed), refuse if it is a symlink or a mount point, then chmod it through its
     /// `/proc/self/fd` magic link, which names exactly that inode (glibc's
     /// own `fchmodat` emulation). Without /proc, fall back to a real open +
     /// `fchmod` for files and directories.
     fn chmod_at(&self, parent: &Parent<'_>, name: &[u8], rel: &[u8], mode: u32) -> Result<(), TargetError> {
         let op = "set mode of";
-        let mode = Mode::from_bits_truncate(mode & 0o7777);
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let pinned = rfs::openat(parent, os(name), flags, Mode::empty()).map_err(ctx(rel, op))?;
-        let st = rfs::fstat(&pinned).map_err(ctx(rel, op))?;
-        let kind = kind_of(&st);
+        let st = statx_fd(&pinned).map_err(ctx(rel, op))?;
+        let kind = kind_of_mode(st.stx_mode.into());
         if kind == NodeKind::Symlink {
             return Err(wrong(rel, op, "non-symlink", kind));
         }
-        let magic = format!("/proc/self/fd/{}", pinned.as_raw_fd());
-        match rfs::chmodat(rfs::CWD, magic.as_str(), mode, AtFlags::empty()) {
+        if !self.cross_mounts && self.mount.is_foreign(&st) {
+            return Err(mount_point(rel, op, rel));
+        }
+        match chmod_fd(pinned.as_fd(), mode) {
             Err(Errno::NOENT) if matches!(kind, NodeKind::File | NodeKind::Dir) => {
                 let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
                 let fd = rfs::openat(parent, os(name), flags, Mode::empty()).map_err(ctx(rel, op))?;
-                rfs::fchmod(&fd, mode).map_err(ctx(rel, op))
+                rfs::fchmod(&fd, Mode::from_bits_truncate(mode & 0o7777)).map_err(ctx(rel, op))
             }
             r => r.map_err(ctx(rel, op)),
         }
@@ -756,21 +784,28 @@ impl TargetRoot {
     /// Works on symlinks too (`AT_SYMLINK_NOFOLLOW`); atime is left alone.
     pub fn set_mtime(&self, rel: &[u8], sec: i64, nsec: u32) -> Result<(), TargetError> {
         let (parent, name) = self.resolve(rel)?;
+        let op = "set mtime of";
+        self.own_entry(&parent, name, rel, op)?;
         let times = Timestamps {
             last_access: Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT },
             last_modification: Timespec { tv_sec: sec, tv_nsec: nsec.into() },
         };
-        rfs::utimensat(&parent, os(name), &times, AtFlags::SYMLINK_NOFOLLOW).map_err(ctx(rel, "set mtime of"))
+        rfs::utimensat(&parent, os(name), &times, AtFlags::SYMLINK_NOFOLLOW).map_err(ctx(rel, op))
     }
 
     pub fn set_owner(&self, rel: &[u8], uid: u32, gid: u32) -> Result<(), TargetError> {
         let (parent, name) = self.resolve(rel)?;
+        let op = "set owner of";
+        self.own_entry(&parent, name, rel, op)?;
         let (uid, gid) = (rfs::Uid::from_raw(uid), rfs::Gid::from_raw(gid));
-        rfs::chownat(&parent, os(name), Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(ctx(rel, "set owner of"))
+        rfs::chownat(&parent, os(name), Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW).map_err(ctx(rel, op))
     }
 }
 
+/// True when this user owns the file and its owner write bit is off.
+fn owned_without_write(node: &NodeStat) -> bool {
+    node.uid == rustix::process::geteuid().as_raw() && node.mode & 0o200 == 0
+}
 #[cfg(test)]
 mod tests {
     use super::*;

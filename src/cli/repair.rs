@@ -280,7 +280,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     }
     if roots_overlap(&args.source, &args.target) {
         bail!(
-            "{} and {} overlap: one lies inside the other, so repairing the target would change the source",
+            "{} and {} overlap: one lies inside the other or is mounted inside it, so repairing the target would change the source",
             args.source.display(),
             args.target.display()
         );
