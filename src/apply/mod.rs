@@ -133,6 +133,7 @@ pub fn apply(
     let mut journal = Journal::open(target.state(), &id, target::temp_nonce()).map_err(ApplyError::Journal)?;
     let mut report = ApplyReport { stale_temps_removed, ..ApplyReport::default() };
     let exclude = crate::exclude::Excludes::new(&plan.exclude).map_err(ApplyError::BadPlan)?;
+    let followers = followers(plan);
     for (index, op) in plan.operations.iter().enumerate() {
         if let Some(signal) = crate::interrupt::pending() {
             report.interrupted = Some(signal);
@@ -145,6 +146,7 @@ pub fn apply(
             journal: &mut journal,
             report: &mut report,
             exclude: &exclude,
+            followers: &followers,
         };
         let outcome = run.operation(index, op);
         // Cut short at a safe point by a signal: neither done nor a problem; the next run of
@@ -165,4 +167,18 @@ pub fn apply(
         journal.finish().map_err(ApplyError::Journal)?;
     }
     Ok(report)
+}
+
+/// The names each `link` operation makes another name of an inode, by that inode's first name.
+fn followers(plan: &Plan) -> std::collections::HashMap<crate::path::RelPath, Vec<crate::path::RelPath>> {
+    let mut map: std::collections::HashMap<crate::path::RelPath, Vec<crate::path::RelPath>> =
+        std::collections::HashMap::new();
+    for op in &plan.operations {
+        if let Operation::Link { to, to_bytes, .. } = op
+            && let (Ok(path), Ok(to)) = (op.at().rel(), crate::path::RelPath::from_report(to, to_bytes.as_deref()))
+        {
+            map.entry(to).or_default().push(path);
+        }
+    }
+    map
 }

@@ -806,6 +806,121 @@ impl TargetRoot {
 fn owned_without_write(node: &NodeStat) -> bool {
     node.uid == rustix::process::geteuid().as_raw() && node.mode & 0o200 == 0
 }
+
+/// Which inode a name is, for hard links and special files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub kind: crate::manifest::Kind,
+    /// (major, minor) of a device; (0, 0) for everything else.
+    pub rdev: (u32, u32),
+}
+
+impl Identity {
+    /// Both names are the same inode.
+    pub fn same_inode(&self, other: &Identity) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
+impl TargetRoot {
+    /// The inode at `rel` (never followed), or `None` when nothing is there.
+    pub fn identity(&self, rel: &[u8]) -> Result<Option<Identity>, TargetError> {
+        use crate::manifest::Kind;
+        let (parent, name) = match self.resolve(rel) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+        let st = match rfs::statx(&parent, os(name), flags, STATX_WANTED) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(io_err(rel, "stat", e)),
+        };
+        let kind = match FileType::from_raw_mode(u32::from(st.stx_mode)) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Socket => Kind::Socket,
+            FileType::CharacterDevice => Kind::CharDevice,
+            FileType::BlockDevice => Kind::BlockDevice,
+            _ => Kind::Fifo,
+        };
+        let device = matches!(kind, Kind::CharDevice | Kind::BlockDevice);
+        Ok(Some(Identity {
+            dev: rfs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            nlink: u64::from(st.stx_nlink),
+            kind,
+            rdev: if device { (st.stx_rdev_major, st.stx_rdev_minor) } else { (0, 0) },
+        }))
+    }
+
+    /// Makes a new name for the inode at `to` (`linkat` without following a symlink there)
+    /// under a temporary name next to `rel`, for an atomic rename over `rel`; returns the
+    /// temporary path. Both ends are reached by the no-follow walk, so neither leaves the root.
+    pub fn link_temp(&self, to: &[u8], rel: &[u8]) -> Result<Vec<u8>, TargetError> {
+        let (to_parent, to_name) = self.resolve(to)?;
+        let (parent, name) = self.resolve(rel)?;
+        for _ in 0..64 {
+            let tmp = temp_name(name);
+            let link = || rfs::linkat(&to_parent, os(to_name), &parent, os(&tmp), AtFlags::empty());
+            match in_writable_dir(parent.as_fd(), link) {
+                Ok(()) => return Ok(join(split_last(rel).0, &tmp)),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(io_err(rel, "create hard link for", e)),
+            }
+        }
+        Err(io_err(rel, "create hard link for", Errno::EXIST))
+    }
+
+    /// Creates a FIFO, socket or device node of `kind` under a temporary name next to `rel`,
+    /// with exactly `mode` (umask ignored), for an atomic rename over `rel`; returns the
+    /// temporary path.
+    pub fn mknod_temp(
+        &self,
+        rel: &[u8],
+        kind: crate::manifest::Kind,
+        mode: u32,
+        rdev: (u32, u32),
+    ) -> Result<Vec<u8>, TargetError> {
+        use crate::manifest::Kind;
+        let file_type = match kind {
+            Kind::Fifo => FileType::Fifo,
+            Kind::Socket => FileType::Socket,
+            Kind::CharDevice => FileType::CharacterDevice,
+            Kind::BlockDevice => FileType::BlockDevice,
+            _ => return Err(TargetError::BadPath { path: lossy(rel), why: "not a special file kind" }),
+        };
+        let (parent, name) = self.resolve(rel)?;
+        let dev = rfs::makedev(rdev.0, rdev.1);
+        for _ in 0..64 {
+            let tmp = temp_name(name);
+            let make = || rfs::mknodat(&parent, os(&tmp), file_type, Mode::RUSR | Mode::WUSR, dev);
+            match in_writable_dir(parent.as_fd(), make) {
+                Ok(()) => {
+                    let tmp_rel = join(split_last(rel).0, &tmp);
+                    self.chmod_at(&parent, &tmp, &tmp_rel, mode)?;
+                    return Ok(tmp_rel);
+                }
+                Err(Errno::EXIST) => continue,
+                Err(Errno::PERM) if matches!(kind, Kind::CharDevice | Kind::BlockDevice) => {
+                    return Err(TargetError::Io {
+                        path: lossy(rel),
+                        op: "create device",
+                        cause: std::io::Error::other("creating a device node needs root (CAP_MKNOD)"),
+                    });
+                }
+                Err(e) => return Err(io_err(rel, "create node for", e)),
+            }
+        }
+        Err(io_err(rel, "create node for", Errno::EXIST))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

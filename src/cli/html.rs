@@ -24,7 +24,7 @@ pub struct Section<'a> {
 }
 
 /// The kinds of difference, in the order the page lists them (the report's `kind` values).
-const KINDS: [&str; 7] = ["missing", "extra", "content", "type", "metadata", "unreadable", "unstable"];
+const KINDS: [&str; 8] = ["missing", "extra", "content", "type", "metadata", "hardlink", "unreadable", "unstable"];
 
 /// Above this many differences only the first level of the tree starts open.
 const OPEN_ALL_UP_TO: usize = 300;
@@ -132,9 +132,14 @@ fn section_html(html: &mut String, index: usize, section: &Section) {
     }
     let compared = report.compared.names();
     let compared = if compared.is_empty() { "none".to_string() } else { compared.join(", ") };
+    let also: String = [(report.hard_links, ", hard links"), (report.rdev, ", device numbers")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, what)| *what)
+        .collect();
     let _ = writeln!(
         html,
-        "<dt>compared</dt><dd>existence, kinds, content; metadata: {}; ranges in chunks of {}</dd></dl>",
+        "<dt>compared</dt><dd>existence, kinds, content{also}; metadata: {}; ranges in chunks of {}</dd></dl>",
         escape(&compared),
         size(report.chunk_size.bytes())
     );
@@ -323,7 +328,7 @@ summary{cursor:pointer}
 summary .n{background:#eaeef2;border-radius:9px;padding:0 .5em;font-size:.85em}
 .k{display:inline-block;min-width:6.5em;font-size:.8em;font-weight:600;text-transform:uppercase;border-radius:3px;padding:0 .3em;color:#fff;background:#6e7781}
 .k-missing.k{background:#cf222e}.k-extra.k{background:#8250df}.k-content.k{background:#bf8700}
-.k-type.k{background:#0969da}.k-metadata.k{background:#1a7f37}.k-unreadable.k,.k-unstable.k{background:#57606a}
+.k-type.k{background:#0969da}.k-metadata.k{background:#1a7f37}.k-hardlink.k{background:#0a7f8f}.k-unreadable.k,.k-unstable.k{background:#57606a}
 .x{color:#57606a;font-size:.9em}
 .hint{color:#9a6700;font-size:.9em}
 .cut{font-weight:600;color:#b35900}
@@ -392,12 +397,15 @@ mod tests {
                 path: RelPath::parse(format!("d{}/f{i:06}", i % 7).as_bytes()).unwrap(),
                 change: Change::Metadata { changes: Vec::new() },
                 hint: None,
+                hard_link: None,
             })
             .collect();
         let report = Report {
             source: side(),
             target: side(),
             compared: MetaSet::DEFAULT,
+            hard_links: true,
+            rdev: true,
             chunk_size: ChunkSize::DEFAULT,
             differences,
             not_entered: Vec::new(),

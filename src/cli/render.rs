@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use cutover::diff::{Change, Difference, MetaChange, Report, mtime_text};
+use cutover::diff::{Change, Difference, HardLinkChange, MetaChange, Report, mtime_text, rdev_text};
 use cutover::manifest::{Kind, Manifest};
 
 use super::Format;
@@ -106,7 +106,7 @@ pub fn path_text(d: &Difference) -> String {
 
 /// What the human form says about a difference, between the parentheses after its path.
 pub fn detail(d: &Difference) -> String {
-    match &d.change {
+    let text = match &d.change {
         Change::Missing { kind, files, bytes } | Change::Extra { kind, files, bytes } => {
             if *kind == Kind::Dir {
                 format!("directory: {}, {}", count(*files, "file", "files"), size(*bytes))
@@ -142,10 +142,37 @@ pub fn detail(d: &Difference) -> String {
             }
             text
         }
+        Change::Device { kind, source, target, metadata } => {
+            let mut text = format!("{kind} {} (target has {})", rdev_text(*source), rdev_text(*target));
+            if !metadata.is_empty() {
+                text.push_str(&format!("; {}", meta_text(metadata)));
+            }
+            text
+        }
+        Change::HardLink { metadata } => {
+            let mut text = d.hard_link.as_ref().map(hard_link_text).unwrap_or_default();
+            if !metadata.is_empty() {
+                text.push_str(&format!("; {}", meta_text(metadata)));
+            }
+            return text;
+        }
         Change::Type { source, target } => format!("{source} in source, {target} in target"),
         Change::Metadata { changes } => meta_text(changes),
         Change::Trouble { side, problem } => format!("{} {}", side.name(), shown(problem.to_string().as_bytes())),
+    };
+    match &d.hard_link {
+        Some(link) => format!("{text}; {}", hard_link_text(link)),
+        None => text,
     }
+}
+
+/// Which earlier name shares the inode on each side, in words.
+fn hard_link_text(link: &HardLinkChange) -> String {
+    let side = |first: &Option<cutover::path::RelPath>| match first {
+        Some(first) => format!("a hard link to {}", shown(first.as_bytes())),
+        None => "not a hard link to an earlier name".to_string(),
+    };
+    format!("{} in the source, {} in the target", side(&link.source), side(&link.target))
 }
 
 fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
@@ -170,6 +197,7 @@ fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         (s.content, "content"),
         (s.type_, "type"),
         (s.metadata, "metadata"),
+        (s.hardlink, "hardlink"),
         (s.trouble, "could not be compared"),
     ] {
         if n > 0 {

@@ -163,7 +163,7 @@ pub fn run_plan(args: PlanArgs) -> Result<u8> {
         load_pair(&args.source, &args.target, &args.scan, args.repair.meta, p)
     })?;
     check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
-    let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta };
+    let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta, ..PlanOptions::default() };
     let (plan, report) = build_plan(&source, &target, &options);
     super::warn_uncompared(args.repair.meta, &report);
     check_max_delete(&plan, &args.limits)?;
@@ -300,8 +300,11 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     let (source, target) =
         super::progress::with_progress("scanning", false, |p| scan_pair(&args.source, &args.target, &scan_options, p))?;
     check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
-    let (plan, report) =
-        build_plan(&source, &target, &PlanOptions { delete: args.repair.delete, meta: args.repair.meta });
+    let (plan, report) = build_plan(
+        &source,
+        &target,
+        &PlanOptions { delete: args.repair.delete, meta: args.repair.meta, ..PlanOptions::default() },
+    );
     super::warn_uncompared(args.repair.meta, &report);
     if args.dry_run {
         check_max_delete(&plan, &args.limits)?;
@@ -428,6 +431,15 @@ pub fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
                 format!("{} chunks, {}: {}", chunks.len(), size(op.copy_bytes(chunk)), ranges.join(" "))
             }
             Operation::Symlink { link, .. } => format!("→ {link}"),
+            Operation::Link { to, to_bytes, replaces, .. } => {
+                let to = cutover::plan::text_bytes(to, to_bytes.as_deref()).unwrap_or_default();
+                format!("hard link to {}{}", shown(&to), if replaces.is_some() { ", replacing" } else { "" })
+            }
+            Operation::Mknod { kind, rdev, replaces, .. } => {
+                let numbers = rdev.map(|(major, minor)| format!(" {major}:{minor}")).unwrap_or_default();
+                format!("{kind}{numbers}{}", if replaces.is_some() { ", replacing" } else { "" })
+            }
+            Operation::Unshare { kind, .. } => format!("{kind}: an inode of its own"),
             Operation::Meta { kind, mode, mtime, owner, .. } => {
                 let mut fields = Vec::new();
                 if let Some(mode) = mode.filter(|_| *kind != Kind::Symlink) {

@@ -8,7 +8,7 @@
 mod hints;
 mod report;
 
-pub use report::{Change, Difference, MetaChange, Report, SideInfo, Summary, mtime_text};
+pub use report::{Change, Difference, HardLinkChange, MetaChange, Report, SideInfo, Summary, mtime_text, rdev_text};
 
 use crate::digest::{ByteRange, ChunkSize, push_merged};
 use crate::manifest::{Entry, Kind, Manifest, MetaSet};
@@ -33,6 +33,8 @@ pub fn diff(source: &Manifest, target: &Manifest, options: &DiffOptions) -> Repo
         source,
         target,
         meta,
+        hard_links: source.header.hard_links && target.header.hard_links,
+        rdev: source.header.rdev && target.header.rdev,
         chunk: source.header.chunk_size.max(target.header.chunk_size),
         differences: Vec::new(),
     };
@@ -43,6 +45,8 @@ pub fn diff(source: &Manifest, target: &Manifest, options: &DiffOptions) -> Repo
         source: SideInfo::of(source),
         target: SideInfo::of(target),
         compared: meta,
+        hard_links: merge.hard_links,
+        rdev: merge.rdev,
         chunk_size: merge.chunk,
         differences,
         not_entered: not_entered(source, target),
@@ -66,13 +70,16 @@ struct Merge<'a> {
     source: &'a Manifest,
     target: &'a Manifest,
     meta: MetaSet,
+    /// Compare hard links and device numbers: both sides recorded them.
+    hard_links: bool,
+    rdev: bool,
     chunk: ChunkSize,
     differences: Vec<Difference>,
 }
 
 impl Merge<'_> {
     fn push(&mut self, path: &RelPath, change: Change) {
-        self.differences.push(Difference { path: path.clone(), change, hint: None });
+        self.differences.push(Difference { path: path.clone(), change, hint: None, hard_link: None });
     }
 
     /// Entries of a one-sided subtree that could not be read: its counts are incomplete.
@@ -167,30 +174,43 @@ impl Merge<'_> {
         // A target directory not entered is another filesystem's root: never a thing to change.
         let metadata = if s.path.is_root() || t.not_entered { Vec::new() } else { self.meta_changes(s, t) };
         let content_equal = s.digest == t.digest;
-        match s.kind {
+        let hard_link = (self.hard_links && s.hard_link != t.hard_link)
+            .then(|| HardLinkChange { source: s.hard_link.clone(), target: t.hard_link.clone() });
+        let change = match s.kind {
             Kind::File if !content_equal => {
                 let ranges =
                     divergent_ranges(s, self.source.header.chunk_size, t, self.target.header.chunk_size, self.chunk);
-                self.push(&s.path, Change::Content { source_size: s.size, target_size: t.size, ranges, metadata });
-                return false;
+                Some(Change::Content { source_size: s.size, target_size: t.size, ranges, metadata })
             }
             Kind::Symlink if !content_equal => {
                 let link = |e: &Entry| e.link.clone().unwrap_or_default();
-                self.push(&s.path, Change::LinkTarget { source: link(s), target: link(t), metadata });
+                Some(Change::LinkTarget { source: link(s), target: link(t), metadata })
+            }
+            Kind::CharDevice | Kind::BlockDevice if self.rdev && s.rdev != t.rdev => {
+                let (source, target) = (s.rdev.unwrap_or_default(), t.rdev.unwrap_or_default());
+                Some(Change::Device { kind: s.kind, source, target, metadata })
+            }
+            _ if hard_link.is_some() => Some(Change::HardLink { metadata }),
+            _ if !metadata.is_empty() => Some(Change::Metadata { changes: metadata }),
+            _ => None,
+        };
+        if let Some(change) = change {
+            let content_differs = !matches!(change, Change::Metadata { .. } | Change::HardLink { .. });
+            self.push(&s.path, change);
+            if let Some(last) = self.differences.last_mut() {
+                last.hard_link = hard_link;
+            }
+            if content_differs {
                 return false;
             }
-            _ => {}
-        }
-        if !metadata.is_empty() {
-            self.push(&s.path, Change::Metadata { changes: metadata });
         }
         // A directory one side did not enter (another filesystem is mounted there): nothing
         // below it is compared on either side, as rsync -x neither copies nor deletes there.
         if s.not_entered || t.not_entered {
             return false;
         }
-        // Equal node hashes prove the subtrees equal in names, kinds, content and permission
-        // bits, which is all the hash covers.
+        // Equal node hashes prove the subtrees equal in names, kinds, content, permission bits,
+        // device numbers and hard links, which is all the hash covers.
         let covered = MetaSet { mode: self.meta.mode, ..MetaSet::NONE };
         s.kind == Kind::Dir && !(content_equal && s.digest.is_some() && self.meta.within(covered))
     }

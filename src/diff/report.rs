@@ -66,6 +66,12 @@ pub enum Change {
     Content { source_size: u64, target_size: u64, ranges: Vec<ByteRange>, metadata: Vec<MetaChange> },
     /// Both symlinks pointing at different text (reported as kind `content`).
     LinkTarget { source: Box<[u8]>, target: Box<[u8]>, metadata: Vec<MetaChange> },
+    /// Both devices of one kind with different device numbers (major, minor), reported as kind
+    /// `content`.
+    Device { kind: Kind, source: (u32, u32), target: (u32, u32), metadata: Vec<MetaChange> },
+    /// Content equal, but the name is a hard link on one side and not the same one on the
+    /// other ([`Difference::hard_link`] says how); compared metadata may differ too.
+    HardLink { metadata: Vec<MetaChange> },
     /// Different kinds of object.
     Type { source: Kind, target: Kind },
     /// Content equal, compared metadata not.
@@ -80,7 +86,8 @@ impl Change {
         match self {
             Change::Missing { .. } => "missing",
             Change::Extra { .. } => "extra",
-            Change::Content { .. } | Change::LinkTarget { .. } => "content",
+            Change::Content { .. } | Change::LinkTarget { .. } | Change::Device { .. } => "content",
+            Change::HardLink { .. } => "hardlink",
             Change::Type { .. } => "type",
             Change::Metadata { .. } => "metadata",
             Change::Trouble { problem: Problem::Unreadable(_), .. } => "unreadable",
@@ -96,6 +103,17 @@ pub struct Difference {
     pub change: Change,
     /// Set on a missing/extra pair whose names differ only by Unicode normalization or case.
     pub hint: Option<String>,
+    /// Set when the name shares its inode with a different earlier name on each side (a
+    /// `hardlink` difference, or a `content` one whose link structure differs too).
+    pub hard_link: Option<HardLinkChange>,
+}
+
+/// How a name's hard link differs: on each side, the first name of the tree that shares its
+/// inode, or `None` when no earlier name does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HardLinkChange {
+    pub source: Option<RelPath>,
+    pub target: Option<RelPath>,
 }
 
 /// One side of a comparison.
@@ -124,6 +142,8 @@ pub struct Summary {
     pub content: u64,
     pub type_: u64,
     pub metadata: u64,
+    /// Names whose hard links differ while their content is equal.
+    pub hardlink: u64,
     /// Entries that could not be compared (unreadable or unstable on either side).
     pub trouble: u64,
     /// Sum of the divergent ranges of changed files.
@@ -138,6 +158,9 @@ pub struct Report {
     pub source: SideInfo,
     pub target: SideInfo,
     pub compared: MetaSet,
+    /// Whether hard links and device numbers were compared (both sides recorded them).
+    pub hard_links: bool,
+    pub rdev: bool,
     /// The granularity of the byte ranges.
     pub chunk_size: ChunkSize,
     pub differences: Vec<Difference>,
@@ -168,7 +191,8 @@ impl Report {
                     s.content += 1;
                     s.divergent_bytes += ranges.iter().map(|r| r.length).sum::<u64>();
                 }
-                Change::LinkTarget { .. } => s.content += 1,
+                Change::LinkTarget { .. } | Change::Device { .. } => s.content += 1,
+                Change::HardLink { .. } => s.hardlink += 1,
                 Change::Type { .. } => s.type_ += 1,
                 Change::Metadata { .. } => s.metadata += 1,
                 Change::Trouble { .. } => s.trouble += 1,
@@ -191,13 +215,22 @@ impl Report {
         doc
     }
 
+    /// What was compared besides names, kinds and content: the metadata fields, then
+    /// `hardlinks` and `rdev` when both sides recorded them.
+    pub fn compared_names(&self) -> Vec<&'static str> {
+        let mut names = self.compared.names();
+        names.extend(self.hard_links.then_some("hardlinks"));
+        names.extend(self.rdev.then_some("rdev"));
+        names
+    }
+
     fn header_json(&self) -> Value {
         json!({
             "format": "cutover-diff/1",
             "identical": self.identical(),
             "source": side_json(&self.source),
             "target": side_json(&self.target),
-            "compared": self.compared.names(),
+            "compared": self.compared_names(),
             "chunk_size": self.chunk_size.bytes(),
             "summary": summary_json(&self.summary()),
             "not_entered": self.not_entered.iter().map(|(path, side)| {
@@ -217,7 +250,7 @@ fn side_json(side: &SideInfo) -> Value {
 fn summary_json(s: &Summary) -> Value {
     json!({
         "missing": s.missing, "extra": s.extra, "content": s.content, "type": s.type_,
-        "metadata": s.metadata, "trouble": s.trouble, "divergent_bytes": s.divergent_bytes,
+        "metadata": s.metadata, "hardlink": s.hardlink, "trouble": s.trouble, "divergent_bytes": s.divergent_bytes,
         "missing_bytes": s.missing_bytes, "extra_bytes": s.extra_bytes,
     })
 }
@@ -293,6 +326,18 @@ impl Difference {
                     o.insert("metadata".into(), meta_json(metadata));
                 }
             }
+            Change::Device { kind, source, target, metadata } => {
+                o.insert("type".into(), json!(kind.name()));
+                o.insert("rdev".into(), json!({ "source": rdev_text(*source), "target": rdev_text(*target) }));
+                if !metadata.is_empty() {
+                    o.insert("metadata".into(), meta_json(metadata));
+                }
+            }
+            Change::HardLink { metadata } => {
+                if !metadata.is_empty() {
+                    o.insert("metadata".into(), meta_json(metadata));
+                }
+            }
             Change::Type { source, target } => {
                 o.insert("source_type".into(), json!(source.name()));
                 o.insert("target_type".into(), json!(target.name()));
@@ -310,6 +355,21 @@ impl Difference {
         if let Some(hint) = &self.hint {
             o.insert("hint".into(), json!(hint));
         }
+        if let Some(change) = &self.hard_link {
+            let mut link = serde_json::Map::new();
+            for (side, first) in [("source", &change.source), ("target", &change.target)] {
+                link.insert(side.into(), first.as_ref().map_or(Value::Null, |p| json!(p.display())));
+                if let Some(b64) = first.as_ref().and_then(RelPath::exact_bytes_b64) {
+                    link.insert(format!("{side}_bytes"), json!(b64));
+                }
+            }
+            o.insert("hardlink".into(), Value::Object(link));
+        }
         Value::Object(o)
     }
+}
+
+/// A device number as `major:minor`.
+pub fn rdev_text((major, minor): (u32, u32)) -> String {
+    format!("{major}:{minor}")
 }

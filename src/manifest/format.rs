@@ -19,6 +19,10 @@ const FLAG_UNSTABLE: u8 = 4;
 const FLAG_XATTRS: u8 = 8;
 const FLAG_NOT_ENTERED: u8 = 16;
 const FLAG_HOLDS_EXCLUDED: u8 = 32;
+const FLAG_HARD_LINK: u8 = 64;
+/// Header `metadata` names of what this version records besides the selectable fields.
+const HARD_LINKS: &str = "hardlinks";
+const RDEV: &str = "rdev";
 const MAX_HEADER: usize = 1 << 20;
 /// More chunk CVs than a 1 EiB file at the minimum chunk size has is corruption.
 const MAX_CHUNKS: u64 = 1 << 40;
@@ -76,7 +80,7 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
     let header = HeaderJson {
         tool: manifest.header.tool.clone(),
         chunk_size: manifest.header.chunk_size.bytes(),
-        metadata: manifest.header.metadata.names().into_iter().map(String::from).collect(),
+        metadata: metadata_names(&manifest.header),
         root: manifest.header.root.clone(),
         started: manifest.header.started.clone(),
         finished: manifest.header.finished.clone(),
@@ -91,7 +95,14 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
     let mut record = Vec::with_capacity(256);
     for entry in &manifest.entries {
         record.clear();
-        encode_entry(&mut record, entry, previous);
+        let first =
+            entry.hard_link.as_ref().filter(|_| manifest.header.hard_links).and_then(|first| {
+                manifest.entries.binary_search_by(|e| e.path.cmp(first)).ok().map(|index| index as u64)
+            });
+        let rdev = matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice)
+            .then_some(entry.rdev.unwrap_or_default())
+            .filter(|_| manifest.header.rdev);
+        encode_entry(&mut record, entry, previous, first, rdev);
         out.write_all(&record)?;
         previous = entry.path.as_bytes();
     }
@@ -103,7 +114,22 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
     Ok(out.written + 32)
 }
 
-fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8]) {
+/// The header's `metadata` list: the selectable fields recorded, then `hardlinks` and `rdev`
+/// when those were recorded.
+fn metadata_names(header: &Header) -> Vec<String> {
+    let mut names: Vec<String> = header.metadata.names().into_iter().map(String::from).collect();
+    if header.hard_links {
+        names.push(HARD_LINKS.into());
+    }
+    if header.rdev {
+        names.push(RDEV.into());
+    }
+    names
+}
+
+/// One entry record; `first` is the index of the first name of a hard-linked entry's inode,
+/// `rdev` the device number of a device when the manifest records them.
+fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8], first: Option<u64>, rdev: Option<(u32, u32)>) {
     let path = entry.path.as_bytes();
     let shared = path.iter().zip(previous).take_while(|(a, b)| a == b).count();
     buf.push(TAG_ENTRY);
@@ -129,6 +155,9 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8]) {
     if entry.holds_excluded {
         flags |= FLAG_HOLDS_EXCLUDED;
     }
+    if first.is_some() {
+        flags |= FLAG_HARD_LINK;
+    }
     buf.push(flags);
     put_varint(buf, entry.size);
     put_varint(buf, u64::from(entry.mode));
@@ -152,6 +181,13 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8]) {
             }
         }
         _ => {}
+    }
+    if let Some((major, minor)) = rdev {
+        put_varint(buf, u64::from(major));
+        put_varint(buf, u64::from(minor));
+    }
+    if let Some(first) = first {
+        put_varint(buf, first);
     }
     if let Some(xattrs) = entry.xattrs.as_deref() {
         put_varint(buf, xattrs.len() as u64);
@@ -330,7 +366,15 @@ impl<R: Read> Reader<R> {
             let record_start = self.offset;
             match self.byte()? {
                 TAG_ENTRY => {
-                    let entry = self.read_entry(&previous, &header.0)?;
+                    let (mut entry, first) = self.read_entry(&previous, &header.0)?;
+                    if let Some(first) = first {
+                        // The rest (kind, order) is checked with the whole tree, after the checksum.
+                        let Some(to) = entries.get(first as usize) else {
+                            return Err(self.corrupt(format!("a hard link to entry {first}, not an earlier one")));
+                        };
+                        let to: &Entry = to;
+                        entry.hard_link = Some(to.path.clone());
+                    }
                     if let Some(last) = entries.last() {
                         let last: &Entry = last;
                         if entry.path <= last.path {
@@ -395,12 +439,15 @@ impl<R: Read> Reader<R> {
         self.offset += line.len() as u64;
         let chunk_size = ChunkSize::new(json.chunk_size).map_err(|e| self.corrupt(e))?;
         let mut metadata = MetaSet::NONE;
+        let (mut hard_links, mut rdev) = (false, false);
         for name in &json.metadata {
             let field = match name.as_str() {
                 "mode" => &mut metadata.mode,
                 "mtime" => &mut metadata.mtime,
                 "owner" => &mut metadata.owner,
                 "xattr" => &mut metadata.xattr,
+                HARD_LINKS => &mut hard_links,
+                RDEV => &mut rdev,
                 _ => return Err(self.corrupt(format!("bad header: unknown metadata field {name:?}"))),
             };
             *field = true;
@@ -411,6 +458,8 @@ impl<R: Read> Reader<R> {
             tool: json.tool,
             exclude,
             one_file_system: json.one_file_system,
+            hard_links,
+            rdev,
             chunk_size,
             metadata,
             root: json.root,
@@ -420,7 +469,8 @@ impl<R: Read> Reader<R> {
         Ok((header, json.entries, json.root_hash))
     }
 
-    fn read_entry(&mut self, previous: &[u8], header: &Header) -> Result<Entry, ManifestError> {
+    /// One entry record, and the index of the entry it is a hard link to, if it is one.
+    fn read_entry(&mut self, previous: &[u8], header: &Header) -> Result<(Entry, Option<u64>), ManifestError> {
         let chunk_size = header.chunk_size;
         let shared = self.varint()?;
         if shared > previous.len() as u64 {
@@ -470,6 +520,11 @@ impl<R: Read> Reader<R> {
             }
             entry.holds_excluded = true;
         }
+        if flags & FLAG_HARD_LINK != 0 && (kind == Kind::Dir || !header.hard_links) {
+            return Err(
+                self.corrupt("a hard-link mark on a directory, or in a manifest whose header does not list hardlinks")
+            );
+        }
         if flags & FLAG_DIGEST != 0 {
             entry.digest = Some(self.digest()?);
         }
@@ -494,8 +549,12 @@ impl<R: Read> Reader<R> {
                 }
                 entry.chunks = (0..n).map(|_| self.digest()).collect::<Result<_, _>>()?;
             }
+            Kind::CharDevice | Kind::BlockDevice if header.rdev => {
+                entry.rdev = Some((self.u32("device major")?, self.u32("device minor")?));
+            }
             _ => {}
         }
+        let first = if flags & FLAG_HARD_LINK != 0 { Some(self.varint()?) } else { None };
         if flags & FLAG_XATTRS != 0 {
             if !header.metadata.xattr {
                 return Err(self.corrupt("extended attributes, but the header's metadata does not list xattr"));
@@ -532,6 +591,6 @@ impl<R: Read> Reader<R> {
                 Problem::Unstable(why)
             }));
         }
-        Ok(entry)
+        Ok((entry, first))
     }
 }

@@ -114,6 +114,15 @@ pub struct Entry {
     /// A directory some of whose entries the scan's excludes left out. A target directory
     /// like this is never removed whole, as rsync --delete keeps what it excluded.
     pub holds_excluded: bool,
+    /// The device number (major, minor) of a character or block device, when recorded.
+    pub rdev: Option<(u32, u32)>,
+    /// A name that shares its inode with an earlier name of the tree (a hard link): the first
+    /// name of that inode in path order. `None` for that first name itself and for every name
+    /// whose inode no earlier name in the tree shares.
+    pub hard_link: Option<RelPath>,
+    /// While scanning: the (device, inode) of a non-directory with more than one link, taken
+    /// by [`link_hard_links`] once the whole tree is known. Never written to a manifest.
+    pub(crate) inode: Option<Box<(u64, u64)>>,
 }
 
 /// Extended attributes as (name, value) pairs sorted by name.
@@ -147,6 +156,9 @@ impl Entry {
             problem: None,
             not_entered: false,
             holds_excluded: false,
+            rdev: None,
+            hard_link: None,
+            inode: None,
         }
     }
 }
@@ -234,6 +246,11 @@ pub struct Header {
     pub exclude: crate::exclude::Excludes,
     /// Whether the scan stayed on the root's filesystem (mount points recorded as empty).
     pub one_file_system: bool,
+    /// Whether hard links were recorded (`Entry::hard_link`); manifests of earlier versions
+    /// did not, so their names are not known to be separate inodes.
+    pub hard_links: bool,
+    /// Whether device numbers were recorded (`Entry::rdev`).
+    pub rdev: bool,
     /// RFC 3339 UTC times of the scan.
     pub started: String,
     pub finished: String,
@@ -282,6 +299,10 @@ pub fn subtree_end(entries: &[Entry], index: usize) -> usize {
 
 /// Domain separation for directory nodes; bump the version if the encoding below changes.
 const DIR_NODE_CONTEXT: &str = "cutover 2026-11-24 directory node v1";
+/// Kind-byte mark in a node hash: the child's device number follows its mode.
+const NODE_RDEV: u8 = 0x40;
+/// Kind-byte mark in a node hash: the child is a hard link; the first name of its inode follows.
+const NODE_HARD_LINK: u8 = 0x80;
 
 /// The node hash of a directory from its direct children in name order: for each child its
 /// name, kind, digest and permission bits. `None` when a child has no digest, so a directory
@@ -307,18 +328,34 @@ impl DirNode {
         DirNode { hasher: blake3::Hasher::new_from_context_key(&key), complete: true }
     }
 
-    /// Adds the next child, in name order.
+    /// Adds the next child, in name order. A device number and a hard link are marked in the
+    /// kind byte and follow the mode, so a tree without either hashes as it always did.
     pub fn add(&mut self, child: &Entry) {
         let Some(digest) = child.digest else {
             self.complete = false;
             return;
         };
         let name = child.path.name();
+        let mut kind = child.kind.code();
+        if child.rdev.is_some() {
+            kind |= NODE_RDEV;
+        }
+        if child.hard_link.is_some() {
+            kind |= NODE_HARD_LINK;
+        }
         self.hasher.update(&(name.len() as u64).to_le_bytes());
         self.hasher.update(name);
-        self.hasher.update(&[child.kind.code()]);
+        self.hasher.update(&[kind]);
         self.hasher.update(&digest.0);
         self.hasher.update(&child.mode.to_le_bytes());
+        if let Some((major, minor)) = child.rdev {
+            self.hasher.update(&major.to_le_bytes());
+            self.hasher.update(&minor.to_le_bytes());
+        }
+        if let Some(first) = &child.hard_link {
+            self.hasher.update(&(first.as_bytes().len() as u64).to_le_bytes());
+            self.hasher.update(first.as_bytes());
+        }
     }
 
     pub fn finish(&self) -> Option<Digest> {
@@ -382,6 +419,12 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), (RelPath, String)> {
         {
             return Err((entry.path.clone(), "chunk hashes do not merge to the file hash".into()));
         }
+        if entry.rdev.is_some() && !matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice) {
+            return Err((entry.path.clone(), format!("a device number on a {}", entry.kind)));
+        }
+        if let Some(first) = &entry.hard_link {
+            check_hard_link(entries, entry, first).map_err(|what| (entry.path.clone(), what))?;
+        }
         if entry.kind == Kind::Dir {
             open.push((entry, DirNode::new()));
         }
@@ -390,6 +433,84 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), (RelPath, String)> {
         close(top)?;
     }
     Ok(())
+}
+
+/// A hard link names an earlier entry of the same kind, not a directory, that is itself the
+/// first name of its inode.
+fn check_hard_link(entries: &[Entry], entry: &Entry, first: &RelPath) -> Result<(), String> {
+    let shown = first.display();
+    let Ok(index) = entries.binary_search_by(|e| e.path.cmp(first)) else {
+        return Err(format!("a hard link to {shown:?}, which is not in the manifest"));
+    };
+    let to = &entries[index];
+    if to.path >= entry.path {
+        return Err(format!("a hard link to {shown:?}, which is not an earlier entry"));
+    }
+    if entry.kind == Kind::Dir || to.kind != entry.kind {
+        return Err(format!("a hard link from a {} to a {} ({shown:?})", entry.kind, to.kind));
+    }
+    if to.hard_link.is_some() {
+        return Err(format!("a hard link to {shown:?}, which is itself a hard link to an earlier name"));
+    }
+    Ok(())
+}
+
+/// Groups the names a scan found sharing an inode: every name after the first of its inode
+/// (in path order) gets [`Entry::hard_link`], and the directory hashes are taken again to
+/// cover that. Only names in `entries` count: an inode's other names outside the tree do not.
+pub fn link_hard_links(entries: &mut [Entry]) {
+    let mut first: std::collections::HashMap<(u64, u64), usize> = std::collections::HashMap::new();
+    let mut linked = false;
+    for index in 0..entries.len() {
+        let Some(key) = entries[index].inode.take() else { continue };
+        match first.entry(*key) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                let leader = &entries[*slot.get()];
+                // Same inode means same kind, unless the tree changed while it was scanned.
+                if leader.kind == entries[index].kind && leader.kind != Kind::Dir {
+                    entries[index].hard_link = Some(leader.path.clone());
+                    linked = true;
+                }
+            }
+        }
+    }
+    if linked {
+        rehash_dirs(entries);
+    }
+}
+
+/// Takes every directory's node hash again from its children, deepest first, in one pass and
+/// without recursion. A directory with a problem keeps no digest.
+fn rehash_dirs(entries: &mut [Entry]) {
+    fn close(entries: &mut [Entry], open: &mut Vec<(usize, DirNode)>) {
+        let (dir, node) = open.pop().expect("called with an open directory");
+        if entries[dir].problem.is_none() {
+            entries[dir].digest = node.finish();
+        }
+        if let Some((_, parent)) = open.last_mut() {
+            parent.add(&entries[dir]);
+        }
+    }
+    let mut open: Vec<(usize, DirNode)> = Vec::new();
+    for index in 0..entries.len() {
+        while let Some((dir, _)) = open.last() {
+            if entries[index].path.is_inside(&entries[*dir].path) {
+                break;
+            }
+            close(entries, &mut open);
+        }
+        if entries[index].kind == Kind::Dir {
+            open.push((index, DirNode::new()));
+        } else if let Some((_, node)) = open.last_mut() {
+            node.add(&entries[index]);
+        }
+    }
+    while !open.is_empty() {
+        close(entries, &mut open);
+    }
 }
 
 /// The digest a symlink is compared by: the BLAKE3 hash of its target bytes.

@@ -17,11 +17,14 @@ pub struct PlanOptions {
     /// Metadata to repair where content is already equal (mtime is always set on what the plan
     /// writes, so later scans see equal files).
     pub meta: MetaSet,
+    /// Recreate character and block devices (only root can; the default is whether this
+    /// process runs as root). Otherwise they are listed as unrepairable.
+    pub devices: bool,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { delete: false, meta: MetaSet::DEFAULT }
+        PlanOptions { delete: false, meta: MetaSet::DEFAULT, devices: rustix::process::geteuid().is_root() }
     }
 }
 
@@ -32,6 +35,8 @@ pub fn build_plan(source: &Manifest, target: &Manifest, options: &PlanOptions) -
         source,
         target,
         meta: report.compared,
+        hard_links: report.hard_links,
+        devices: options.devices,
         chunk: report.chunk_size,
         removals: Vec::new(),
         creations: Vec::new(),
@@ -51,6 +56,9 @@ struct Builder<'a> {
     target: &'a Manifest,
     /// The metadata being repaired: what both sides recorded of what was asked.
     meta: MetaSet,
+    /// Hard links are repaired: both sides recorded them.
+    hard_links: bool,
+    devices: bool,
     chunk: ChunkSize,
     removals: Vec<Operation>,
     creations: Vec<Operation>,
@@ -89,14 +97,15 @@ impl Builder<'_> {
             }
             return;
         };
+        // A name the source links to an earlier one becomes another name of that inode,
+        // whatever it holds now (its content and metadata are the first name's).
+        let linked = s.hard_link.is_some() && self.hard_links;
         match change {
             Change::Missing { .. } => self.create_subtree(path),
             // Removing the target's entry only makes sense if the source's can be created.
-            Change::Type { .. } if !matches!(s.kind, Kind::File | Kind::Dir | Kind::Symlink) => {
-                self.skip(
-                    path,
-                    format!("{} entries are not recreated (compare only); the target's is left alone", s.kind),
-                );
+            Change::Type { .. } if self.not_creatable(s).is_some() => {
+                let why = self.not_creatable(s).unwrap_or_default();
+                self.skip(path, format!("{why}; the target's is left alone"));
             }
             Change::Type { .. } => {
                 if let Some(t) = t {
@@ -104,6 +113,12 @@ impl Builder<'_> {
                 }
                 self.create_subtree(path);
             }
+            Change::Trouble { side, problem } => self.skip(path, format!("{} {problem}", side.name())),
+            Change::Extra { .. } => {}
+            _ if linked => match t {
+                Some(t) => self.link(s, Some(t)),
+                None => self.skip(path, "target entry vanished while planning"),
+            },
             Change::Content { .. } => match t {
                 Some(t) => self.repair_file(s, t),
                 None => self.skip(path, "target entry vanished while planning"),
@@ -112,20 +127,49 @@ impl Builder<'_> {
                 self.symlink(s, Some(target));
                 self.touched_dirs.push(path.parent());
             }
-            Change::Metadata { changes } => {
-                let mut op = MetaOp::new(s);
-                for change in changes {
-                    match change.field() {
-                        "mode" => op.mode = Some(s.mode),
-                        "mtime" => op.mtime = Some(time(s)),
-                        "xattr" => op.xattrs = Some(Xattr::list(s.xattrs.as_deref())),
-                        _ => op.owner = Some((s.uid, s.gid)),
-                    }
+            Change::Device { .. } => {
+                if let Some(why) = self.not_creatable(s) {
+                    return self.skip(path, why);
                 }
-                self.metas.push(op.into_operation());
+                self.mknod(s, Some(s.kind));
             }
-            Change::Trouble { side, problem } => self.skip(path, format!("{} {problem}", side.name())),
-            Change::Extra { .. } => {}
+            Change::HardLink { metadata } => {
+                // Linked in the target only: the name gets an inode of its own.
+                self.creations.push(Operation::Unshare { at: OpPath::new(path), kind: s.kind });
+                self.touched_dirs.push(path.parent());
+                self.meta_fix(s, metadata);
+            }
+            Change::Metadata { changes } => self.meta_fix(s, changes),
+        }
+    }
+
+    /// A `meta` operation setting the source's value of every field in `changes`.
+    fn meta_fix(&mut self, s: &Entry, changes: &[crate::diff::MetaChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut op = MetaOp::new(s);
+        for change in changes {
+            match change.field() {
+                "mode" => op.mode = Some(s.mode),
+                "mtime" => op.mtime = Some(time(s)),
+                "xattr" => op.xattrs = Some(Xattr::list(s.xattrs.as_deref())),
+                _ => op.owner = Some((s.uid, s.gid)),
+            }
+        }
+        self.metas.push(op.into_operation());
+    }
+
+    /// Why the source entry `s` cannot be created in the target, if it cannot.
+    fn not_creatable(&self, s: &Entry) -> Option<String> {
+        match s.kind {
+            Kind::CharDevice | Kind::BlockDevice if !self.devices => {
+                Some(format!("{} entries are only created when running as root (as rsync --devices)", s.kind))
+            }
+            Kind::CharDevice | Kind::BlockDevice if s.rdev.is_none() => {
+                Some(format!("the {}'s device number was not recorded (a manifest of an earlier cutover)", s.kind))
+            }
+            _ => None,
         }
     }
 
@@ -165,9 +209,13 @@ impl Builder<'_> {
                     op.xattrs = self.meta.xattr.then(|| Xattr::list(e.xattrs.as_deref()));
                     self.metas.push(op.into_operation());
                 }
+                _ if e.hard_link.is_some() && self.hard_links => self.link(e, None),
                 Kind::File => self.copy(e, None),
                 Kind::Symlink => self.symlink(e, None),
-                other => self.skip(&e.path, format!("{other} entries are not recreated (compare only)")),
+                _ => match self.not_creatable(e) {
+                    Some(why) => self.skip(&e.path, why),
+                    None => self.mknod(e, None),
+                },
             }
         }
     }
@@ -181,6 +229,68 @@ impl Builder<'_> {
                 attrs: attrs(s, self.meta),
             });
         }
+    }
+
+    /// Makes the source's hard link `s` (to an earlier name) in the target, replacing `t`.
+    fn link(&mut self, s: &Entry, t: Option<&Entry>) {
+        let Some(first) = s.hard_link.as_ref() else { return };
+        match self.source.find(first) {
+            Some(to) if to.problem.is_none() => {}
+            _ => {
+                return self
+                    .skip(&s.path, format!("it is a hard link to {}, which could not be read", first.display()));
+            }
+        }
+        let (to, to_bytes) = bytes_text(first.as_bytes());
+        let replaces = t.map(|t| {
+            let file = t.kind == Kind::File;
+            Found { kind: t.kind, then: None, size: file.then_some(t.size), mtime: file.then(|| time(t)) }
+        });
+        self.creations.push(Operation::Link {
+            at: OpPath::new(&s.path),
+            to,
+            to_bytes,
+            kind: s.kind,
+            size: (s.kind == Kind::File).then_some(s.size),
+            replaces,
+        });
+        self.touched_dirs.push(s.path.parent());
+    }
+
+    /// Creates the FIFO, socket or device `s`, replacing a node of kind `replaces`.
+    fn mknod(&mut self, s: &Entry, replaces: Option<Kind>) {
+        self.creations.push(Operation::Mknod {
+            at: OpPath::new(&s.path),
+            kind: s.kind,
+            rdev: s.rdev,
+            replaces,
+            attrs: attrs(s, self.meta),
+        });
+        self.touched_dirs.push(s.path.parent());
+    }
+
+    /// Every name the source links to a first name that some operation changes gets a `link`
+    /// too, even where it is linked right now: the first name may get a new inode (a copy, or
+    /// an inode of its own before a write it must not share with names outside the plan).
+    fn relink_followers(&mut self) {
+        if !self.hard_links {
+            return;
+        }
+        let mut acted: std::collections::HashSet<RelPath> =
+            self.creations.iter().chain(&self.metas).filter_map(|op| op.at().rel().ok()).collect();
+        let source = self.source;
+        for s in source.entries.iter().filter(|e| e.hard_link.is_some() && e.problem.is_none()) {
+            let first = s.hard_link.as_ref().expect("filtered");
+            if !acted.contains(first) || acted.contains(&s.path) {
+                continue;
+            }
+            if let Some(t) = self.target.find(&s.path).filter(|t| t.kind == s.kind && t.problem.is_none()) {
+                self.link(s, Some(t));
+                acted.insert(s.path.clone());
+            }
+        }
+        // Added out of order: creations run in path order.
+        self.creations.sort_by_cached_key(|op| op.at().rel().ok());
     }
 
     fn symlink(&mut self, s: &Entry, replaces: Option<&[u8]>) {
@@ -231,6 +341,7 @@ impl Builder<'_> {
     }
 
     fn finish(mut self, report: &Report, options: &PlanOptions) -> Plan {
+        self.relink_followers();
         // Writing into a directory changes its mtime: restore the source's, children first.
         self.touched_dirs.sort();
         self.touched_dirs.dedup();

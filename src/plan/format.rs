@@ -107,6 +107,13 @@ fn validate(plan: &Plan, file: &str) -> Result<(), PlanError> {
                 ));
             }
         }
+        if let Operation::Link { to, to_bytes, .. } = op {
+            // The first name of the inode: inside the target and made before this name.
+            let to = RelPath::from_report(to, to_bytes.as_deref()).map_err(|why| bad(format!("to: {why}")))?;
+            if to.is_root() || to >= rel {
+                return Err(bad("to: a hard link must name an earlier path of the target".into()));
+            }
+        }
         previous = Some((phase, rel));
         if let Operation::Patch { source, chunks, .. } = op {
             let count = chunk.chunks_in(source.size);

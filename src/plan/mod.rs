@@ -323,6 +323,46 @@ pub enum Operation {
         replaces_bytes: Option<String>,
         attrs: Attrs,
     },
+    /// Make `path` another name of the inode at `to` (a hard link, as `rsync -H` makes it),
+    /// replacing what is there.
+    Link {
+        #[serde(flatten)]
+        at: OpPath,
+        /// The first name of the inode, which the plan has already made right.
+        to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_bytes: Option<String>,
+        /// The kind of `to`, and for a regular file the size it must have.
+        #[serde(rename = "type")]
+        kind: Kind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        /// What is at `path` now (absent: nothing).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<Found>,
+    },
+    /// Create a FIFO, socket or device node (under a temporary name, renamed over `path`).
+    Mknod {
+        #[serde(flatten)]
+        at: OpPath,
+        #[serde(rename = "type")]
+        kind: Kind,
+        /// `[major, minor]` of a character or block device.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rdev: Option<(u32, u32)>,
+        /// The kind of node it replaces (a device with other numbers); absent: nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<Kind>,
+        attrs: Attrs,
+    },
+    /// Give the entry at `path` an inode of its own: the source does not link it to any
+    /// other name the target links it to.
+    Unshare {
+        #[serde(flatten)]
+        at: OpPath,
+        #[serde(rename = "type")]
+        kind: Kind,
+    },
     /// Set metadata on an entry whose content is already right.
     Meta {
         #[serde(flatten)]
@@ -349,6 +389,9 @@ impl Operation {
             | Operation::Copy { at, .. }
             | Operation::Patch { at, .. }
             | Operation::Symlink { at, .. }
+            | Operation::Link { at, .. }
+            | Operation::Mknod { at, .. }
+            | Operation::Unshare { at, .. }
             | Operation::Meta { at, .. } => at,
         }
     }
@@ -360,6 +403,9 @@ impl Operation {
             Operation::Copy { .. } => "copy",
             Operation::Patch { .. } => "patch",
             Operation::Symlink { .. } => "symlink",
+            Operation::Link { .. } => "link",
+            Operation::Mknod { .. } => "mknod",
+            Operation::Unshare { .. } => "unshare",
             Operation::Meta { .. } => "meta",
         }
     }

@@ -79,7 +79,8 @@ pub fn scan_with_progress(root: &Path, options: &ScanOptions, progress: &dyn Pro
     let started = crate::time::now_rfc3339();
     let (fd, entry) = open_root(root)?;
     let walker = walk::Walker::new(options, progress);
-    let entries = walker.walk_dir(fd, entry);
+    let mut entries = walker.walk_dir(fd, entry);
+    crate::manifest::link_hard_links(&mut entries);
     Ok(Manifest { header: header(root, options, started), entries })
 }
 
@@ -96,7 +97,10 @@ pub fn scan_pair(
     let (source_fd, source_entry) = open_root(source)?;
     let (target_fd, target_entry) = open_root(target)?;
     let walker = walk::Walker::new(options, progress);
-    let [source_entries, target_entries] = walker.walk_pair([source_fd, target_fd], [source_entry, target_entry]);
+    let [mut source_entries, mut target_entries] =
+        walker.walk_pair([source_fd, target_fd], [source_entry, target_entry]);
+    crate::manifest::link_hard_links(&mut source_entries);
+    crate::manifest::link_hard_links(&mut target_entries);
     Ok((
         Manifest { header: header(source, options, started.clone()), entries: source_entries },
         Manifest { header: header(target, options, started), entries: target_entries },
@@ -125,6 +129,8 @@ fn header(root: &Path, options: &ScanOptions, started: String) -> Header {
         root: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()).display().to_string(),
         exclude: options.exclude.clone(),
         one_file_system: options.one_file_system,
+        hard_links: true,
+        rdev: true,
         started,
         finished: crate::time::now_rfc3339(),
     }

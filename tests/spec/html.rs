@@ -12,12 +12,13 @@ use serde_json::Value;
 use crate::support::{Tree, cutover, diff_json, noise, run_with_timeout};
 
 /// Kinds as the page's counts table names them, with the JSON summary field each adds to.
-const KINDS: [(&str, &str); 7] = [
+const KINDS: [(&str, &str); 8] = [
     ("missing", "missing"),
     ("extra", "extra"),
     ("content", "content"),
     ("type", "type"),
     ("metadata", "metadata"),
+    ("hardlink", "hardlink"),
     ("unreadable", "trouble"),
     ("unstable", "trouble"),
 ];
