@@ -5,6 +5,8 @@ Usage: python3 manifest_reader.py FILE
 
 Prints one line per entry:
     KIND<TAB>SIZE<TAB>MODE_OCTAL<TAB>DIGEST_HEX_OR_-<TAB>PATH
+followed, for a device whose number is recorded, by <TAB>rdev=MAJOR:MINOR and, for a
+hard link, by <TAB>link=FIRST_PATH (escaped as PATH is);
 then `root <hex>` (or `root -` when the root has no digest). Exit 0 if the
 manifest verifies, exit 2 with a message on stderr naming the problem if not.
 
@@ -29,8 +31,10 @@ DIR_CONTEXT = "cutover 2026-11-24 directory node v1"
 MAX_LEN = 65536
 KIND_NAMES = ["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"]
 F_DIGEST, F_UNREADABLE, F_UNSTABLE, F_XATTRS, F_NOT_ENTERED, F_HOLDS_EXCLUDED = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+F_HARD_LINK = 0x40
+NODE_RDEV, NODE_HARD_LINK = 0x40, 0x80
 ZERO32 = bytes(32)
-METADATA_NAMES = {"mode", "mtime", "owner", "xattr"}
+METADATA_NAMES = {"mode", "mtime", "owner", "xattr", "hardlinks", "rdev"}
 
 
 class ManifestError(Exception):
@@ -124,7 +128,7 @@ def check_path_safe(r, path, at):
 
 class Entry:
     __slots__ = ("path", "kind", "flags", "size", "mode", "mtime_sec", "mtime_nsec",
-                 "uid", "gid", "digest", "cvs", "target", "xattrs", "msg")
+                 "uid", "gid", "digest", "cvs", "target", "xattrs", "msg", "rdev", "first")
 
 
 # ---------------------------------------------------------------- the reader
@@ -238,6 +242,8 @@ def read_manifest(data):
             raise r.corrupt("a not-entered mark on anything but a directory of a one-file-system scan")
         if e.flags & F_HOLDS_EXCLUDED and (e.kind != 1 or not exclude):
             raise r.corrupt("an excluded-entries mark on anything but a directory of a scan with excludes")
+        if e.flags & F_HARD_LINK and (e.kind == 1 or "hardlinks" not in metadata):
+            raise r.corrupt("a hard-link mark on a directory, or in a manifest whose header does not list hardlinks")
         e.digest = r.take(32) if e.flags & F_DIGEST else None
         e.cvs = []
         e.target = None
@@ -253,6 +259,21 @@ def read_manifest(data):
             if tl > MAX_LEN:
                 raise r.corrupt("symlink target of %d bytes is implausibly long" % tl)
             e.target = r.take(tl)
+        e.rdev = None
+        if e.kind in (5, 6) and "rdev" in metadata:
+            major = r.varint()
+            if major >> 32:
+                raise r.corrupt("device major %d does not fit in 32 bits" % major)
+            minor = r.varint()
+            if minor >> 32:
+                raise r.corrupt("device minor %d does not fit in 32 bits" % minor)
+            e.rdev = (major, minor)
+        e.first = None
+        if e.flags & F_HARD_LINK:
+            index = r.varint()
+            if index >= len(entries):
+                raise r.corrupt("a hard link to entry %d, not an earlier one" % index)
+            e.first = entries[index]
         e.xattrs = []
         if e.flags & F_XATTRS:
             if "xattr" not in metadata:
@@ -343,6 +364,13 @@ def read_manifest(data):
             raise inconsistent(e, "symlink digest is not BLAKE3 of its target")
         if e.kind >= 3 and e.digest is not None and e.digest != ZERO32:
             raise inconsistent(e, "special file digest is not 32 zero bytes")
+        if e.first is not None:
+            # The record names an earlier entry by index: same kind, and itself no hard link.
+            if e.first.kind != e.kind:
+                raise inconsistent(e, "a hard link from a %s to a %s" % (KIND_NAMES[e.kind], KIND_NAMES[e.first.kind]))
+            if e.first.first is not None:
+                raise inconsistent(e, "a hard link to %s, which is itself a hard link to an earlier name"
+                                   % qpath(e.first.path))
     # directory hashes, deepest first is unnecessary: each check uses stored child digests
     computed_root = None
     for e in entries:
@@ -355,8 +383,13 @@ def read_manifest(data):
             node = b""
             for k in kids:
                 name = k.path.rpartition(b"/")[2]
-                node += (struct.pack("<Q", len(name)) + name + bytes([k.kind]) + k.digest
+                kind = k.kind | (NODE_RDEV if k.rdev is not None else 0) | (NODE_HARD_LINK if k.first else 0)
+                node += (struct.pack("<Q", len(name)) + name + bytes([kind]) + k.digest
                          + struct.pack("<I", k.mode))  # stored mode as is (u32)
+                if k.rdev is not None:
+                    node += struct.pack("<II", k.rdev[0], k.rdev[1])
+                if k.first is not None:
+                    node += struct.pack("<Q", len(k.first.path)) + k.first.path
             expect = derive_key(DIR_CONTEXT, node)
         if e.path == b"":
             computed_root = expect
@@ -385,9 +418,14 @@ def main(argv):
         return 2
     out = []
     for e in entries:
-        out.append("%s\t%d\t%04o\t%s\t%s" % (KIND_NAMES[e.kind], e.size, e.mode,
-                                            e.digest.hex() if e.digest is not None else "-",
-                                            show_path(e.path)))
+        line = "%s\t%d\t%04o\t%s\t%s" % (KIND_NAMES[e.kind], e.size, e.mode,
+                                          e.digest.hex() if e.digest is not None else "-",
+                                          show_path(e.path))
+        if e.rdev is not None:
+            line += "\trdev=%d:%d" % e.rdev
+        if e.first is not None:
+            line += "\tlink=%s" % show_path(e.first.path)
+        out.append(line)
     out.append("root %s" % (computed_root.hex() if computed_root is not None else "-"))
     sys.stdout.write("\n".join(out) + "\n")
     return 0

@@ -286,7 +286,7 @@ def read_plan(data):
             if typ not in KINDS:
                 fail("%s: expect.type %r is not a kind" % (where, typ))
             then = e.get("then", "str", required=False)
-            if then is not None and then not in ("dir", "file", "symlink"):
+            if then is not None and then not in KINDS:
                 fail("%s: expect.then %r is not a kind an operation creates" % (where, then))
             if then == typ:
                 fail("%s: expect.then equals expect.type" % where)
@@ -355,6 +355,47 @@ def read_plan(data):
             elif o.get("replaces_bytes", "b64", required=False) is not None:
                 fail("%s: `replaces_bytes` without `replaces`" % where)
             attrs_obj(o, where)
+        elif op == "link":
+            typ = o.get("type", "str")
+            if typ not in KINDS or typ == "dir":
+                fail("%s: type %r is not a kind that can be hard-linked" % (where, typ))
+            to = text_and_bytes(o, "to", "to_bytes", where)
+            check_path_safe(to, where)
+            if not to or not order_key(to) < order_key(path):
+                fail("%s: `to` must be an earlier path" % where)
+            size = o.get("size", "u64", required=False)
+            if (size is None) != (typ != "file"):
+                fail("%s: `size` is given for a file and only for a file" % where)
+            r = o.get("replaces", "obj", required=False)
+            if r is not None:
+                rt = r.get("type", "str")
+                if rt not in KINDS or rt == "dir":
+                    fail("%s: replaces.type %r cannot be replaced by a link" % (where, rt))
+                rs = r.get("size", "u64", required=False)
+                rm = mtime_obj(r, "mtime", r.where, required=False)
+                if (rs is None or rm is None) != (rt != "file"):
+                    fail("%s: replaces.size/mtime are given for a file and only for a file" % where)
+                r.no_unknown()
+            info["kind"] = typ
+        elif op == "mknod":
+            typ = o.get("type", "str")
+            if typ not in ("fifo", "socket", "chardevice", "blockdevice"):
+                fail("%s: type %r is not a special file kind" % (where, typ))
+            rdev = o.get("rdev", "list", required=False)
+            device = typ in ("chardevice", "blockdevice")
+            if (rdev is not None) != device:
+                fail("%s: `rdev` is given for a device and only for a device" % where)
+            if rdev is not None and (len(rdev) != 2 or not all(is_int(x) and 0 <= x < (1 << 32) for x in rdev)):
+                fail("%s: rdev must be [major, minor]" % where)
+            rt = o.get("replaces", "str", required=False)
+            if rt is not None and rt not in ("fifo", "socket", "chardevice", "blockdevice"):
+                fail("%s: replaces %r is not a special file kind" % (where, rt))
+            attrs_obj(o, where)
+            info["kind"] = typ
+        elif op == "unshare":
+            typ = o.get("type", "str")
+            if typ not in KINDS or typ == "dir":
+                fail("%s: type %r has no hard links" % (where, typ))
         elif op == "meta":
             typ = o.get("type", "str")
             if typ not in KINDS:
@@ -381,7 +422,7 @@ def read_plan(data):
     for i, (op, path, o, info) in enumerate(ops):
         ph = 0 if op == "remove" else 2 if op == "meta" else 1
         if ph < phase:
-            fail("%s: out of order (removes, then mkdir/copy/patch/symlink, then meta)" % o.where)
+            fail("%s: out of order (removes, then mkdir/copy/patch/symlink/link/mknod/unshare, then meta)" % o.where)
         if ph != phase:
             phase, prev = ph, None
         k = order_key(path)
@@ -394,11 +435,12 @@ def read_plan(data):
     removed = {path for op, path, o, info in ops if op == "remove"}
     if len(removed) != sum(1 for op, *_ in ops if op == "remove"):
         fail("plan: a path is removed twice")
-    created = {path: op for op, path, o, info in ops if op in CREATES}
+    created = {path: CREATES.get(op) or info.get("kind") for op, path, o, info in ops
+               if op in CREATES or op in ("link", "mknod")}
     for op, path, o, info in ops:
         if op == "remove":
             then = info["then"]
-            if then is not None and CREATES.get(created.get(path)) != then:
+            if then is not None and created.get(path) != then:
                 fail("%s: expect.then is %r but no later operation creates that at this path" % (o.where, then))
             if any(path.startswith(r + b"/") for r in removed):
                 fail("%s: lies inside another removed directory" % o.where)

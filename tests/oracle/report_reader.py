@@ -24,8 +24,11 @@ from strict_json import MODE, Bad, Fields, fail, loads  # noqa: E402
 MTIME = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{9})Z\Z")
 OWNER = re.compile(r"\A(\d+):(\d+)\Z")
 KINDS = ("file", "dir", "symlink", "fifo", "socket", "chardevice", "blockdevice")
-DIFF_KINDS = ("missing", "extra", "content", "type", "metadata", "unreadable", "unstable")
+DIFF_KINDS = ("missing", "extra", "content", "type", "metadata", "hardlink", "unreadable", "unstable")
 META_FIELDS = ("mode", "mtime", "owner", "xattr")
+# Also in `compared` when both sides recorded them; never metadata fields.
+COMPARED_EXTRA = ("hardlinks", "rdev")
+RDEV = re.compile(r"\A(\d+):(\d+)\Z")
 
 
 class Obj(Fields):
@@ -182,6 +185,28 @@ def check_ranges(o, C):
     return sum(ln for off, ln in got)
 
 
+def check_hardlink(o, where, compared, required):
+    """The `hardlink` member: on each side the first name sharing the inode, or null."""
+    if not o.has("hardlink"):
+        if required:
+            fail("%s: a hardlink difference without `hardlink`" % where)
+        return
+    if "hardlinks" not in compared:
+        fail("%s: hard links differ but `hardlinks` is not in `compared`" % where)
+    h = o.get("hardlink", "obj")
+    sides = []
+    for side in ("source", "target"):
+        if h.get(side, "str", nullable=True) is None:
+            if h.has(side + "_bytes"):
+                fail("%s: `%s_bytes` without a %s name" % (where, side, side))
+            sides.append(None)
+        else:
+            sides.append(exact_bytes(h, side, side + "_bytes"))
+    h.done()
+    if sides[0] == sides[1]:
+        fail("%s: the hard links are equal on both sides" % where)
+
+
 def check_difference(d, where, compared, C, jsonl):
     o = Obj(d, where)
     kind = o.get("kind", "str")
@@ -215,10 +240,19 @@ def check_difference(d, where, compared, C, jsonl):
             fail("%s: bytes without files" % where)
         info["bytes"] = byts
     elif kind == "content":
-        if "type" in o.d:
+        if "type" in o.d and o.d["type"] in ("chardevice", "blockdevice"):
+            o.get("type", "str")
+            if "rdev" not in compared:
+                fail("%s: device numbers differ but `rdev` is not in `compared`" % where)
+            r = o.get("rdev", "obj")
+            a, b = r.get("source", "str"), r.get("target", "str")
+            r.done()
+            if not RDEV.match(a) or not RDEV.match(b) or a == b:
+                fail("%s: rdev %r / %r must be two different MAJOR:MINOR" % (where, a, b))
+        elif "type" in o.d:
             t = o.get("type", "str")
             if t != "symlink":
-                fail("%s: content `type` must be \"symlink\", found %r" % (where, t))
+                fail("%s: content `type` must be \"symlink\" or a device, found %r" % (where, t))
             link = o.get("link", "obj")
             a = exact_bytes(link, "source", "source_bytes")
             b = exact_bytes(link, "target", "target_bytes")
@@ -227,6 +261,11 @@ def check_difference(d, where, compared, C, jsonl):
                 fail("%s: the link targets are equal" % where)
         else:
             info["div"] = check_ranges(o, C)
+        if o.has("metadata"):
+            check_metadata(o, compared)
+        check_hardlink(o, where, compared, False)
+    elif kind == "hardlink":
+        check_hardlink(o, where, compared, True)
         if o.has("metadata"):
             check_metadata(o, compared)
     elif kind == "type":
@@ -300,10 +339,10 @@ def check_report(top, diffs, jsonl):
     if C != max(sc, tc):
         fail("chunk_size %d is not the larger of the sides' %d and %d" % (C, sc, tc))
     compared = t.get("compared", "list")
-    if not all(c in META_FIELDS for c in compared) or len(set(compared)) != len(compared):
-        fail("compared: %r is not a set of mode, mtime, owner, xattr" % (compared,))
+    if not all(c in META_FIELDS + COMPARED_EXTRA for c in compared) or len(set(compared)) != len(compared):
+        fail("compared: %r is not a set of mode, mtime, owner, xattr, hardlinks, rdev" % (compared,))
     s = t.get("summary", "obj")
-    counts = {k: s.get(k, "u64") for k in ("missing", "extra", "content", "type", "metadata", "trouble",
+    counts = {k: s.get(k, "u64") for k in ("missing", "extra", "content", "type", "metadata", "hardlink", "trouble",
                                              "divergent_bytes", "missing_bytes", "extra_bytes")}
     s.done()
     if not jsonl:
