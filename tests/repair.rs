@@ -1092,12 +1092,25 @@ fn a_target_inside_the_source_is_refused_and_nothing_is_written() {
     assert_unchanged(&before, source.path(), "the source");
 }
 
+/// A character device at `rel` in `tree`, owned by user nobody like the rest of the tree, for a
+/// run as nobody: only root can create devices, so such a run cannot repair it.
+fn device_nobody_cannot_create(tree: &Tree, rel: &str) {
+    let mode = rustix::fs::Mode::from_raw_mode(0o644);
+    rustix::fs::mknodat(rustix::fs::CWD, &tree.at(rel), rustix::fs::FileType::CharacterDevice, mode, 0x103)
+        .unwrap_or_else(|e| panic!("mknod {rel}: {e}"));
+}
+
 #[test]
 fn a_type_change_the_plan_cannot_recreate_leaves_the_target_alone() {
+    let Some(nobody) = support::Unprivileged::new() else { return };
     let (source, target) = (Tree::new(), Tree::new());
-    source.fifo("x").file("f", "new");
+    device_nobody_cannot_create(&source, "x");
+    source.file("f", "new");
     target.file("x/important", "data").file("f", "old");
-    let run = cutover(["repair"]).arg(source.path()).arg(target.path()).run().expect_code(2);
+    for tree in [&source, &target] {
+        run_tool(Command::new("chown").arg("-R").arg("65534:65534").arg(tree.path()), "chown");
+    }
+    let run = nobody.cutover(["repair"]).arg(source.path()).arg(target.path()).run().expect_code(2);
     assert!(run.stdout_text().contains("cannot repair x"), "{}", run.stdout_text());
     assert_holds(&target.at("x/important"), b"data", "nothing replaces it, so nothing removes it");
     assert_holds(&target.at("f"), b"new", "the rest is repaired");
@@ -1179,10 +1192,15 @@ fn a_read_only_file_patched_earlier_is_already_done_on_the_next_run() {
 
 #[test]
 fn repair_dry_run_says_trouble_and_honours_max_delete_like_plan() {
+    let Some(nobody) = support::Unprivileged::new() else { return };
     let (source, target) = (Tree::new(), Tree::new());
-    source.fifo("x").file("a", "a");
+    device_nobody_cannot_create(&source, "x");
+    source.file("a", "a");
     target.dir("x").file("a", "a").file("e1", "1").file("e2", "2");
-    cutover(["repair", "--dry-run"]).arg(source.path()).arg(target.path()).run().expect_code(2);
+    for tree in [&source, &target] {
+        run_tool(Command::new("chown").arg("-R").arg("65534:65534").arg(tree.path()), "chown");
+    }
+    nobody.cutover(["repair", "--dry-run"]).arg(source.path()).arg(target.path()).run().expect_code(2);
     let run = cutover(["repair", "--dry-run", "--delete", "--max-delete", "1"])
         .arg(source.path())
         .arg(target.path())

@@ -469,7 +469,7 @@ impl Run<'_, '_> {
         if holds {
             return Ok(Outcome::AlreadyDone);
         }
-        if kind == Kind::File {
+        if kind != Kind::Dir {
             self.unshare(path)?;
         }
         if let Some((uid, gid)) = owner {
@@ -488,7 +488,7 @@ impl Run<'_, '_> {
     }
 
     fn set_attrs(&mut self, path: &RelPath, kind: NodeKind, attrs: &Attrs) -> Step<()> {
-        if kind == NodeKind::File {
+        if kind != NodeKind::Dir {
             self.unshare(path)?;
         }
         self.set_attrs_at(path.as_bytes(), kind, attrs)
@@ -629,6 +629,7 @@ impl Run<'_, '_> {
                 }
             }
         }
+        self.journal.will_make_temps_in(path.parent().as_bytes()).map_err(Outcome::Failed)?;
         let tmp = self.root.link_temp(to.as_bytes(), path.as_bytes()).map_err(failed)?;
         self.place(&tmp, path)?;
         match self.root.identity(path.as_bytes()).map_err(failed)? {
@@ -667,8 +668,7 @@ impl Run<'_, '_> {
         let device = matches!(kind, Kind::CharDevice | Kind::BlockDevice);
         match self.root.identity(path.as_bytes()).map_err(failed)? {
             Some(now) if now.kind == kind && (!device || now.rdev == rdev) => {
-                self.unshare(path)?;
-                self.set_attrs_at(path.as_bytes(), NodeKind::Other, attrs)?;
+                self.set_attrs(path, NodeKind::Other, attrs)?;
                 return Ok(Outcome::AlreadyDone);
             }
             None if replaces.is_none() => {}
@@ -676,6 +676,7 @@ impl Run<'_, '_> {
             Some(now) if Some(now.kind) == replaces => {}
             Some(now) => return Err(Outcome::Skipped(format!("a {} is in the way", now.kind))),
         }
+        self.journal.will_make_temps_in(path.parent().as_bytes()).map_err(Outcome::Failed)?;
         let tmp = self.root.mknod_temp(path.as_bytes(), kind, attrs.mode, rdev).map_err(failed)?;
         if let Err(outcome) = self.set_attrs_at(&tmp, NodeKind::Other, attrs) {
             let _ = self.root.remove_file(&tmp);
@@ -709,6 +710,7 @@ impl Run<'_, '_> {
         let (Some(before), Some(id)) = (self.stat(path)?, self.root.identity(rel).map_err(failed)?) else {
             return Ok(());
         };
+        self.journal.will_make_temps_in(path.parent().as_bytes()).map_err(Outcome::Failed)?;
         let tmp = if id.kind == Kind::Symlink {
             let text = self.root.read_link(rel).map_err(failed)?;
             self.root.symlink_temp(&text, rel).map_err(failed)?

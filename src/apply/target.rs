@@ -614,7 +614,7 @@ impl TargetRoot {
         Err(io_err(rel, "create temp symlink for", Errno::EXIST))
     }
 
-    /// Removes leftover temporary files and symlinks in the directory `dir` (empty for the
+    /// Removes leftover temporary files, symlinks and special files in the directory `dir` (empty for the
     /// root) whose names carry one of `nonces` (runs recorded in a journal, whose writer is
     /// gone); returns how many. Anything else, including a directory with such a name, is left
     /// alone. A missing directory has none.
@@ -634,7 +634,9 @@ impl TargetRoot {
         }
         let mut removed = 0;
         for path in &leftovers {
-            if matches!(self.stat(path)?.map(|st| st.kind), Some(NodeKind::File | NodeKind::Symlink)) {
+            // Made for a copy, a symlink, a hard link or a special file: never a directory.
+            if matches!(self.stat(path)?.map(|st| st.kind), Some(NodeKind::File | NodeKind::Symlink | NodeKind::Other))
+            {
                 self.remove_file(path)?;
                 removed += 1;
             }

@@ -300,7 +300,7 @@ fn a_permission_change_is_a_metadata_difference_by_default_and_hidden_by_meta_no
     let target = source.copy();
     target.mode("script", 0o644).mode("d", 0o700);
     let report = diff_json(source.path(), target.path(), &[]).expect_code(1).report();
-    assert_eq!(report.0["compared"], json!(["mode"]));
+    assert_eq!(report.0["compared"], json!(["mode", "hardlinks", "rdev"]));
     assert_eq!(
         report.differences(),
         [
@@ -309,7 +309,7 @@ fn a_permission_change_is_a_metadata_difference_by_default_and_hidden_by_meta_no
         ]
     );
     let hidden = diff_json(source.path(), target.path(), &["--meta", "none"]).expect_code(0).report();
-    assert_eq!(hidden.0["compared"], json!([]));
+    assert_eq!(hidden.0["compared"], json!(["hardlinks", "rdev"]), "not metadata: always compared");
     assert_eq!(hidden.0["identical"], true);
 }
 
@@ -334,7 +334,7 @@ fn meta_mtime_finds_a_changed_modification_time_that_the_default_ignores() {
     target.mtime("f", 1_700_000_000, 250_000_000);
     diff_json(source.path(), target.path(), &[]).expect_code(0);
     let report = diff_json(source.path(), target.path(), &["--meta", "mtime"]).expect_code(1).report();
-    assert_eq!(report.0["compared"], json!(["mtime"]));
+    assert_eq!(report.0["compared"], json!(["mtime", "hardlinks", "rdev"]));
     let d = report.at("f");
     assert_eq!(d["kind"], "metadata");
     assert_eq!(d["fields"], json!(["mtime"]));

@@ -28,10 +28,10 @@ fn json_reports_carry_both_sides_the_summary_and_every_difference() {
     assert_eq!(doc["source"]["chunk_size"], 1 << 20);
     assert!(doc["source"]["hash"].as_str().is_some_and(|h| h.len() == 64));
     assert_ne!(doc["source"]["hash"], doc["target"]["hash"]);
-    assert_eq!(doc["compared"], json!(["mode"]));
+    assert_eq!(doc["compared"], json!(["mode", "hardlinks", "rdev"]));
     assert_eq!(
         doc["summary"],
-        json!({"missing": 2, "extra": 1, "content": 1, "type": 1, "metadata": 1, "trouble": 0,
+        json!({"missing": 2, "extra": 1, "content": 1, "type": 1, "metadata": 1, "hardlink": 0, "trouble": 0,
                "divergent_bytes": 4, "missing_bytes": 5, "extra_bytes": 3})
     );
     let kinds: Vec<(&str, &str)> = doc["differences"]
