@@ -410,6 +410,22 @@ fn manifests_and_plans_with_devices_and_links_read_back_and_pass_the_independent
         assert!(read.stdout_text().lines().any(|l| l.ends_with("\tc\trdev=1:7")), "{}", read.stdout_text());
     }
     cutover(["diff"]).arg(&m).arg(source.path()).run().expect_code(0);
+    // Reports of hard-link and device differences, read by the report reader from the docs.
+    let other = Tree::new();
+    other.file("a", "x").file("b", "y").fifo("p");
+    if running_as_root() {
+        mknod(&other, "c", rustix::fs::FileType::CharacterDevice, 1, 8);
+    }
+    for (format, flag) in [("json", None), ("jsonl", Some("--jsonl"))] {
+        let run = cutover(["diff", "--format", format]).arg(&m).arg(other.path()).run().expect_code(1);
+        let file = work.at(&format!("report.{format}"));
+        std::fs::write(&file, &run.stdout).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/report_reader.py");
+        let mut command = Command::new("python3");
+        command.arg(script).args(flag).arg(&file);
+        let read = support::run_with_timeout(command, Vec::new(), std::time::Duration::from_secs(60));
+        assert_eq!(read.code(), 0, "{}{}", read.stdout_text(), read.stderr);
+    }
     let p = work.at("plan.json");
     cutover(["plan", "-o"]).arg(&p).arg(&m).arg(target.path()).run().expect_code(1);
     let read = oracle("plan_reader.py", &p);

@@ -1096,7 +1096,7 @@ fn a_target_inside_the_source_is_refused_and_nothing_is_written() {
 /// run as nobody: only root can create devices, so such a run cannot repair it.
 fn device_nobody_cannot_create(tree: &Tree, rel: &str) {
     let mode = rustix::fs::Mode::from_raw_mode(0o644);
-    rustix::fs::mknodat(rustix::fs::CWD, &tree.at(rel), rustix::fs::FileType::CharacterDevice, mode, 0x103)
+    rustix::fs::mknodat(rustix::fs::CWD, tree.at(rel), rustix::fs::FileType::CharacterDevice, mode, 0x103)
         .unwrap_or_else(|e| panic!("mknod {rel}: {e}"));
 }
 
