@@ -174,8 +174,8 @@ impl Merge<'_> {
         // A target directory not entered is another filesystem's root: never a thing to change.
         let metadata = if s.path.is_root() || t.not_entered { Vec::new() } else { self.meta_changes(s, t) };
         let content_equal = s.digest == t.digest;
-        let hard_link = (self.hard_links && s.hard_link != t.hard_link)
-            .then(|| HardLinkChange { source: s.hard_link.clone(), target: t.hard_link.clone() });
+        let hard_link = (self.hard_links && s.hard_link() != t.hard_link())
+            .then(|| HardLinkChange { source: s.hard_link().cloned(), target: t.hard_link().cloned() });
         let change = match s.kind {
             Kind::File if !content_equal => {
                 let ranges =
@@ -186,8 +186,8 @@ impl Merge<'_> {
                 let link = |e: &Entry| e.link.clone().unwrap_or_default();
                 Some(Change::LinkTarget { source: link(s), target: link(t), metadata })
             }
-            Kind::CharDevice | Kind::BlockDevice if self.rdev && s.rdev != t.rdev => {
-                let (source, target) = (s.rdev.unwrap_or_default(), t.rdev.unwrap_or_default());
+            Kind::CharDevice | Kind::BlockDevice if self.rdev && s.rdev() != t.rdev() => {
+                let (source, target) = (s.rdev().unwrap_or_default(), t.rdev().unwrap_or_default());
                 Some(Change::Device { kind: s.kind, source, target, metadata })
             }
             _ if hard_link.is_some() => Some(Change::HardLink { metadata }),

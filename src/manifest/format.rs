@@ -95,12 +95,12 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
     let mut record = Vec::with_capacity(256);
     for entry in &manifest.entries {
         record.clear();
-        let first =
-            entry.hard_link.as_ref().filter(|_| manifest.header.hard_links).and_then(|first| {
-                manifest.entries.binary_search_by(|e| e.path.cmp(first)).ok().map(|index| index as u64)
-            });
+        let first = entry
+            .hard_link()
+            .filter(|_| manifest.header.hard_links)
+            .and_then(|first| manifest.entries.binary_search_by(|e| e.path.cmp(first)).ok().map(|index| index as u64));
         let rdev = matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice)
-            .then_some(entry.rdev.unwrap_or_default())
+            .then_some(entry.rdev().unwrap_or_default())
             .filter(|_| manifest.header.rdev);
         encode_entry(&mut record, entry, previous, first, rdev);
         out.write_all(&record)?;
@@ -373,7 +373,7 @@ impl<R: Read> Reader<R> {
                             return Err(self.corrupt(format!("a hard link to entry {first}, not an earlier one")));
                         };
                         let to: &Entry = to;
-                        entry.hard_link = Some(to.path.clone());
+                        entry.set_hard_link(to.path.clone());
                     }
                     if let Some(last) = entries.last() {
                         let last: &Entry = last;
@@ -550,7 +550,8 @@ impl<R: Read> Reader<R> {
                 entry.chunks = (0..n).map(|_| self.digest()).collect::<Result<_, _>>()?;
             }
             Kind::CharDevice | Kind::BlockDevice if header.rdev => {
-                entry.rdev = Some((self.u32("device major")?, self.u32("device minor")?));
+                let rdev = (self.u32("device major")?, self.u32("device minor")?);
+                entry.set_rdev(rdev);
             }
             _ => {}
         }

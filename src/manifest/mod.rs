@@ -114,6 +114,14 @@ pub struct Entry {
     /// A directory some of whose entries the scan's excludes left out. A target directory
     /// like this is never removed whole, as rsync --delete keeps what it excluded.
     pub holds_excluded: bool,
+    /// A device number or a hard link, which few entries have: boxed, so the others pay one
+    /// pointer. Read them with [`Entry::rdev`] and [`Entry::hard_link`].
+    pub inode: Option<Box<InodeInfo>>,
+}
+
+/// What only some entries have.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InodeInfo {
     /// The device number (major, minor) of a character or block device, when recorded.
     pub rdev: Option<(u32, u32)>,
     /// A name that shares its inode with an earlier name of the tree (a hard link): the first
@@ -122,7 +130,7 @@ pub struct Entry {
     pub hard_link: Option<RelPath>,
     /// While scanning: the (device, inode) of a non-directory with more than one link, taken
     /// by [`link_hard_links`] once the whole tree is known. Never written to a manifest.
-    pub(crate) inode: Option<Box<(u64, u64)>>,
+    pub(crate) key: Option<(u64, u64)>,
 }
 
 /// Extended attributes as (name, value) pairs sorted by name.
@@ -156,10 +164,30 @@ impl Entry {
             problem: None,
             not_entered: false,
             holds_excluded: false,
-            rdev: None,
-            hard_link: None,
             inode: None,
         }
+    }
+
+    /// The device number (major, minor) of a character or block device, when recorded.
+    pub fn rdev(&self) -> Option<(u32, u32)> {
+        self.inode.as_ref().and_then(|info| info.rdev)
+    }
+
+    /// The first name of this name's inode, when that is an earlier name of the tree.
+    pub fn hard_link(&self) -> Option<&RelPath> {
+        self.inode.as_ref().and_then(|info| info.hard_link.as_ref())
+    }
+
+    pub fn set_rdev(&mut self, rdev: (u32, u32)) {
+        self.inode_mut().rdev = Some(rdev);
+    }
+
+    pub fn set_hard_link(&mut self, first: RelPath) {
+        self.inode_mut().hard_link = Some(first);
+    }
+
+    pub(crate) fn inode_mut(&mut self) -> &mut InodeInfo {
+        self.inode.get_or_insert_with(Box::default)
     }
 }
 
@@ -337,10 +365,10 @@ impl DirNode {
         };
         let name = child.path.name();
         let mut kind = child.kind.code();
-        if child.rdev.is_some() {
+        if child.rdev().is_some() {
             kind |= NODE_RDEV;
         }
-        if child.hard_link.is_some() {
+        if child.hard_link().is_some() {
             kind |= NODE_HARD_LINK;
         }
         self.hasher.update(&(name.len() as u64).to_le_bytes());
@@ -348,11 +376,11 @@ impl DirNode {
         self.hasher.update(&[kind]);
         self.hasher.update(&digest.0);
         self.hasher.update(&child.mode.to_le_bytes());
-        if let Some((major, minor)) = child.rdev {
+        if let Some((major, minor)) = child.rdev() {
             self.hasher.update(&major.to_le_bytes());
             self.hasher.update(&minor.to_le_bytes());
         }
-        if let Some(first) = &child.hard_link {
+        if let Some(first) = child.hard_link() {
             self.hasher.update(&(first.as_bytes().len() as u64).to_le_bytes());
             self.hasher.update(first.as_bytes());
         }
@@ -419,10 +447,10 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), (RelPath, String)> {
         {
             return Err((entry.path.clone(), "chunk hashes do not merge to the file hash".into()));
         }
-        if entry.rdev.is_some() && !matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice) {
+        if entry.rdev().is_some() && !matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice) {
             return Err((entry.path.clone(), format!("a device number on a {}", entry.kind)));
         }
-        if let Some(first) = &entry.hard_link {
+        if let Some(first) = entry.hard_link() {
             check_hard_link(entries, entry, first).map_err(|what| (entry.path.clone(), what))?;
         }
         if entry.kind == Kind::Dir {
@@ -449,7 +477,7 @@ fn check_hard_link(entries: &[Entry], entry: &Entry, first: &RelPath) -> Result<
     if entry.kind == Kind::Dir || to.kind != entry.kind {
         return Err(format!("a hard link from a {} to a {} ({shown:?})", entry.kind, to.kind));
     }
-    if to.hard_link.is_some() {
+    if to.hard_link().is_some() {
         return Err(format!("a hard link to {shown:?}, which is itself a hard link to an earlier name"));
     }
     Ok(())
@@ -462,8 +490,11 @@ pub fn link_hard_links(entries: &mut [Entry]) {
     let mut first: std::collections::HashMap<(u64, u64), usize> = std::collections::HashMap::new();
     let mut linked = false;
     for index in 0..entries.len() {
-        let Some(key) = entries[index].inode.take() else { continue };
-        match first.entry(*key) {
+        let Some(key) = entries[index].inode.as_mut().and_then(|info| info.key.take()) else { continue };
+        if entries[index].inode.as_deref() == Some(&InodeInfo::default()) {
+            entries[index].inode = None;
+        }
+        match first.entry(key) {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(index);
             }
@@ -471,7 +502,8 @@ pub fn link_hard_links(entries: &mut [Entry]) {
                 let leader = &entries[*slot.get()];
                 // Same inode means same kind, unless the tree changed while it was scanned.
                 if leader.kind == entries[index].kind && leader.kind != Kind::Dir {
-                    entries[index].hard_link = Some(leader.path.clone());
+                    let first = leader.path.clone();
+                    entries[index].set_hard_link(first);
                     linked = true;
                 }
             }

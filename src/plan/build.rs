@@ -99,7 +99,7 @@ impl Builder<'_> {
         };
         // A name the source links to an earlier one becomes another name of that inode,
         // whatever it holds now (its content and metadata are the first name's).
-        let linked = s.hard_link.is_some() && self.hard_links;
+        let linked = s.hard_link().is_some() && self.hard_links;
         match change {
             Change::Missing { .. } => self.create_subtree(path),
             // Removing the target's entry only makes sense if the source's can be created.
@@ -166,7 +166,7 @@ impl Builder<'_> {
             Kind::CharDevice | Kind::BlockDevice if !self.devices => {
                 Some(format!("{} entries are only created when running as root (as rsync --devices)", s.kind))
             }
-            Kind::CharDevice | Kind::BlockDevice if s.rdev.is_none() => {
+            Kind::CharDevice | Kind::BlockDevice if s.rdev().is_none() => {
                 Some(format!("the {}'s device number was not recorded (a manifest of an earlier cutover)", s.kind))
             }
             _ => None,
@@ -209,7 +209,7 @@ impl Builder<'_> {
                     op.xattrs = self.meta.xattr.then(|| Xattr::list(e.xattrs.as_deref()));
                     self.metas.push(op.into_operation());
                 }
-                _ if e.hard_link.is_some() && self.hard_links => self.link(e, None),
+                _ if e.hard_link().is_some() && self.hard_links => self.link(e, None),
                 Kind::File => self.copy(e, None),
                 Kind::Symlink => self.symlink(e, None),
                 _ => match self.not_creatable(e) {
@@ -233,7 +233,7 @@ impl Builder<'_> {
 
     /// Makes the source's hard link `s` (to an earlier name) in the target, replacing `t`.
     fn link(&mut self, s: &Entry, t: Option<&Entry>) {
-        let Some(first) = s.hard_link.as_ref() else { return };
+        let Some(first) = s.hard_link() else { return };
         match self.source.find(first) {
             Some(to) if to.problem.is_none() => {}
             _ => {
@@ -262,7 +262,7 @@ impl Builder<'_> {
         self.creations.push(Operation::Mknod {
             at: OpPath::new(&s.path),
             kind: s.kind,
-            rdev: s.rdev,
+            rdev: s.rdev(),
             replaces,
             attrs: attrs(s, self.meta),
         });
@@ -279,8 +279,8 @@ impl Builder<'_> {
         let mut acted: std::collections::HashSet<RelPath> =
             self.creations.iter().chain(&self.metas).filter_map(|op| op.at().rel().ok()).collect();
         let source = self.source;
-        for s in source.entries.iter().filter(|e| e.hard_link.is_some() && e.problem.is_none()) {
-            let first = s.hard_link.as_ref().expect("filtered");
+        for s in source.entries.iter().filter(|e| e.problem.is_none()) {
+            let Some(first) = s.hard_link() else { continue };
             if !acted.contains(first) || acted.contains(&s.path) {
                 continue;
             }

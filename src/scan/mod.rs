@@ -197,12 +197,20 @@ mod tests {
         write(b.path(), "swap/inside", b"dir there");
         std::os::unix::fs::symlink("same/big.bin", a.path().join("link")).unwrap();
         std::os::unix::fs::symlink("same/small.bin", b.path().join("link")).unwrap();
+        // Hard links are grouped per tree, the same way in a pair scan.
+        std::fs::hard_link(a.path().join("same/small.bin"), a.path().join("sizes/small-link")).unwrap();
+        std::fs::hard_link(b.path().join("empty"), b.path().join("one/empty-link")).unwrap();
         for chunk in [4096u64, 1 << 20] {
             let options = ScanOptions { chunk_size: ChunkSize::new(chunk).unwrap(), ..ScanOptions::default() };
             let (pa, pb) = scan_pair(a.path(), b.path(), &options, &Silent).unwrap();
             assert_eq!(pa.entries, scan(a.path(), &options).unwrap().entries, "source side, chunk {chunk}");
             assert_eq!(pb.entries, scan(b.path(), &options).unwrap().entries, "target side, chunk {chunk}");
             assert_ne!(pa.root_digest(), pb.root_digest());
+            let first =
+                |m: &Manifest, path: &[u8]| m.find(&RelPath::parse(path).unwrap()).unwrap().hard_link().cloned();
+            assert_eq!(first(&pa, b"sizes/small-link"), Some(RelPath::parse(b"same/small.bin").unwrap()));
+            assert_eq!(first(&pb, b"one/empty-link"), Some(RelPath::parse(b"empty").unwrap()));
+            assert_eq!(first(&pa, b"same/small.bin"), None, "the first name is not marked");
         }
     }
 }

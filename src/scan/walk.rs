@@ -50,12 +50,12 @@ pub(super) fn entry_from_stat(path: RelPath, stat: &Stat) -> Entry {
     entry.uid = stat.st_uid;
     entry.gid = stat.st_gid;
     if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
-        entry.rdev = Some((rustix::fs::major(stat.st_rdev), rustix::fs::minor(stat.st_rdev)));
+        entry.set_rdev((rustix::fs::major(stat.st_rdev), rustix::fs::minor(stat.st_rdev)));
     }
     // Names sharing an inode are grouped once the whole tree is known (`link_hard_links`).
     #[allow(clippy::unnecessary_cast)] // st_nlink is u32 on some architectures
     if kind != Kind::Dir && stat.st_nlink as u64 > 1 {
-        entry.inode = Some(Box::new((stat.st_dev, stat.st_ino)));
+        entry.inode_mut().key = Some((stat.st_dev, stat.st_ino));
     }
     entry
 }
