@@ -235,7 +235,11 @@ impl Builder<'_> {
     fn link(&mut self, s: &Entry, t: Option<&Entry>) {
         let Some(first) = s.hard_link() else { return };
         match self.source.find(first) {
-            Some(to) if to.problem.is_none() => {}
+            Some(to) if to.problem.is_none() => {
+                if let Some(why) = self.not_creatable(to) {
+                    return self.skip(&s.path, format!("it is a hard link to {}: {why}", first.display()));
+                }
+            }
             _ => {
                 return self
                     .skip(&s.path, format!("it is a hard link to {}, which could not be read", first.display()));
