@@ -435,3 +435,32 @@ fn manifests_and_plans_with_devices_and_links_read_back_and_pass_the_independent
     cutover(["apply"]).arg(&p).arg("--source").arg(source.path()).run().expect_code(0);
     assert_rsync_equal(source.path(), target.path());
 }
+
+#[test]
+fn a_hand_made_hard_link_to_a_later_or_linked_name_is_refused() {
+    let (tree, work) = (Tree::new(), Tree::new());
+    tree.file("a", "x");
+    hard_link(&tree, "a", "b");
+    hard_link(&tree, "a", "c");
+    let m = work.at("m");
+    cutover(["scan", "-o"]).arg(&m).arg(tree.path()).run().expect_code(0);
+    let bytes = std::fs::read(&m).unwrap();
+    // The last record is `c`; its last byte is the index of its first name, `a` (entry 1),
+    // followed by the end record: tag, count (8 bytes) and checksum (32).
+    let at = bytes.len() - 42;
+    assert_eq!(bytes[at], 1, "c names entry 1, a");
+    for (index, refusal) in [(3u8, "not an earlier one"), (2, "itself a hard link to an earlier name")] {
+        let mut edited = bytes.clone();
+        edited[at] = index;
+        let body = edited.len() - 32;
+        let sum = *blake3::hash(&edited[..body]).as_bytes();
+        edited[body..].copy_from_slice(&sum);
+        let file = work.at(&format!("bad-{index}"));
+        std::fs::write(&file, &edited).unwrap();
+        let run = cutover(["diff"]).arg(&file).arg(tree.path()).run().expect_code(2);
+        assert!(run.stderr.contains(refusal), "{}", run.stderr);
+        let read = oracle("manifest_reader.py", &file);
+        assert_eq!(read.code(), 2, "the reader from the docs refuses it too: {}", read.stdout_text());
+        assert!(read.stderr.contains(refusal), "{}", read.stderr);
+    }
+}
