@@ -362,7 +362,7 @@ fn devices_keep_their_numbers_when_run_as_root_and_are_unrepairable_otherwise() 
     mknod(&source, "dev/loop-ish", BlockDevice, 7, 200);
     mknod(&source, "dev/moved", CharacterDevice, 4, 64);
     mknod(&target, "dev/moved", CharacterDevice, 4, 65);
-    source.file("f", "f");
+    source.file("f", "f").fifo("pipe");
     same_times(&source);
     same_times(&target);
     let report = diff_json(source.path(), target.path(), &[]).expect_code(1).report();
@@ -380,6 +380,7 @@ fn devices_keep_their_numbers_when_run_as_root_and_are_unrepairable_otherwise() 
         let text = run.stdout_text();
         assert!(text.contains("only created when running as root"), "{text}");
         assert_eq!(std::fs::read(copy.at("f")).unwrap(), b"f", "the rest is repaired");
+        assert!(meta(&copy.at("pipe")).file_type().is_fifo(), "a FIFO needs no root");
     }
 
     repair(source.path(), target.path(), &[]).expect_code(0);
