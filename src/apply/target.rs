@@ -924,6 +924,31 @@ impl TargetRoot {
 }
 
 #[cfg(test)]
+mod link_tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, symlink};
+
+    #[test]
+    fn link_temp_never_follows_a_symlink_at_either_end() {
+        let (d, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let root = TargetRoot::open(d.path()).unwrap();
+        std::fs::write(out.path().join("victim"), b"outside").unwrap();
+        symlink(out.path(), d.path().join("dir")).unwrap();
+        symlink(out.path().join("victim"), d.path().join("sym")).unwrap();
+        // Through a symlinked parent: refused, nothing outside gains a name.
+        assert!(matches!(root.link_temp(b"dir/victim", b"x"), Err(TargetError::SymlinkInPath { .. })));
+        assert!(matches!(root.link_temp(b"sym", b"dir/x"), Err(TargetError::SymlinkInPath { .. })));
+        // A symlink as the first name: the new name is the symlink itself, not its target.
+        let tmp = root.link_temp(b"sym", b"y").unwrap();
+        let linked = std::fs::symlink_metadata(d.path().join(OsStr::from_bytes(&tmp))).unwrap();
+        assert!(linked.file_type().is_symlink());
+        assert_eq!(linked.ino(), std::fs::symlink_metadata(d.path().join("sym")).unwrap().ino());
+        assert_eq!(std::fs::metadata(out.path().join("victim")).unwrap().nlink(), 1);
+        assert!(root.identity(&tmp).unwrap().unwrap().same_inode(&root.identity(b"sym").unwrap().unwrap()));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
