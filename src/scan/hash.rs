@@ -1,13 +1,16 @@
 //! Hashing one open file into its BLAKE3 root and chunk CVs.
 //!
-//! Files of at least [`MAP_MIN`] bytes are mapped and hashed in place: with the data in the page
-//! cache this skips the kernel's copy, which costs about as much as hashing does with AVX-512.
-//! A file truncated while mapped is reported as [`HashError::Faulted`] instead of killing the
-//! process with SIGBUS (see [`mapped`]). Smaller files, and any file that cannot be mapped, are
-//! read with `pread` into a page-aligned buffer per thread. Files longer than one chunk are cut
+//! Dense files of at least [`MAP_MIN`] bytes on disk-backed filesystems are mapped and hashed in
+//! place: with the data in the page cache this skips the kernel's copy, which costs about as much
+//! as hashing does with AVX-512. A file truncated while mapped is reported as
+//! [`HashError::Faulted`] instead of killing the process with SIGBUS (see [`mapped`]). Smaller
+//! files, and any file that cannot be mapped, are read with `pread` into a page-aligned buffer
+//! per thread; sparse files and files on tmpfs are never mapped, and the holes of a sparse file
+//! are hashed as zeros without being read (see [`layout`]: reading must not change the source). Files longer than one chunk are cut
 //! into stripes hashed in parallel; each stripe yields the CVs of the chunks it covers, and the
 //! CVs are merged by BLAKE3's tree rule into the root.
 
+mod layout;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod mapped;
@@ -19,6 +22,7 @@ use blake3::hazmat::HasherExt;
 use rayon::prelude::*;
 
 use crate::digest::{ByteRange, ChunkSize, Digest, root_from_chunks};
+use layout::{DataMap, Layout, Run};
 
 /// Bytes read per `pread`, and the unit of parallel work for files of small chunks.
 const PIECE: u64 = 1 << 18;
@@ -94,13 +98,16 @@ fn read_exact_at(fd: impl AsFd, buf: &mut [u8], offset: u64, len: u64) -> Result
 
 /// Hashes the first `len` bytes of `fd`, which the caller believes is the whole file.
 pub(crate) fn hash_file(fd: impl AsFd + Sync, len: u64, chunk: ChunkSize) -> Result<FileHash, HashError> {
+    // Below MAP_MIN a file is read whole with `pread`, which never allocates a hole; the layout
+    // costs two system calls, only worth paying where it can save reading megabytes of holes.
+    let layout = if len >= MAP_MIN { Layout::of(fd.as_fd(), len) } else { Layout { sparse: false, in_memory: true } };
     #[cfg(target_os = "linux")]
-    if len >= MAP_MIN
+    if layout.mappable()
         && let Some(mapping) = mapped::Mapping::new(fd.as_fd(), len)
     {
         return hash_mapped(&mapping, chunk);
     }
-    hash_read(fd, len, chunk)
+    hash_read(fd, len, chunk, layout.sparse)
 }
 
 /// Hashes two open files of `len` bytes each (a source file and its copy), hashing only once
@@ -114,6 +121,8 @@ pub(crate) fn hash_pair(
 ) -> [Result<FileHash, HashError>; 2] {
     #[cfg(target_os = "linux")]
     if len >= MAP_MIN
+        && Layout::of(a.as_fd(), len).mappable()
+        && Layout::of(b.as_fd(), len).mappable()
         && let Some(map_a) = mapped::Mapping::new(a.as_fd(), len)
         && let Some(map_b) = mapped::Mapping::new(b.as_fd(), len)
     {
@@ -203,11 +212,11 @@ fn chunk_cv(data: &[u8], offset: u64) -> Digest {
     Digest(hasher.finalize_non_root())
 }
 
-/// Hashes the first `len` bytes of `fd` by reading them.
-fn hash_read(fd: impl AsFd + Sync, len: u64, chunk: ChunkSize) -> Result<FileHash, HashError> {
+/// Hashes the first `len` bytes of `fd` by reading them; only the data segments when `sparse`.
+fn hash_read(fd: impl AsFd + Sync, len: u64, chunk: ChunkSize, sparse: bool) -> Result<FileHash, HashError> {
     if len <= chunk.bytes() {
         let mut hasher = blake3::Hasher::new();
-        hash_range(&fd, ByteRange { offset: 0, length: len }, len, |data| {
+        hash_range(&fd, ByteRange { offset: 0, length: len }, len, sparse, |data| {
             hasher.update(data);
         })?;
         return Ok(single_chunk(&hasher, len == chunk.bytes()));
@@ -218,7 +227,7 @@ fn hash_read(fd: impl AsFd + Sync, len: u64, chunk: ChunkSize) -> Result<FileHas
         .into_par_iter()
         .map(|i| {
             let range = ByteRange { offset: i * stripe, length: stripe.min(len - i * stripe) };
-            chunk_cvs(&fd, range, len, chunk)
+            chunk_cvs(&fd, range, len, chunk, sparse)
         })
         .collect::<Result<_, _>>()?;
     let chunks: Box<[Digest]> = per_stripe.into_iter().flatten().collect();
@@ -226,12 +235,18 @@ fn hash_read(fd: impl AsFd + Sync, len: u64, chunk: ChunkSize) -> Result<FileHas
 }
 
 /// The CVs of the chunks inside `range`, which starts on a chunk boundary.
-fn chunk_cvs(fd: impl AsFd, range: ByteRange, len: u64, chunk: ChunkSize) -> Result<Vec<Digest>, HashError> {
+fn chunk_cvs(
+    fd: impl AsFd,
+    range: ByteRange,
+    len: u64,
+    chunk: ChunkSize,
+    sparse: bool,
+) -> Result<Vec<Digest>, HashError> {
     let size = chunk.bytes();
     let mut cvs = Vec::with_capacity(range.length.div_ceil(size) as usize);
     let mut current: Option<blake3::Hasher> = None;
     let mut position = range.offset;
-    hash_range(fd, range, len, |mut data| {
+    hash_range(fd, range, len, sparse, |mut data| {
         while !data.is_empty() {
             let chunk_end = (position / size + 1) * size;
             let take = data.len().min((chunk_end - position) as usize);
@@ -253,18 +268,50 @@ fn chunk_cvs(fd: impl AsFd, range: ByteRange, len: u64, chunk: ChunkSize) -> Res
 }
 
 /// Reads `range` piece by piece into the thread's buffer and hands each piece to `consume`.
-fn hash_range(fd: impl AsFd, range: ByteRange, len: u64, mut consume: impl FnMut(&[u8])) -> Result<(), HashError> {
+/// When `sparse`, only data segments are read and holes are zeros in the buffer.
+fn hash_range(
+    fd: impl AsFd,
+    range: ByteRange,
+    len: u64,
+    sparse: bool,
+    mut consume: impl FnMut(&[u8]),
+) -> Result<(), HashError> {
+    let mut map = sparse.then(|| DataMap::new(fd.as_fd()));
     with_buffer(|buf| {
         let mut offset = range.offset;
         while offset < range.end() {
             let n = PIECE.min(range.end() - offset);
             let piece = &mut buf[..n as usize];
-            read_exact_at(&fd, piece, offset, len)?;
+            match map.as_mut() {
+                Some(map) => read_data_at(&fd, map, piece, offset, len)?,
+                None => read_exact_at(&fd, piece, offset, len)?,
+            }
             consume(piece);
             offset += n;
         }
         Ok(())
     })
+}
+
+/// Fills `buf` from `offset` as [`read_exact_at`] does, reading only the data segments and
+/// zeroing the holes.
+fn read_data_at(fd: impl AsFd, map: &mut DataMap<'_>, buf: &mut [u8], offset: u64, len: u64) -> Result<(), HashError> {
+    let end = offset + buf.len() as u64;
+    let mut at = offset;
+    while at < end {
+        let (from, to) = ((at - offset) as usize, |n: u64| (at - offset + n) as usize);
+        match map.next(at, end) {
+            Run::Hole(n) => {
+                buf[from..to(n)].fill(0);
+                at += n;
+            }
+            Run::Data(n) => {
+                read_exact_at(&fd, &mut buf[from..to(n)], at, len)?;
+                at += n;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -307,7 +354,7 @@ mod tests {
             for len in [1, 4095, 4097, m - 1, m, m + 1, c - 1, c, c + 1, 2 * c + 1, 3 * c - 1, (7 << 20) + 5000] {
                 let file = file_with(&data[..len]);
                 let chunk = ChunkSize::new(chunk).unwrap();
-                let read = hash_read(&file, len as u64, chunk).unwrap();
+                let read = hash_read(&file, len as u64, chunk, false).unwrap();
                 let mapping = mapped::Mapping::new(std::os::fd::AsFd::as_fd(&file), len as u64).unwrap();
                 let mapped = hash_mapped(&mapping, chunk).unwrap();
                 assert_eq!(read.root, blake3::hash(&data[..len]).into(), "chunk {c} len {len}");
@@ -315,6 +362,46 @@ mod tests {
                 assert_eq!(mapped.chunks, read.chunks, "chunk {c} len {len}");
             }
         }
+    }
+
+    /// A sparse file and its dense bytes: data segments that start and end off every chunk
+    /// and page boundary, a hole at the start of a chunk, and a hole to the end of the file.
+    fn sparse_file(len: u64, data: &[(u64, usize)]) -> (std::fs::File, Vec<u8>) {
+        use std::os::unix::fs::FileExt;
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(len).unwrap();
+        let mut dense = vec![0u8; len as usize];
+        for (i, &(offset, n)) in data.iter().enumerate() {
+            let bytes: Vec<u8> = pattern(n + i).split_off(i);
+            file.write_all_at(&bytes, offset).unwrap();
+            dense[offset as usize..offset as usize + n].copy_from_slice(&bytes);
+        }
+        (file, dense)
+    }
+
+    #[test]
+    fn sparse_files_hash_as_their_dense_bytes_without_reading_the_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let len = (9 << 20) + 777;
+        let data = [(0, 1000), ((1 << 20) + (1 << 19) + 123, (1 << 19) + 5000), ((4 << 20) + 1, 70_001), (len - 3, 3)];
+        let (file, dense) = sparse_file(len, &data);
+        let blocks = file.metadata().unwrap().blocks();
+        assert!(blocks * 512 < len / 2, "the test file is not sparse here ({blocks} blocks)");
+        assert!(Layout::of(std::os::fd::AsFd::as_fd(&file), len).sparse);
+        for chunk in [1024u64, 4096, 64 << 10, 1 << 20, 2 << 20, 16 << 20] {
+            let chunk = ChunkSize::new(chunk).unwrap();
+            let expected = hash_bytes(&dense, chunk);
+            assert_eq!(expected.root, blake3::hash(&dense).into());
+            for hash in [hash_file(&file, len, chunk).unwrap(), hash_read(&file, len, chunk, true).unwrap()] {
+                assert_eq!(hash.root, expected.root, "chunk {chunk:?}");
+                assert_eq!(hash.chunks, expected.chunks, "chunk {chunk:?}");
+            }
+            let (copy, _) = sparse_file(len, &data);
+            for hash in hash_pair(&file, &copy, len, chunk) {
+                assert_eq!(hash.unwrap().chunks, expected.chunks, "chunk {chunk:?}");
+            }
+        }
+        assert_eq!(file.metadata().unwrap().blocks(), blocks, "reading allocated blocks");
     }
 
     #[test]
@@ -355,7 +442,10 @@ mod tests {
             });
             let started = std::time::Instant::now();
             while truncated < 5 && started.elapsed().as_secs() < 20 {
-                match hash_file(&file, LEN, ChunkSize::DEFAULT) {
+                // Mapped whatever its layout (a sparse file is read, not mapped, by hash_file):
+                // this is about surviving SIGBUS.
+                let mapping = mapped::Mapping::new(std::os::fd::AsFd::as_fd(&file), LEN).unwrap();
+                match hash_mapped(&mapping, ChunkSize::DEFAULT) {
                     // The file holds only zeros whatever its length, so a hash that saw no
                     // truncation is the hash of LEN zeros.
                     Ok(hash) => {
