@@ -11,6 +11,7 @@ mod oracle;
 mod output;
 pub(crate) mod properties;
 mod ranges;
+mod reading;
 mod run_state;
 mod trouble;
 mod xattrs;
