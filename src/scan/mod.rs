@@ -213,4 +213,67 @@ mod tests {
             assert_eq!(first(&pa, b"same/small.bin"), None, "the first name is not marked");
         }
     }
+
+    /// Every path below `dir`, relative to `root`, by an independent walk.
+    fn paths_below(root: &Path, dir: &Path, out: &mut Vec<Vec<u8>>) {
+        use std::os::unix::ffi::OsStrExt;
+        for item in std::fs::read_dir(dir).unwrap() {
+            let path = item.unwrap().path();
+            out.push(path.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec());
+            if path.symlink_metadata().unwrap().is_dir() {
+                paths_below(root, &path, out);
+            }
+        }
+    }
+
+    #[test]
+    fn trees_deeper_than_the_parallel_levels_and_the_open_frames_walk_as_shallow_ones_do() {
+        // At every level: the chain goes on in `d`, a side directory `e` holding a file, and a
+        // file `f`; so below the parallel levels every frame has a subdirectory left when it
+        // enters `d`, and frames past the open window close their descriptors and reopen them.
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut level_dir = PathBuf::new();
+        for level in 0..90 {
+            for root in [a.path(), b.path()] {
+                write(root, level_dir.join("e/x").to_str().unwrap(), format!("x{level}").as_bytes());
+                write(root, level_dir.join("f").to_str().unwrap(), format!("f{level}").as_bytes());
+            }
+            match level {
+                50 => write(b.path(), level_dir.join("f").to_str().unwrap(), b"changed"),
+                60 => {
+                    std::fs::remove_dir_all(b.path().join(&level_dir).join("e")).unwrap();
+                    write(b.path(), level_dir.join("e").to_str().unwrap(), b"a file now");
+                }
+                70 => write(b.path(), level_dir.join("g/only-target").to_str().unwrap(), b"g"),
+                75 => std::fs::remove_dir_all(b.path().join(&level_dir).join("e")).unwrap(),
+                _ => {}
+            }
+            level_dir.push("d");
+        }
+        write(a.path(), level_dir.join("bottom").to_str().unwrap(), b"bottom");
+        write(b.path(), level_dir.join("bottom").to_str().unwrap(), b"bottom");
+        for chunk in [1024u64, 1 << 20] {
+            let options = ScanOptions { chunk_size: ChunkSize::new(chunk).unwrap(), ..ScanOptions::default() };
+            let (pa, pb) = scan_pair(a.path(), b.path(), &options, &Silent).unwrap();
+            for (root, paired) in [(a.path(), &pa), (b.path(), &pb)] {
+                let single = scan(root, &options).unwrap();
+                assert_eq!(paired.entries, single.entries, "{}", root.display());
+                crate::manifest::check_tree(&single.entries).unwrap();
+                assert!(single.entries.iter().all(|e| e.problem.is_none() && e.digest.is_some()));
+                let mut expected = vec![Vec::new()];
+                paths_below(root, root, &mut expected);
+                let mut walked: Vec<Vec<u8>> = single.entries.iter().map(|e| e.path.as_bytes().to_vec()).collect();
+                walked.sort();
+                expected.sort();
+                assert_eq!(walked, expected);
+            }
+            let changed: Vec<String> = crate::diff::diff(&pa, &pb, &crate::diff::DiffOptions::default())
+                .differences
+                .iter()
+                .map(|d| format!("{} {}", d.path.depth(), d.path.name().escape_ascii()))
+                .collect();
+            // In path order: deeper first, as `d` sorts before `e`, `f` and `g`.
+            assert_eq!(changed, ["76 e", "71 g", "61 e", "51 f"]);
+        }
+    }
 }

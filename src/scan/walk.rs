@@ -3,12 +3,14 @@
 //! Every directory is opened relative to its parent's descriptor with `O_NOFOLLOW`, and every
 //! file with `O_NOFOLLOW | O_NONBLOCK`, so a symlink is never followed and a FIFO swapped in
 //! mid-scan cannot hang us. Children are sorted by name bytes, which makes the output a
-//! deterministic pre-order list whatever the thread timing.
+//! deterministic pre-order list whatever the thread timing. This file holds what is done to one
+//! entry; `stack.rs` walks the directories, with no recursion as deep as the tree.
+
+mod stack;
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 
-use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::hash::{FileHash, HashError, hash_file, hash_pair};
@@ -112,31 +114,27 @@ impl<'a> Walker<'a> {
     }
 }
 
-impl Walker<'_> {
-    /// The subtree of the directory open as `dir`, whose own entry is `entry`, in pre-order.
-    pub(super) fn walk_dir(&self, dir: OwnedFd, mut entry: Entry) -> Vec<Entry> {
-        self.record_xattrs(&dir, &mut entry);
-        let names = match list_names(&dir) {
-            Ok(names) => self.included(&dir, &mut entry, names),
-            Err(e) => {
-                unreadable(&mut entry, format_args!("cannot list directory: {e}"));
-                return vec![entry];
-            }
-        };
-        self.progress.dir_done();
-        let children: Vec<Vec<Entry>> = names
-            .par_iter()
-            .filter_map(|(name, listed)| self.visit(&dir, entry.path.join(name.to_bytes()), name, *listed))
-            .collect();
-        assemble(entry, children)
-    }
+/// What one name in a directory turned out to be.
+pub(super) enum Visited {
+    /// Everything there is to know about it (a file hashed, a link read, or why it could not be).
+    Leaf(Entry),
+    /// A directory, its entry taken from the stat, on device `dev`: to be entered.
+    Dir(Entry, u64),
+}
 
-    /// The subtree rooted at `name` in `dir`, which its directory listed as `listed`; `None` if it
-    /// vanished before we got to it.
-    fn visit(&self, dir: &OwnedFd, path: RelPath, name: &CStr, listed: FileType) -> Option<Vec<Entry>> {
+/// A directory [`Walker::enter`]ed: open to walk, or finished without being walked.
+pub(super) enum Entered {
+    Open(OwnedFd, Entry),
+    Done(Entry),
+}
+
+impl Walker<'_> {
+    /// The entry `name` in `dir`, which its directory listed as `listed`; `None` if it vanished
+    /// before we got to it. Directories are stat-ed, not entered.
+    fn visit(&self, dir: &OwnedFd, path: RelPath, name: &CStr, listed: FileType) -> Option<Visited> {
         let path = match listed {
             FileType::RegularFile => match self.visit_file(dir, path, name) {
-                Ok(entry) => return Some(vec![entry]),
+                Ok(entry) => return Some(Visited::Leaf(entry)),
                 Err(path) => path,
             },
             _ => path,
@@ -147,36 +145,13 @@ impl Walker<'_> {
             Err(e) => {
                 let mut entry = Entry::new(path, Kind::File);
                 unreadable(&mut entry, format_args!("cannot stat: {}", std::io::Error::from(e)));
-                return Some(vec![entry]);
+                return Some(Visited::Leaf(entry));
             }
         };
         let mut entry = entry_from_stat(path, &stat);
         match entry.kind {
             Kind::File => self.hash_into(dir, name, &stat, &mut entry),
-            Kind::Dir => {
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                if self.stops_at(dir, stat.st_dev) {
-                    // Known from the stat: opened only for extended attributes, so a mount
-                    // point the user cannot read is still recorded, as rsync -x copies it.
-                    if self.xattrs {
-                        match rustix::fs::openat(dir, name, flags, Mode::empty()) {
-                            Ok(fd) => self.record_xattrs(&fd, &mut entry),
-                            Err(e) => unreadable(
-                                &mut entry,
-                                format_args!("cannot open directory: {}", std::io::Error::from(e)),
-                            ),
-                        }
-                    }
-                    entry.not_entered = true;
-                    return Some(assemble(entry, Vec::new()));
-                }
-                match rustix::fs::openat(dir, name, flags, Mode::empty()) {
-                    Ok(fd) => return Some(self.walk_dir(fd, entry)),
-                    Err(e) => {
-                        unreadable(&mut entry, format_args!("cannot open directory: {}", std::io::Error::from(e)))
-                    }
-                }
-            }
+            Kind::Dir => return Some(Visited::Dir(entry, stat.st_dev)),
             Kind::Symlink => match rustix::fs::readlinkat(dir, name, Vec::new()) {
                 Ok(target) => {
                     let target = target.into_bytes();
@@ -187,7 +162,37 @@ impl Walker<'_> {
             },
             _ => entry.digest = Some(Digest::default()),
         }
-        Some(vec![entry])
+        Some(Visited::Leaf(entry))
+    }
+
+    /// Opens the directory `name` in `dir` (whose entry, on device `dev`, is `entry`) to walk it,
+    /// or gives its finished entry: not entered (another filesystem, under `-x`) or unreadable.
+    fn enter(&self, dir: &OwnedFd, name: &CStr, mut entry: Entry, dev: u64) -> Entered {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if self.stops_at(dir, dev) {
+            // Known from the stat: opened only for extended attributes, so a mount point the
+            // user cannot read is still recorded, as rsync -x copies it.
+            if self.xattrs {
+                match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+                    Ok(fd) => self.record_xattrs(&fd, &mut entry),
+                    Err(e) => {
+                        unreadable(&mut entry, format_args!("cannot open directory: {}", std::io::Error::from(e)))
+                    }
+                }
+            }
+            entry.not_entered = true;
+            if entry.problem.is_none() {
+                entry.digest = dir_digest([]);
+            }
+            return Entered::Done(entry);
+        }
+        match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => Entered::Open(fd, entry),
+            Err(e) => {
+                unreadable(&mut entry, format_args!("cannot open directory: {}", std::io::Error::from(e)));
+                Entered::Done(entry)
+            }
+        }
     }
 
     /// The entry of `name`, listed as a regular file, hashed. Opening it first and taking the
@@ -287,15 +292,12 @@ impl Walker<'_> {
 const FILE_FLAGS: OFlags =
     OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK).union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
 
-/// A name listed in a source directory, a target directory, or both (with each side's type).
-enum Listed {
-    Source(CString, FileType),
-    Target(CString, FileType),
-    Both(CString, FileType, FileType),
-}
+/// A name listed in the source directory, the target directory or both, with each side's type.
+type Listed = (CString, [Option<FileType>; 2]);
 
-/// Merges two sorted listings.
-fn pair_names(source: Names, target: Names) -> Vec<Listed> {
+/// Merges the sorted listings of the sides walked (one or two).
+fn merge_names(sides: [Option<Names>; 2]) -> Vec<Listed> {
+    let [source, target] = sides.map(Option::unwrap_or_default);
     let mut merged = Vec::with_capacity(source.len().max(target.len()));
     let (mut s, mut t) = (source.into_iter().peekable(), target.into_iter().peekable());
     loop {
@@ -306,11 +308,11 @@ fn pair_names(source: Names, target: Names) -> Vec<Listed> {
             (None, None) => return merged,
         };
         match order {
-            std::cmp::Ordering::Less => merged.extend(s.next().map(|(n, ft)| Listed::Source(n, ft))),
-            std::cmp::Ordering::Greater => merged.extend(t.next().map(|(n, ft)| Listed::Target(n, ft))),
+            std::cmp::Ordering::Less => merged.extend(s.next().map(|(n, ft)| (n, [Some(ft), None]))),
+            std::cmp::Ordering::Greater => merged.extend(t.next().map(|(n, ft)| (n, [None, Some(ft)]))),
             std::cmp::Ordering::Equal => {
                 if let (Some((name, a)), Some((_, b))) = (s.next(), t.next()) {
-                    merged.push(Listed::Both(name, a, b));
+                    merged.push((name, [Some(a), Some(b)]));
                 }
             }
         }
@@ -318,87 +320,15 @@ fn pair_names(source: Names, target: Names) -> Vec<Listed> {
 }
 
 impl Walker<'_> {
-    /// The subtrees of a source and a target directory at the same path, walked together so
-    /// that a file on both sides with the same size is read in one pass and every chunk whose
-    /// bytes agree is hashed once. Gives exactly what two `walk_dir`s would.
-    pub(super) fn walk_pair(&self, dirs: [OwnedFd; 2], entries: [Entry; 2]) -> [Vec<Entry>; 2] {
-        let mut entries = entries;
-        let (source_names, target_names) = match (list_names(&dirs[0]), list_names(&dirs[1])) {
-            (Ok(a), Ok(b)) => {
-                let [se, te] = &mut entries;
-                (self.included(&dirs[0], se, a), self.included(&dirs[1], te, b))
-            }
-            _ => {
-                let [sd, td] = dirs;
-                let [se, te] = entries;
-                return [self.walk_dir(sd, se), self.walk_dir(td, te)];
-            }
-        };
-        for (dir, entry) in dirs.iter().zip(entries.iter_mut()) {
-            self.record_xattrs(dir, entry);
-            self.progress.dir_done();
-        }
-        let listed = pair_names(source_names, target_names);
-        let children: Vec<[Option<Vec<Entry>>; 2]> = listed
-            .par_iter()
-            .map(|item| {
-                let at = |name: &CString| entries[0].path.join(name.to_bytes());
-                match item {
-                    Listed::Source(name, ft) => [self.visit(&dirs[0], at(name), name, *ft), None],
-                    Listed::Target(name, ft) => [None, self.visit(&dirs[1], at(name), name, *ft)],
-                    Listed::Both(name, a, b) => self.visit_both(&dirs, &at(name), name, [*a, *b]),
-                }
-            })
-            .collect();
-        let mut sides: [Vec<Vec<Entry>>; 2] = [Vec::new(), Vec::new()];
-        for [source, target] in children {
-            sides[0].extend(source);
-            sides[1].extend(target);
-        }
-        let [source_entry, target_entry] = entries;
-        let [source_children, target_children] = sides;
-        [assemble(source_entry, source_children), assemble(target_entry, target_children)]
-    }
-
-    /// `name`, present in both directories: walked together when both are directories or
-    /// both regular files of one size, else each on its own.
-    fn visit_both(
-        &self,
-        dirs: &[OwnedFd; 2],
-        path: &RelPath,
-        name: &CStr,
-        listed: [FileType; 2],
-    ) -> [Option<Vec<Entry>>; 2] {
-        let separately = || {
-            [self.visit(&dirs[0], path.clone(), name, listed[0]), self.visit(&dirs[1], path.clone(), name, listed[1])]
-        };
-        match listed {
-            [FileType::Directory, FileType::Directory] => {
-                match [open_dir(&dirs[0], path, name), open_dir(&dirs[1], path, name)] {
-                    [Some((sd, se)), Some((td, te))]
-                        if !self.stops_at(&dirs[0], device(&sd)) && !self.stops_at(&dirs[1], device(&td)) =>
-                    {
-                        self.walk_pair([sd, td], [se, te]).map(Some)
-                    }
-                    _ => separately(),
-                }
-            }
-            [FileType::RegularFile, FileType::RegularFile] => {
-                self.visit_file_pair(dirs, path, name).unwrap_or_else(separately)
-            }
-            _ => separately(),
-        }
-    }
-
     /// Two regular files of the same size hashed together; `None` when they are not that (the
     /// caller then visits each on its own, which also reports any problem).
-    fn visit_file_pair(&self, dirs: &[OwnedFd; 2], path: &RelPath, name: &CStr) -> Option<[Option<Vec<Entry>>; 2]> {
+    fn visit_file_pair(&self, dirs: [&OwnedFd; 2], path: &RelPath, name: &CStr) -> Option<[Entry; 2]> {
         let open = |dir: &OwnedFd| {
             let fd = rustix::fs::openat(dir, name, FILE_FLAGS, Mode::empty()).ok()?;
             let stat = rustix::fs::fstat(&fd).ok().filter(|stat| kind_of(stat) == Kind::File)?;
             Some((fd, stat))
         };
-        let ((fd_a, stat_a), (fd_b, stat_b)) = (open(&dirs[0])?, open(&dirs[1])?);
+        let ((fd_a, stat_a), (fd_b, stat_b)) = (open(dirs[0])?, open(dirs[1])?);
         if stat_a.st_size != stat_b.st_size {
             return None;
         }
@@ -418,43 +348,15 @@ impl Walker<'_> {
         for entry in &entries {
             self.progress.file_done(entry.size);
         }
-        let [a, b] = entries;
-        Some([Some(vec![a]), Some(vec![b])])
+        Some(entries)
     }
 }
 
-/// A directory's subtree in pre-order: its entry, with the node hash of its children, then
-/// each child's subtree.
-fn assemble(mut entry: Entry, children: Vec<Vec<Entry>>) -> Vec<Entry> {
-    if entry.problem.is_none() {
-        entry.digest = dir_digest(children.iter().map(|subtree| &subtree[0]));
-    }
-    let mut subtree = Vec::with_capacity(1 + children.iter().map(Vec::len).sum::<usize>());
-    subtree.push(entry);
-    for child in children {
-        subtree.extend(child);
-    }
-    subtree
-}
-
-/// The device an open file lies on.
-fn device(fd: &OwnedFd) -> u64 {
-    rustix::fs::fstat(fd).map_or(0, |stat| stat.st_dev)
-}
-
-/// The directory `name` in `dir`, opened without following a symlink, with its entry.
-fn open_dir(dir: &OwnedFd, path: &RelPath, name: &CStr) -> Option<(OwnedFd, Entry)> {
-    let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok().filter(|s| kind_of(s) == Kind::Dir)?;
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).ok()?;
-    Some((fd, entry_from_stat(path.clone(), &stat)))
-}
-
-/// The names in `dir` other than `.` and `..` with the type the listing gives (`Unknown` on
-/// file systems that do not say), sorted by bytes.
 /// Names in a directory with the type its listing gives.
 type Names = Vec<(CString, FileType)>;
 
+/// The names in `dir` other than `.` and `..` with the type the listing gives (`Unknown` on
+/// file systems that do not say), sorted by bytes.
 fn list_names(dir: &OwnedFd) -> std::io::Result<Names> {
     let fd = rustix::io::dup(dir)?;
     let mut reader = rustix::fs::Dir::new(fd)?;

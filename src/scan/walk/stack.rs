@@ -1,0 +1,325 @@
+//! The walk over directories: an explicit stack, never recursion as deep as the tree.
+//!
+//! A tree can be deeper than any thread's stack (a chain of 10,000 directories), so below
+//! [`PARALLEL_DEPTH`] directories are walked by a loop over a stack of frames. Above it the
+//! subdirectories of a directory are walked in parallel, each by a call of its own: that
+//! recursion is bounded by `PARALLEL_DEPTH`, not by the tree. In every directory the names that
+//! are not directories are visited (files hashed) in parallel before its subdirectories are
+//! entered, in name order, so the output is a pre-order list.
+//!
+//! Descriptors are bounded too. A directory's descriptor is closed as soon as neither it nor an
+//! ancestor has a subdirectory left to enter (a chain holds one at a time), and of the others
+//! only the top [`OPEN_FRAMES`] frames keep theirs. A frame whose descriptor was closed gets it
+//! back when the walk returns to it, by opening `..` of the child it returns from, checked to be
+//! the same directory (device and inode) as before; if it is not (the tree was moved while being
+//! read), the directory is reported as changed and its remaining subdirectories are not walked.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+
+use rayon::prelude::*;
+use rustix::fs::{FileType, Mode, OFlags};
+
+use super::{Entered, Listed, Visited, Walker, list_names, merge_names, unreadable};
+use crate::manifest::{Entry, Problem, dir_digest};
+use crate::path::RelPath;
+
+/// Directories less deep than this have their subdirectories walked in parallel.
+const PARALLEL_DEPTH: usize = 12;
+/// Frames at the top of the stack that keep their descriptors.
+const OPEN_FRAMES: usize = 32;
+
+/// A directory open for walking, with its entry.
+pub(in crate::scan) type Root = (OwnedFd, Entry);
+
+/// What one name of a directory is, on one side.
+enum Found {
+    Absent,
+    Leaf(Entry),
+    /// A directory still to be entered.
+    Dir,
+    /// A subdirectory walked already (in parallel): its entry, then its subtree.
+    Tree(Vec<Entry>),
+}
+
+/// One side (source or target) of a directory on the stack.
+struct Side {
+    /// `None` once closed (see the module docs).
+    fd: Option<OwnedFd>,
+    dev: u64,
+    ino: u64,
+    /// Where the directory's entry is in this side's output.
+    at: usize,
+    /// Where its direct children are in this side's output.
+    children: Vec<usize>,
+    /// Subdirectories listed here that are still to be entered.
+    dirs_left: usize,
+    /// An ancestor had subdirectories left when this directory was entered: this directory's
+    /// descriptor is the way back to it.
+    ancestor_needs: bool,
+}
+
+impl Side {
+    fn needs_fd(&self) -> bool {
+        self.dirs_left > 0 || self.ancestor_needs
+    }
+}
+
+struct Frame {
+    depth: usize,
+    path: RelPath,
+    sides: [Option<Side>; 2],
+    /// Names not placed in the output yet, in order, with what they are on each side.
+    pending: std::vec::IntoIter<(CString, [Found; 2])>,
+}
+
+impl Walker<'_> {
+    /// The subtree of the directory open as `dir`, whose own entry is `entry`, in pre-order.
+    pub(in crate::scan) fn walk_dir(&self, dir: OwnedFd, entry: Entry) -> Vec<Entry> {
+        let [source, _] = self.walk_sides([Some((dir, entry)), None], 0);
+        source
+    }
+
+    /// The subtrees of a source and a target directory at the same path, walked together so
+    /// that a file on both sides with the same size is read in one pass and every chunk whose
+    /// bytes agree is hashed once. Gives exactly what two `walk_dir`s would.
+    pub(in crate::scan) fn walk_pair(&self, dirs: [OwnedFd; 2], entries: [Entry; 2]) -> [Vec<Entry>; 2] {
+        let [sd, td] = dirs;
+        let [se, te] = entries;
+        self.walk_sides([Some((sd, se)), Some((td, te))], 0)
+    }
+
+    /// The subtrees of one or two directories at the same path, `depth` below the scan's root,
+    /// one pre-order list per side.
+    fn walk_sides(&self, roots: [Option<Root>; 2], depth: usize) -> [Vec<Entry>; 2] {
+        let mut out = [Vec::new(), Vec::new()];
+        let mut stack: Vec<Frame> = Vec::new();
+        self.push_frame(&mut stack, roots, depth, &mut out);
+        while let Some(top) = stack.last_mut() {
+            match top.pending.next() {
+                Some((name, found)) => {
+                    let roots = self.place(top, &name, found, &mut out);
+                    if roots.iter().any(Option::is_some) {
+                        let depth = top.depth + 1;
+                        self.push_frame(&mut stack, roots, depth, &mut out);
+                    }
+                }
+                None => {
+                    let done = stack.pop().expect("the stack has a top");
+                    close(done, stack.last_mut(), &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Lists the directories `roots` (their entries go to the output) and, unless none could be
+    /// listed, pushes their frame with every name visited but the subdirectories.
+    fn push_frame(&self, stack: &mut Vec<Frame>, roots: [Option<Root>; 2], depth: usize, out: &mut [Vec<Entry>; 2]) {
+        let mut sides: [Option<Side>; 2] = [None, None];
+        let mut names = [None, None];
+        let mut path = None;
+        for (k, root) in roots.into_iter().enumerate() {
+            let Some((fd, mut entry)) = root else { continue };
+            let at = out[k].len();
+            if let Some(parent) = stack.last_mut().and_then(|frame| frame.sides[k].as_mut()) {
+                parent.children.push(at);
+            }
+            self.record_xattrs(&fd, &mut entry);
+            match list_names(&fd) {
+                Ok(listed) => {
+                    names[k] = Some(self.included(&fd, &mut entry, listed));
+                    self.progress.dir_done();
+                    let (dev, ino) = rustix::fs::fstat(&fd).map_or((0, 0), |stat| (stat.st_dev, stat.st_ino));
+                    let ancestor_needs =
+                        stack.last().and_then(|frame| frame.sides[k].as_ref()).is_some_and(Side::needs_fd);
+                    path = Some(entry.path.clone());
+                    let children = Vec::new();
+                    sides[k] = Some(Side { fd: Some(fd), dev, ino, at, children, dirs_left: 0, ancestor_needs });
+                }
+                Err(e) => unreadable(&mut entry, format_args!("cannot list directory: {e}")),
+            }
+            out[k].push(entry);
+        }
+        let Some(path) = path else { return };
+        let fds = [0, 1].map(|k| sides[k].as_ref().and_then(|side| side.fd.as_ref()));
+        let items = merge_names(names);
+        let find = |(name, listed): Listed| {
+            let found = self.find(fds, &path, &name, listed, depth);
+            (name, found)
+        };
+        // Handing one name to the pool and waiting for it costs more than visiting it here (a
+        // chain of directories is mostly that).
+        let busy = |(_, listed): &&Listed| {
+            depth < PARALLEL_DEPTH || listed.iter().flatten().any(|&t| t != FileType::Directory)
+        };
+        let found: Vec<(CString, [Found; 2])> = if items.iter().filter(busy).nth(1).is_some() {
+            items.into_par_iter().map(find).collect()
+        } else {
+            items.into_iter().map(find).collect()
+        };
+        for (k, side) in sides.iter_mut().enumerate() {
+            if let Some(side) = side {
+                side.dirs_left = found.iter().filter(|(_, found)| matches!(found[k], Found::Dir)).count();
+            }
+        }
+        // The parent keeps its descriptor only while it, or an ancestor, has a subdirectory left.
+        if let Some(parent) = stack.last_mut() {
+            for side in parent.sides.iter_mut().flatten() {
+                if !side.needs_fd() {
+                    side.fd = None;
+                }
+            }
+        }
+        stack.push(Frame { depth, path, sides, pending: found.into_iter() });
+        // Only the top OPEN_FRAMES frames keep descriptors: the frame falling out of that window
+        // closes its own when the child above it keeps one to come back through.
+        if stack.len() > OPEN_FRAMES {
+            let split = stack.len() - OPEN_FRAMES;
+            let (below, above) = stack.split_at_mut(split);
+            let (frame, child) = (below.last_mut().expect("not empty"), &above[0]);
+            for (side, child_side) in frame.sides.iter_mut().zip(&child.sides) {
+                if let (Some(side), Some(child_side)) = (side, child_side)
+                    && child_side.fd.is_some()
+                {
+                    side.fd = None;
+                }
+            }
+        }
+    }
+
+    /// What the name `name` (listed as `listed` on each side) of the directories open as `fds`
+    /// at `path` is. A subdirectory is left to enter later, unless this directory is shallow
+    /// enough for its subdirectories to be walked now, in parallel.
+    fn find(
+        &self,
+        fds: [Option<&OwnedFd>; 2],
+        path: &RelPath,
+        name: &CString,
+        listed: [Option<FileType>; 2],
+        depth: usize,
+    ) -> [Found; 2] {
+        let path = path.join(name.to_bytes());
+        if let ([Some(a), Some(b)], [Some(FileType::RegularFile), Some(FileType::RegularFile)]) = (fds, listed)
+            && let Some([x, y]) = self.visit_file_pair([a, b], &path, name)
+        {
+            return [Found::Leaf(x), Found::Leaf(y)];
+        }
+        let parallel = depth < PARALLEL_DEPTH;
+        let mut found = [Found::Absent, Found::Absent];
+        let mut roots: [Option<Root>; 2] = [None, None];
+        for k in 0..2 {
+            let (Some(fd), Some(listed)) = (fds[k], listed[k]) else { continue };
+            if listed == FileType::Directory && !parallel {
+                found[k] = Found::Dir;
+                continue;
+            }
+            found[k] = match self.visit(fd, path.clone(), name, listed) {
+                None => Found::Absent,
+                Some(Visited::Leaf(entry)) => Found::Leaf(entry),
+                Some(Visited::Dir(..)) if !parallel => Found::Dir,
+                Some(Visited::Dir(entry, dev)) => match self.enter(fd, name, entry, dev) {
+                    Entered::Open(fd, entry) => {
+                        roots[k] = Some((fd, entry));
+                        Found::Absent
+                    }
+                    Entered::Done(entry) => Found::Leaf(entry),
+                },
+            };
+        }
+        if roots.iter().any(Option::is_some) {
+            let walked = [roots[0].is_some(), roots[1].is_some()];
+            let trees = self.walk_sides(roots, depth + 1);
+            for ((found, tree), walked) in found.iter_mut().zip(trees).zip(walked) {
+                if walked {
+                    *found = Found::Tree(tree);
+                }
+            }
+        }
+        found
+    }
+
+    /// Puts what `name` is on each side of the top frame into the output; gives the
+    /// subdirectories to walk next.
+    fn place(
+        &self,
+        top: &mut Frame,
+        name: &CString,
+        found: [Found; 2],
+        out: &mut [Vec<Entry>; 2],
+    ) -> [Option<Root>; 2] {
+        let mut roots = [None, None];
+        for (k, found) in found.into_iter().enumerate() {
+            let Some(side) = top.sides[k].as_mut() else { continue };
+            let leaf = match found {
+                Found::Absent => None,
+                Found::Leaf(entry) => Some(entry),
+                Found::Tree(subtree) => {
+                    side.children.push(out[k].len());
+                    out[k].extend(subtree);
+                    None
+                }
+                Found::Dir => {
+                    side.dirs_left -= 1;
+                    // No descriptor: the way back to this directory was lost, which its entry says.
+                    let Some(fd) = side.fd.as_ref() else { continue };
+                    match self.visit(fd, top.path.join(name.to_bytes()), name, FileType::Directory) {
+                        None => None,
+                        Some(Visited::Leaf(entry)) => Some(entry),
+                        Some(Visited::Dir(entry, dev)) => match self.enter(fd, name, entry, dev) {
+                            Entered::Open(fd, entry) => {
+                                roots[k] = Some((fd, entry));
+                                None
+                            }
+                            Entered::Done(entry) => Some(entry),
+                        },
+                    }
+                }
+            };
+            if let Some(entry) = leaf {
+                side.children.push(out[k].len());
+                out[k].push(entry);
+            }
+        }
+        roots
+    }
+}
+
+/// Finishes the directories of a frame popped from the stack (their node hashes), and gives its
+/// parent, now the top, its descriptors back where it needs them.
+fn close(done: Frame, parent: Option<&mut Frame>, out: &mut [Vec<Entry>; 2]) {
+    let mut parent = parent;
+    for (k, side) in done.sides.into_iter().enumerate() {
+        let Some(side) = side else { continue };
+        if out[k][side.at].problem.is_none() {
+            out[k][side.at].digest = dir_digest(side.children.iter().map(|&i| &out[k][i]));
+        }
+        let Some(up) = parent.as_deref_mut().and_then(|frame| frame.sides[k].as_mut()) else { continue };
+        if up.fd.is_some() || !up.needs_fd() {
+            continue;
+        }
+        match reopen_parent(side.fd.as_ref(), up) {
+            Ok(fd) => up.fd = Some(fd),
+            Err(problem) => {
+                let entry = &mut out[k][up.at];
+                entry.digest = None;
+                entry.problem = Some(Box::new(problem));
+                up.dirs_left = 0;
+            }
+        }
+    }
+}
+
+/// The directory `up` opened again as `..` of its child open as `child`, if it is still the
+/// same directory.
+fn reopen_parent(child: Option<&OwnedFd>, up: &Side) -> Result<OwnedFd, Problem> {
+    let lost = || Problem::Unstable("moved while being read: the walk could not get back to it".into());
+    let child = child.ok_or_else(lost)?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(child, c"..", flags, Mode::empty())
+        .map_err(|e| Problem::Unreadable(format!("cannot open directory again: {}", std::io::Error::from(e))))?;
+    match rustix::fs::fstat(&fd) {
+        Ok(stat) if (stat.st_dev, stat.st_ino) == (up.dev, up.ino) => Ok(fd),
+        _ => Err(lost()),
+    }
+}
