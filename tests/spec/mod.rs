@@ -1,6 +1,7 @@
 //! One module per part of the promise cutover makes.
 
 mod b3sum;
+mod deep;
 mod differences;
 mod excludes;
 mod html;
