@@ -163,6 +163,7 @@ pub fn b3sum_lines(manifest: &Manifest) -> impl Iterator<Item = String> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Problem;
 
     fn write(root: &Path, rel: &str, bytes: &[u8]) {
         let path = root.join(rel);
@@ -275,5 +276,44 @@ mod tests {
             // In path order: deeper first, as `d` sorts before `e`, `f` and `g`.
             assert_eq!(changed, ["76 e", "71 g", "61 e", "51 f"]);
         }
+    }
+
+    /// Moves a directory of the tree away once the walk has listed `after` directories.
+    struct MoveAway {
+        listed: std::sync::atomic::AtomicUsize,
+        after: usize,
+        from: PathBuf,
+        to: PathBuf,
+    }
+
+    impl Progress for MoveAway {
+        fn dir_done(&self) {
+            if self.listed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.after {
+                std::fs::rename(&self.from, &self.to).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_directory_moved_away_while_the_walk_is_below_it_is_reported_not_walked_elsewhere() {
+        // 80 levels of `d`, each with a side directory `e` left to enter after `d`. Deep in the
+        // walk, level 21 is moved under `elsewhere`: coming back up, level 21's `..` is no longer
+        // level 20, whose descriptor was closed long before.
+        let root = tempfile::tempdir().unwrap();
+        let level = |n: usize| root.path().join("d/".repeat(n));
+        for n in 0..80 {
+            write(&level(n), "e/x", b"x");
+        }
+        write(root.path(), "elsewhere/e/decoy", b"not level 20's");
+        let mover = MoveAway { listed: 0.into(), after: 75, from: level(21), to: root.path().join("elsewhere/moved") };
+        let manifest = scan_with_progress(root.path(), &ScanOptions::default(), &mover).unwrap();
+        assert!(mover.listed.load(std::sync::atomic::Ordering::SeqCst) >= 75, "the move never happened");
+        let level_20 = RelPath::parse("d/".repeat(20).trim_end_matches('/').as_bytes()).unwrap();
+        let entry = manifest.find(&level_20).unwrap();
+        assert!(matches!(entry.problem.as_deref(), Some(Problem::Unstable(_))), "{entry:?}");
+        // Without the check, `elsewhere` (holding an `e` with a decoy) was walked as level 20.
+        assert!(manifest.find(&level_20.join(b"e")).is_none(), "level 20's e was looked for elsewhere");
+        assert_eq!(manifest.root_digest(), None);
+        crate::manifest::check_tree(&manifest.entries).unwrap();
     }
 }
