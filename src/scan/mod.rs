@@ -234,7 +234,7 @@ mod tests {
         // enters `d`, and frames past the open window close their descriptors and reopen them.
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut level_dir = PathBuf::new();
-        for level in 0..90 {
+        for level in 0..110 {
             for root in [a.path(), b.path()] {
                 write(root, level_dir.join("e/x").to_str().unwrap(), format!("x{level}").as_bytes());
                 write(root, level_dir.join("f").to_str().unwrap(), format!("f{level}").as_bytes());
@@ -296,23 +296,23 @@ mod tests {
 
     #[test]
     fn a_directory_moved_away_while_the_walk_is_below_it_is_reported_not_walked_elsewhere() {
-        // 80 levels of `d`, each with a side directory `e` left to enter after `d`. Deep in the
-        // walk, level 21 is moved under `elsewhere`: coming back up, level 21's `..` is no longer
-        // level 20, whose descriptor was closed long before.
+        // 110 levels of `d`, each with a side directory `e` left to enter after `d`. Deep in the
+        // walk, level 31 is moved under `elsewhere`: coming back up, level 31's `..` is no longer
+        // level 30, whose descriptor was closed long before.
         let root = tempfile::tempdir().unwrap();
         let level = |n: usize| root.path().join("d/".repeat(n));
-        for n in 0..80 {
+        for n in 0..110 {
             write(&level(n), "e/x", b"x");
         }
-        write(root.path(), "elsewhere/e/decoy", b"not level 20's");
-        let mover = MoveAway { listed: 0.into(), after: 75, from: level(21), to: root.path().join("elsewhere/moved") };
+        write(root.path(), "elsewhere/e/decoy", b"not level 30's");
+        let mover = MoveAway { listed: 0.into(), after: 95, from: level(31), to: root.path().join("elsewhere/moved") };
         let manifest = scan_with_progress(root.path(), &ScanOptions::default(), &mover).unwrap();
-        assert!(mover.listed.load(std::sync::atomic::Ordering::SeqCst) >= 75, "the move never happened");
-        let level_20 = RelPath::parse("d/".repeat(20).trim_end_matches('/').as_bytes()).unwrap();
-        let entry = manifest.find(&level_20).unwrap();
+        assert!(mover.listed.load(std::sync::atomic::Ordering::SeqCst) >= 95, "the move never happened");
+        let level_30 = RelPath::parse("d/".repeat(30).trim_end_matches('/').as_bytes()).unwrap();
+        let entry = manifest.find(&level_30).unwrap();
         assert!(matches!(entry.problem.as_deref(), Some(Problem::Unstable(_))), "{entry:?}");
-        // Without the check, `elsewhere` (holding an `e` with a decoy) was walked as level 20.
-        assert!(manifest.find(&level_20.join(b"e")).is_none(), "level 20's e was looked for elsewhere");
+        // Without the check, `elsewhere` (holding an `e` with a decoy) was walked as level 30.
+        assert!(manifest.find(&level_30.join(b"e")).is_none(), "level 30's e was looked for elsewhere");
         assert_eq!(manifest.root_digest(), None);
         crate::manifest::check_tree(&manifest.entries).unwrap();
     }

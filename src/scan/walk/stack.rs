@@ -24,8 +24,10 @@ use super::{Entered, Listed, Visited, Walker, list_names, merge_names, unreadabl
 use crate::manifest::{Entry, Problem, dir_digest};
 use crate::path::RelPath;
 
-/// Directories less deep than this have their subdirectories walked in parallel.
-const PARALLEL_DEPTH: usize = 12;
+/// Directories less deep than this have their subdirectories walked in parallel: deep enough for
+/// nearly every real tree to be walked wholly in parallel, shallow enough that the descriptors
+/// held along one parallel branch (one per level and side) stay few.
+const PARALLEL_DEPTH: usize = 24;
 /// Frames at the top of the stack that keep their descriptors.
 const OPEN_FRAMES: usize = 32;
 
