@@ -97,3 +97,35 @@ fn a_full_tmpfs_with_a_sparse_file_scans_without_sigbus() {
     assert!(diff.report().differences().iter().all(|d| d["path"] != "sparse.img"), "{}", diff.stdout_text());
     assert_eq!([used_blocks(a.dir.path()), used_blocks(b.dir.path())], before);
 }
+
+#[test]
+fn a_sparse_file_hashes_as_b3sum_and_blake3_of_its_dense_bytes_say() {
+    let tree = Tree::new();
+    let len: u64 = (13 << 20) + 12_345;
+    let file = std::fs::File::create(tree.at("sparse.img")).unwrap();
+    file.set_len(len).unwrap();
+    let mut dense = vec![0u8; len as usize];
+    // Data and holes starting and ending off every page and chunk boundary, data at both ends.
+    for (i, (offset, n)) in
+        [(0, 777), ((1 << 20) + 65_000, 300_001), ((5 << 20) - 3, 5), ((9 << 20) + 4097, 1 << 20), (len - 10, 10)]
+            .into_iter()
+            .enumerate()
+    {
+        let bytes = crate::support::noise(i as u64, n);
+        file.write_all_at(&bytes, offset).unwrap();
+        dense[offset as usize..offset as usize + n].copy_from_slice(&bytes);
+    }
+    drop(file);
+    let allocated = blocks(&tree.at("sparse.img"));
+    assert!(allocated * 512 < len / 2, "no holes on this filesystem: {allocated} blocks");
+    let expected = format!("{}  sparse.img\n", blake3::hash(&dense).to_hex());
+    for chunk in ["1K", "64K", "1M", "4M"] {
+        let sums = cutover(["scan", "--b3sum", "--chunk-size", chunk]).arg(tree.path()).run().expect_code(0);
+        assert_eq!(sums.stdout_text(), expected, "chunk {chunk}");
+    }
+    if let Some(b3sum) = crate::support::b3sum() {
+        let out = Command::new(b3sum).arg("sparse.img").current_dir(tree.path()).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    }
+    assert_eq!(blocks(&tree.at("sparse.img")), allocated);
+}
