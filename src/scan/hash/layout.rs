@@ -68,11 +68,13 @@ impl<'a> DataMap<'a> {
         DataMap { fd, data: 0, data_end: 0 }
     }
 
-    /// The kind of the bytes from `at` and how far they go, at most to `end` (`at < end`).
+    /// The kind of the bytes from `at` and how far they go (at least one byte, at most to
+    /// `end`; `at < end`). Asked for increasing offsets.
     pub(crate) fn next(&mut self, at: u64, end: u64) -> Run {
         if at >= self.data_end {
             self.data = match rustix::fs::seek(self.fd, SeekFrom::Data(at)) {
-                Ok(data) => data,
+                // Never before `at`, whatever a filesystem answers.
+                Ok(data) => data.max(at),
                 // No data from `at` to the end of the file (which may have shrunk: the caller's
                 // check of the file's size and mtime after the read reports that).
                 Err(rustix::io::Errno::NXIO) => u64::MAX,
