@@ -132,7 +132,13 @@ impl Walker<'_> {
                 Ok(listed) => {
                     names[k] = Some(self.included(&fd, &mut entry, listed));
                     self.progress.dir_done();
-                    let (dev, ino) = rustix::fs::fstat(&fd).map_or((0, 0), |stat| (stat.st_dev, stat.st_ino));
+                    // Only a directory on the stack of the sequential walk can lose its descriptor
+                    // and have to be recognised again.
+                    let (dev, ino) = if depth < PARALLEL_DEPTH {
+                        (0, 0)
+                    } else {
+                        rustix::fs::fstat(&fd).map_or((0, 0), |stat| (stat.st_dev, stat.st_ino))
+                    };
                     let ancestor_needs =
                         stack.last().and_then(|frame| frame.sides[k].as_ref()).is_some_and(Side::needs_fd);
                     path = Some(entry.path.clone());
