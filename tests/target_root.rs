@@ -185,7 +185,6 @@ fn a_tree_deeper_than_path_max_is_counted_removed_and_built_through_target_root(
 }
 
 #[test]
-#[ignore = "needs a scan without recursion as deep as the tree (branch read-safety, issue 7): it passes there; un-ignore once merged"]
 fn repair_removes_and_builds_a_chain_ten_thousand_directories_deep() {
     let (source, target) = (Tree::new(), Tree::new());
     source.file("keep", "k");
