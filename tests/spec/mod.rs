@@ -13,4 +13,5 @@ pub(crate) mod properties;
 mod ranges;
 mod run_state;
 mod trouble;
+mod verdicts;
 mod xattrs;
