@@ -132,15 +132,15 @@ pub fn apply(
             report.interrupted = Some(signal);
             break;
         }
-        if let (Operation::Remove { entries, .. }, Some(budget)) = (op, delete_budget.as_mut()) {
+        if let (Operation::Remove { entries, .. }, Some(budget)) = (op, delete_budget) {
             // Whole removals only; once one does not fit, none after it runs (as rsync stops).
-            if *entries > *budget {
-                *budget = 0;
+            if *entries > budget {
+                delete_budget = Some(0);
                 report.held_deletes.push((op.at().clone(), *entries));
                 continue;
             }
-            *budget -= entries;
         }
+        let deleted_before = report.entries_deleted;
         let mut run = ops::Run {
             root,
             source: &mut *source,
@@ -151,6 +151,11 @@ pub fn apply(
             followers: &followers,
         };
         let outcome = run.operation(index, op);
+        // What was deleted counts, not what was planned: a removal a previous run of the plan
+        // did already deletes nothing now.
+        if let Some(budget) = delete_budget.as_mut() {
+            *budget = budget.saturating_sub(report.entries_deleted - deleted_before);
+        }
         // Cut short at a safe point by a signal: neither done nor a problem; the next run of
         // the plan does it (the journal says whether it had begun writing in place).
         if let Some(signal) = crate::interrupt::pending()
