@@ -205,7 +205,7 @@ impl Report {
     /// that a default run (modes only) cannot be read as "owners checked too".
     pub fn compared_text(&self) -> String {
         let list = |names: Vec<&str>| if names.is_empty() { "none".to_string() } else { names.join(", ") };
-        let mut text = format!("metadata compared: {}", list(self.compared.names()));
+        let mut text = format!("compared: {}", list(self.compared_names()));
         let missing = self.not_compared_names();
         if !missing.is_empty() {
             text.push_str(&format!("; not compared: {}", list(missing)));
