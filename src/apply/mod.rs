@@ -10,11 +10,13 @@
 //! directory ([`crate::state`]), and stops between operations, or between chunks of one, when
 //! a signal asks it to ([`crate::interrupt`]).
 
+mod attrs;
 mod journal;
 mod locked;
 mod mounts;
 mod ops;
 pub mod source;
+mod sparse;
 pub mod target;
 
 use crate::digest::ChunkSize;
@@ -28,7 +30,8 @@ use self::source::SourceData;
 /// Limits for unattended runs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ApplyOptions {
-    /// Refuse a plan that removes more entries than this.
+    /// Remove at most this many entries: the removals beyond are skipped and listed, the rest
+    /// of the plan is carried out (as rsync's `--max-delete`).
     pub max_delete: Option<u64>,
     /// Run even when a safety check says no.
     pub force: bool,
@@ -61,24 +64,23 @@ pub struct ApplyReport {
     pub stale_temps_removed: u64,
     /// The run stopped early, at a safe point, because of this signal.
     pub interrupted: Option<Signal>,
+    /// Removals not carried out because they would have passed `--max-delete`, with the
+    /// entries each would have deleted.
+    pub held_deletes: Vec<(OpPath, u64)>,
 }
 
 impl ApplyReport {
     /// True when every operation's postcondition now holds.
     pub fn complete(&self) -> bool {
-        self.problems.is_empty() && self.interrupted.is_none()
+        self.problems.is_empty() && self.held_deletes.is_empty() && self.interrupted.is_none()
     }
 }
 
 /// A run that must not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("the plan removes {planned} entries, more than --max-delete {limit}; use --force to allow it")]
-    TooManyDeletes { planned: u64, limit: u64 },
-    #[error(
-        "the source looks empty or unmounted ({root}) and the plan deletes {entries} entries: refusing without --force"
-    )]
-    EmptySource { root: String, entries: u64 },
+    #[error(transparent)]
+    Refused(#[from] crate::plan::Refusal),
     #[error(
         "the source {source_root} and the target {target} overlap: one lies inside the other or is mounted inside it, so writing the target would change the source"
     )]
@@ -107,19 +109,9 @@ pub fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     // From here a signal is only noted; the loop below stops at the next safe point.
     let _deferred = crate::interrupt::defer();
-    // Counted from the operations, not taken from the plan's totals, which nothing checks.
-    let deletes: u64 =
-        plan.operations.iter().map(|op| if let Operation::Remove { entries, .. } = op { *entries } else { 0 }).sum();
-    if let Some(limit) = options.max_delete
-        && deletes > limit
-        && !options.force
-    {
-        return Err(ApplyError::TooManyDeletes { planned: deletes, limit });
-    }
-    let removes = plan.operations.iter().any(|op| matches!(op, Operation::Remove { .. }));
-    if removes && plan.delete && (plan.source.entries <= 1 || source.looks_empty()) && !options.force {
-        return Err(ApplyError::EmptySource { root: plan.source.root.clone(), entries: deletes });
-    }
+    let limits = crate::plan::DeleteLimits { max_delete: options.max_delete, force: options.force };
+    crate::plan::check_deletes(plan, source.looks_empty(), limits)?;
+    crate::plan::check_target(plan, target.path(), options.force)?;
     if source.overlaps(target.path()) {
         return Err(ApplyError::Overlap {
             source_root: plan.source.root.clone(),
@@ -134,11 +126,21 @@ pub fn apply(
     let mut report = ApplyReport { stale_temps_removed, ..ApplyReport::default() };
     let exclude = crate::exclude::Excludes::new(&plan.exclude).map_err(ApplyError::BadPlan)?;
     let followers = followers(plan);
+    let mut delete_budget = options.max_delete;
     for (index, op) in plan.operations.iter().enumerate() {
         if let Some(signal) = crate::interrupt::pending() {
             report.interrupted = Some(signal);
             break;
         }
+        if let (Operation::Remove { entries, .. }, Some(budget)) = (op, delete_budget) {
+            // Whole removals only; once one does not fit, none after it runs (as rsync stops).
+            if *entries > budget {
+                delete_budget = Some(0);
+                report.held_deletes.push((op.at().clone(), *entries));
+                continue;
+            }
+        }
+        let deleted_before = report.entries_deleted;
         let mut run = ops::Run {
             root,
             source: &mut *source,
@@ -149,6 +151,11 @@ pub fn apply(
             followers: &followers,
         };
         let outcome = run.operation(index, op);
+        // What was deleted counts, not what was planned: a removal a previous run of the plan
+        // did already deletes nothing now.
+        if let Some(budget) = delete_budget.as_mut() {
+            *budget = budget.saturating_sub(report.entries_deleted - deleted_before);
+        }
         // Cut short at a safe point by a signal: neither done nor a problem; the next run of
         // the plan does it (the journal says whether it had begun writing in place).
         if let Some(signal) = crate::interrupt::pending()
@@ -163,7 +170,8 @@ pub fn apply(
             other => report.problems.push((op.at().clone(), op.name(), other)),
         }
     }
-    if report.complete() {
+    // Held removals never started, so the journal has nothing to finish for them.
+    if report.problems.is_empty() && report.interrupted.is_none() {
         journal.finish().map_err(ApplyError::Journal)?;
     }
     Ok(report)

@@ -3,18 +3,19 @@
 mod links;
 
 use std::fs::File;
-use std::io::Write;
 
 use blake3::hazmat::HasherExt;
 
+use super::attrs::time_text;
 use super::journal::Journal;
-use super::source::SourceData;
+use super::source::{SourceData, SourceStamp};
+use super::sparse;
 use super::target::{NodeKind, NodeStat, RemoveStats, TargetRoot};
 use super::{ApplyReport, Outcome};
 use crate::digest::{ByteRange, ChunkSize, Digest};
 use crate::manifest::Kind;
 use crate::path::RelPath;
-use crate::plan::{Attrs, FileState, Found, Operation, PatchChunk, TargetFile, Xattr, text_bytes};
+use crate::plan::{Attrs, FileState, Found, Operation, PatchChunk, TargetFile, text_bytes};
 
 pub(super) struct Run<'a, 'j> {
     pub root: &'a TargetRoot,
@@ -34,16 +35,16 @@ const STAGE_MAX: u64 = 256 << 20;
 
 /// Metadata a `meta` operation sets.
 #[derive(Clone, Copy)]
-struct Wanted {
-    mode: Option<u32>,
-    mtime: Option<(i64, u32)>,
-    owner: Option<(u32, u32)>,
+pub(super) struct Wanted {
+    pub mode: Option<u32>,
+    pub mtime: Option<(i64, u32)>,
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Early exit from an operation with its outcome.
-type Step<T> = Result<T, Outcome>;
+pub(super) type Step<T> = Result<T, Outcome>;
 
-fn failed(e: impl std::fmt::Display) -> Outcome {
+pub(super) fn failed(e: impl std::fmt::Display) -> Outcome {
     Outcome::Failed(e.to_string())
 }
 
@@ -57,7 +58,7 @@ fn partly_patched(outcome: Outcome) -> Outcome {
     }
 }
 
-fn node_kind(kind: Kind) -> NodeKind {
+pub(super) fn node_kind(kind: Kind) -> NodeKind {
     match kind {
         Kind::File => NodeKind::File,
         Kind::Dir => NodeKind::Dir,
@@ -66,13 +67,13 @@ fn node_kind(kind: Kind) -> NodeKind {
     }
 }
 
-fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
 impl Run<'_, '_> {
     pub fn operation(&mut self, index: usize, op: &Operation) -> Outcome {
-        let path = match op.at().rel() {
+        let path = match op.rel() {
             Ok(path) => path,
             Err(why) => return Outcome::Failed(why),
         };
@@ -114,13 +115,13 @@ impl Run<'_, '_> {
     }
 
     /// A temp file beside `rel`, once the journal says where this run makes temps.
-    fn create_temp(&mut self, rel: &[u8]) -> Step<(File, Vec<u8>)> {
+    pub(super) fn create_temp(&mut self, rel: &[u8]) -> Step<(File, Vec<u8>)> {
         let dir = rel.iter().rposition(|&b| b == b'/').map_or(&[][..], |slash| &rel[..slash]);
         self.journal.will_make_temps_in(dir).map_err(Outcome::Failed)?;
         self.root.create_temp(rel, 0o600).map_err(failed)
     }
 
-    fn stat(&self, path: &RelPath) -> Step<Option<NodeStat>> {
+    pub(super) fn stat(&self, path: &RelPath) -> Step<Option<NodeStat>> {
         self.root.stat(path.as_bytes()).map_err(failed)
     }
 
@@ -223,24 +224,40 @@ impl Run<'_, '_> {
             }
         }
         let (mut file, tmp) = self.create_temp(path.as_bytes())?;
-        let written = self.fill_temp(index, path, &mut file, source);
-        let finished = written.and_then(|()| {
+        let written = self.fill_temp(index, path, &mut file, source, attrs.mtime);
+        let finished = written.and_then(|written| {
             self.set_attrs_at(&tmp, NodeKind::File, attrs)?;
             self.root.rename(&tmp, path.as_bytes()).map_err(failed)?;
-            self.root.sync_parent(path.as_bytes()).map_err(failed)
+            self.root.sync_parent(path.as_bytes()).map_err(failed)?;
+            Ok(written)
         });
-        if let Err(outcome) = finished {
-            let _ = self.root.remove_file(&tmp);
-            return Err(outcome);
+        match finished {
+            Ok(written) => self.report.bytes_copied += written,
+            Err(outcome) => {
+                let _ = self.root.remove_file(&tmp);
+                return Err(outcome);
+            }
         }
-        self.report.bytes_copied += source.size;
-        self.verify(path, source)
+        let outcome = self.verify(path, source)?;
+        self.check_attrs(path, NodeKind::File, attrs)?;
+        Ok(outcome)
     }
 
-    /// Streams the source file into `file`, checking its root against the plan.
-    fn fill_temp(&mut self, index: usize, path: &RelPath, file: &mut File, source: &FileState) -> Step<()> {
+    /// Streams the source file into the new file `file`, holes kept, checking that the source
+    /// is the file the plan saw before, while (its root hash) and after reading it; returns
+    /// the bytes written as data.
+    fn fill_temp(
+        &mut self,
+        index: usize,
+        path: &RelPath,
+        file: &mut File,
+        source: &FileState,
+        mtime: crate::plan::Time,
+    ) -> Step<u64> {
+        let before = self.source_unchanged(path, source.size, mtime)?;
         let mut hasher = blake3::Hasher::new();
         let mut write_error = None;
+        let (mut offset, mut written) = (0, 0);
         for i in 0..self.chunk.chunks_in(source.size) {
             crate::interrupt::stop_point().map_err(failed)?;
             let range = self.chunk.chunk_range(i, source.size);
@@ -248,18 +265,50 @@ impl Run<'_, '_> {
                 .read(index, path, range, &mut |piece| {
                     hasher.update(piece);
                     if write_error.is_none() {
-                        write_error = file.write_all(piece).err();
+                        match sparse::write_at(file, piece, offset, sparse::Dest::Fresh) {
+                            Ok(n) => written += n,
+                            Err(e) => write_error = Some(e),
+                        }
                     }
+                    offset += piece.len() as u64;
                 })
                 .map_err(Outcome::Skipped)?;
         }
-        if let Some(e) = write_error {
+        if let Some(e) = write_error.or_else(|| file.set_len(source.size).err()) {
             return Err(failed(format!("writing {}: {e}", path.display())));
         }
+        self.source_still(path, before)?;
         if Digest::from(hasher.finalize()) != source.hash.0 {
             return Err(Outcome::Skipped("the source file changed since the plan was made".into()));
         }
-        file.sync_all().map_err(failed)
+        file.sync_all().map_err(failed)?;
+        Ok(written)
+    }
+
+    /// Checks, before reading a source file, that it still has the size and mtime the plan
+    /// recorded (a file that grew would otherwise give its planned prefix, which hashes right).
+    fn source_unchanged(&mut self, path: &RelPath, size: u64, mtime: crate::plan::Time) -> Step<Option<SourceStamp>> {
+        let stamp = self.source.stamp(path).map_err(Outcome::Skipped)?;
+        if let Some(now) = stamp
+            && (now.size != size || now.mtime != (mtime.sec, mtime.nsec))
+        {
+            return Err(Outcome::Skipped(format!(
+                "the source file changed since the plan was made ({} bytes, mtime {} now; {size} bytes, mtime {} planned)",
+                now.size,
+                time_text(now.mtime),
+                time_text((mtime.sec, mtime.nsec))
+            )));
+        }
+        Ok(stamp)
+    }
+
+    /// Checks, after reading a source file, that it did not change while it was read.
+    fn source_still(&mut self, path: &RelPath, before: Option<SourceStamp>) -> Step<()> {
+        let Some(before) = before else { return Ok(()) };
+        match self.source.stamp(path).map_err(Outcome::Skipped)? {
+            Some(now) if now == before => Ok(()),
+            _ => Err(Outcome::Skipped("the source file changed while it was being read".into())),
+        }
     }
 
     fn verify(&self, path: &RelPath, expected: &FileState) -> Step<Outcome> {
@@ -321,6 +370,7 @@ impl Run<'_, '_> {
                 return Err(Outcome::Skipped("the file changed since the plan was made".into()));
             }
         }
+        let source_before = self.source_unchanged(path, source.size, attrs.mtime)?;
         let staged = self.stage(index, path, &todo, source.size)?;
         if found.st_nlink > 1 && !self.owns_inode(path)? {
             // Other names of this inode (perhaps outside the target) must not see the writes:
@@ -348,6 +398,13 @@ impl Run<'_, '_> {
             self.journal.start(index).map_err(Outcome::Failed)?;
             self.write_chunks(index, path, &writer, &todo, source.size, size, staged).map_err(partly_patched)?;
         }
+        // What was written was checked chunk by chunk against the plan; a source changed
+        // meanwhile still makes this no honest success.
+        self.source_still(path, source_before).map_err(|_| {
+            Outcome::Failed(
+                "the source file changed while the patch read it; the target holds the source as planned".into(),
+            )
+        })?;
         let outcome = self.verify(path, source)?;
         self.journal.finish_op(index).map_err(Outcome::Failed)?;
         self.set_attrs(path, NodeKind::File, attrs)?;
@@ -395,11 +452,8 @@ impl Run<'_, '_> {
                 })?,
             };
             let offset = self.chunk.chunk_range(chunk.index, size).offset;
-            let mut done = 0;
-            while done < data.len() {
-                done += rustix::io::pwrite(file, &data[done..], offset + done as u64).map_err(failed)?;
-            }
-            self.report.bytes_copied += data.len() as u64;
+            self.report.bytes_copied +=
+                sparse::write_at(file, &data, offset, sparse::Dest::Existing).map_err(failed)?;
         }
         if current != size {
             file.set_len(size).map_err(failed)?;
@@ -444,111 +498,8 @@ impl Run<'_, '_> {
             let _ = self.root.remove_file(&tmp);
             return Err(outcome);
         }
+        self.check_attrs(path, NodeKind::Symlink, attrs)?;
         Ok(Outcome::Done)
-    }
-
-    fn meta(&mut self, path: &RelPath, kind: Kind, wanted: Wanted, xattrs: Option<&[Xattr]>) -> Step<Outcome> {
-        let found = match self.stat(path)? {
-            Some(found) if found.kind == node_kind(kind) => found,
-            Some(found) => return Err(Outcome::Skipped(format!("expected a {kind}, found a {:?}", found.kind))),
-            None => return Err(Outcome::Skipped("the entry is gone".into())),
-        };
-        let rel = path.as_bytes();
-        let owner = wanted.owner.filter(|_| is_root());
-        let mode = wanted.mode.filter(|_| kind != Kind::Symlink);
-        let xattrs = match xattrs.filter(|_| matches!(kind, Kind::File | Kind::Dir)) {
-            Some(list) => Some(Xattr::decode(list).map_err(Outcome::Failed)?),
-            None => None,
-        };
-        let xattrs_hold = match &xattrs {
-            Some(desired) => self.root.xattrs(rel).map_err(failed)?.map(|x| *x).unwrap_or_default() == *desired,
-            None => true,
-        };
-        let holds = owner.is_none_or(|o| o == (found.uid, found.gid))
-            && mode.is_none_or(|m| m == found.mode)
-            && wanted.mtime.is_none_or(|t| t == (found.mtime_sec, found.mtime_nsec))
-            && xattrs_hold;
-        if holds {
-            return Ok(Outcome::AlreadyDone);
-        }
-        if kind != Kind::Dir {
-            self.unshare(path)?;
-        }
-        if let Some((uid, gid)) = owner {
-            self.root.set_owner(rel, uid, gid).map_err(failed)?;
-        }
-        if let Some(mode) = mode {
-            self.root.set_mode(rel, mode).map_err(failed)?;
-        }
-        if let Some(desired) = &xattrs {
-            self.root.set_xattrs(rel, desired).map_err(failed)?;
-        }
-        if let Some((sec, nsec)) = wanted.mtime {
-            self.root.set_mtime(rel, sec, nsec).map_err(failed)?;
-        }
-        Ok(Outcome::Done)
-    }
-
-    fn set_attrs(&mut self, path: &RelPath, kind: NodeKind, attrs: &Attrs) -> Step<()> {
-        if kind != NodeKind::Dir {
-            self.unshare(path)?;
-        }
-        self.set_attrs_at(path.as_bytes(), kind, attrs)
-    }
-
-    /// Gives an entry whose inode has other names (besides those the plan links to it) an inode
-    /// of its own: a private copy renamed over it, so setting its metadata cannot change its
-    /// other names, which may be outside the target or even in the source.
-    fn unshare(&mut self, path: &RelPath) -> Step<()> {
-        let rel = path.as_bytes();
-        let kind = match self.root.stat(rel).map_err(failed)? {
-            Some(found) if found.kind != NodeKind::Dir && found.nlink > 1 => found.kind,
-            _ => return Ok(()),
-        };
-        if self.owns_inode(path)? {
-            return Ok(());
-        }
-        if kind != NodeKind::File {
-            return self.recreate(path);
-        }
-        let Some(before) = self.root.stat(rel).map_err(failed)? else { return Ok(()) };
-        let xattrs = self.root.xattrs(rel).map_err(failed)?;
-        let mut original = self.root.open_read(rel).map_err(failed)?;
-        let (mut copy, tmp) = self.create_temp(rel)?;
-        // The copy keeps everything the original had, so fields the plan leaves alone stay.
-        let done = std::io::copy(&mut original, &mut copy)
-            .and_then(|_| copy.sync_all())
-            .map_err(failed)
-            .and_then(|()| {
-                if is_root() { self.root.set_owner(&tmp, before.uid, before.gid).map_err(failed) } else { Ok(()) }
-            })
-            .and_then(|()| self.root.set_mode(&tmp, before.mode).map_err(failed))
-            .and_then(|()| match &xattrs {
-                Some(xattrs) => self.root.set_xattrs(&tmp, xattrs).map_err(failed),
-                None => Ok(()),
-            })
-            .and_then(|()| self.root.set_mtime(&tmp, before.mtime_sec, before.mtime_nsec).map_err(failed))
-            .and_then(|()| self.root.rename(&tmp, rel).map_err(failed))
-            .and_then(|()| self.root.sync_parent(rel).map_err(failed));
-        if done.is_err() {
-            let _ = self.root.remove_file(&tmp);
-        }
-        done
-    }
-
-    /// Owner first: chown clears the setuid and setgid bits the mode then restores.
-    fn set_attrs_at(&self, rel: &[u8], kind: NodeKind, attrs: &Attrs) -> Step<()> {
-        if is_root() {
-            self.root.set_owner(rel, attrs.uid, attrs.gid).map_err(failed)?;
-        }
-        if kind != NodeKind::Symlink {
-            self.root.set_mode(rel, attrs.mode).map_err(failed)?;
-        }
-        if let (Some(list), NodeKind::File | NodeKind::Dir) = (&attrs.xattrs, kind) {
-            let desired = Xattr::decode(list).map_err(Outcome::Failed)?;
-            self.root.set_xattrs(rel, &desired).map_err(failed)?;
-        }
-        self.root.set_mtime(rel, attrs.mtime.sec, attrs.mtime.nsec).map_err(failed)
     }
 }
 
@@ -565,7 +516,7 @@ fn range_cv(file: &File, range: ByteRange) -> std::io::Result<Digest> {
     Ok(chunk_cv(&data, range.offset))
 }
 
-fn chunk_cv(data: &[u8], offset: u64) -> Digest {
+pub(super) fn chunk_cv(data: &[u8], offset: u64) -> Digest {
     let mut hasher = blake3::Hasher::new();
     hasher.set_input_offset(offset);
     hasher.update(data);

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, Read, Write};
 
-use crate::digest::{ByteRange, ChunkSize};
+use crate::digest::{ByteRange, ChunkSize, Digest};
 use crate::path::RelPath;
 
 use super::target::TargetRoot;
@@ -14,6 +14,12 @@ pub trait SourceData {
     /// Hands the bytes of `range` of the source file `path` (operation `op` of the plan) to
     /// `sink`, in one or more pieces.
     fn read(&mut self, op: usize, path: &RelPath, range: ByteRange, sink: &mut dyn FnMut(&[u8])) -> Result<(), String>;
+
+    /// The source file as it is now, to check before and after reading it that it is still the
+    /// file the plan saw; `None` when there is no file to look at (a bundle).
+    fn stamp(&mut self, _path: &RelPath) -> Result<Option<SourceStamp>, String> {
+        Ok(None)
+    }
 
     /// True when the same bytes can be read again, so a patch can check every source chunk
     /// before it writes the first one (a bundle is a stream, read once).
@@ -32,6 +38,16 @@ pub trait SourceData {
     fn looks_empty(&self) -> bool {
         false
     }
+}
+
+/// What shows that a source file changed: a change of content moves its ctime, a replacement
+/// its inode, a growth its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceStamp {
+    pub size: u64,
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+    pub inode: (u64, u64),
 }
 
 /// The source tree itself, opened read-only; symlinks inside it are never followed.
@@ -81,6 +97,19 @@ impl SourceData for DirSource {
         Ok(())
     }
 
+    // The `struct stat` field widths differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn stamp(&mut self, path: &RelPath) -> Result<Option<SourceStamp>, String> {
+        let file = self.root.open_read(path.as_bytes()).map_err(|e| format!("source {e}"))?;
+        let st = rustix::fs::fstat(&file).map_err(|e| format!("source {}: {e}", path.display()))?;
+        Ok(Some(SourceStamp {
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as u32),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as u32),
+            inode: (st.st_dev as u64, st.st_ino as u64),
+        }))
+    }
+
     fn looks_empty(&self) -> bool {
         self.root.is_empty_dir().unwrap_or(false)
     }
@@ -92,6 +121,57 @@ impl SourceData for DirSource {
     fn overlaps(&self, target: &std::path::Path) -> bool {
         roots_overlap(&self.path, target)
     }
+}
+
+impl DirSource {
+    /// Bytes of `ranges` of the source file `path` that are holes (`SEEK_DATA`/`SEEK_HOLE`);
+    /// 0 where the filesystem cannot tell.
+    pub fn holes(&self, path: &RelPath, ranges: impl Iterator<Item = ByteRange>) -> Result<u64, String> {
+        use rustix::fs::{SeekFrom, seek};
+        let file = self.root.open_read(path.as_bytes()).map_err(|e| format!("source {e}"))?;
+        let mut holes = 0;
+        for range in ranges {
+            let mut at = range.offset;
+            while at < range.end() {
+                let data = match seek(&file, SeekFrom::Data(at)) {
+                    Ok(data) => data.min(range.end()),
+                    // No data from here to the end of the file.
+                    Err(rustix::io::Errno::NXIO) => range.end(),
+                    Err(_) => return Ok(0),
+                };
+                holes += data - at;
+                if data >= range.end() {
+                    break;
+                }
+                at = seek(&file, SeekFrom::Hole(data)).map_err(|e| format!("source {}: {e}", path.display()))?;
+            }
+        }
+        Ok(holes)
+    }
+}
+
+/// Records in each copy and patch of `plan` how much of what it reads is holes in the source
+/// now, so `totals.copy_bytes` counts data only. Holes are not written (see `sparse`); apply
+/// never relies on this count. A file that cannot be opened now counts none.
+pub fn record_holes(plan: &mut crate::plan::Plan, source: &DirSource) -> Result<(), String> {
+    use crate::plan::Operation;
+    let chunk = ChunkSize::new(plan.chunk_size)?;
+    for op in &mut plan.operations {
+        let Ok(path) = op.rel() else { continue };
+        let counted = match op {
+            Operation::Copy { source: state, holes, .. } => {
+                (holes, source.holes(&path, std::iter::once(ByteRange { offset: 0, length: state.size })))
+            }
+            Operation::Patch { source: state, chunks, holes, .. } => {
+                let size = state.size;
+                (holes, source.holes(&path, chunks.iter().map(|c| chunk.chunk_range(c.index, size))))
+            }
+            _ => continue,
+        };
+        *counted.0 = counted.1.unwrap_or(0);
+    }
+    plan.totals = crate::plan::Totals::of(&plan.operations, chunk);
+    Ok(())
 }
 
 /// True when one directory is the other or lies inside it, or either shows the other (or a
@@ -258,33 +338,15 @@ impl<R: BufRead + std::fmt::Debug> SourceData for BundleSource<R> {
     }
 }
 
-/// Every source piece `apply` may ask for, in the order it asks: each chunk of a whole-file
-/// copy, each chunk of a patch. Lazy, so a plan claiming a huge file costs no memory up front.
-pub fn planned_reads(
-    plan: &crate::plan::Plan,
-    chunk: ChunkSize,
-) -> impl Iterator<Item = (usize, RelPath, ByteRange)> + '_ {
-    use crate::plan::Operation;
-    plan.operations.iter().enumerate().flat_map(move |(index, op)| {
-        let path = op.at().rel().ok();
-        let ranges: Box<dyn Iterator<Item = ByteRange>> = match (op, &path) {
-            (Operation::Copy { source, .. }, Some(_)) => {
-                let size = source.size;
-                Box::new((0..chunk.chunks_in(size)).map(move |i| chunk.chunk_range(i, size)))
-            }
-            (Operation::Patch { source, chunks, .. }, Some(_)) => {
-                let size = source.size;
-                Box::new(chunks.iter().map(move |c| chunk.chunk_range(c.index, size)))
-            }
-            _ => Box::new(std::iter::empty()),
-        };
-        ranges.map(move |range| (index, path.clone().unwrap_or_default(), range))
-    })
-}
-
 /// Writes a bundle holding every piece of source data `plan` needs, each with its hash;
-/// returns the number of data bytes.
+/// returns the number of data bytes. Every byte is checked against the plan before it is
+/// shipped, as `apply` will check it: a patch chunk against its `new` CV, a whole file against
+/// its root hash (read once to check, then again to write, each chunk matching the first
+/// read), and the source file's size and mtime against the plan. A changed source stops the
+/// bundle with an error before the first record of that file, so nothing `apply` would
+/// refuse is written.
 pub fn write_bundle(plan: &crate::plan::Plan, source: &mut dyn SourceData, mut out: impl Write) -> Result<u64, String> {
+    use crate::plan::Operation;
     let chunk = ChunkSize::new(plan.chunk_size)?;
     let io = |e: std::io::Error| format!("writing the bundle: {e}");
     let header = BundleHeader { format: BUNDLE_FORMAT.into(), plan: super::plan_id(plan), chunk_size: chunk.bytes() };
@@ -292,21 +354,93 @@ pub fn write_bundle(plan: &crate::plan::Plan, source: &mut dyn SourceData, mut o
     out.write_all(b"\n").map_err(io)?;
     let mut total = 0;
     let mut data = Vec::new();
-    for (op, path, range) in planned_reads(plan, chunk) {
-        data.clear();
-        source.read(op, &path, range, &mut |piece| data.extend_from_slice(piece))?;
-        let record = RecordHeader {
-            op,
-            offset: range.offset,
-            length: range.length,
-            hash: blake3::hash(&data).to_hex().to_string(),
+    for (op, operation) in plan.operations.iter().enumerate() {
+        // Each piece with what it must hash to: a CV for a patch chunk, a plain hash for a
+        // chunk of a checked whole file.
+        let (size, mtime, expected): (u64, _, Vec<(ByteRange, Expected)>) = match operation {
+            Operation::Copy { source: state, attrs, .. } => {
+                let path = operation.rel()?;
+                let cvs = whole_file_cvs(source, op, &path, state, chunk)?;
+                (state.size, attrs.mtime, cvs)
+            }
+            Operation::Patch { source: state, chunks, attrs, .. } => {
+                let cvs =
+                    chunks.iter().map(|c| (chunk.chunk_range(c.index, state.size), Expected::Cv(c.new.0))).collect();
+                (state.size, attrs.mtime, cvs)
+            }
+            _ => continue,
         };
-        serde_json::to_writer(&mut out, &record).map_err(|e| e.to_string())?;
-        out.write_all(b"\n").map_err(io)?;
-        out.write_all(&data).map_err(io)?;
-        total += range.length;
+        let path = operation.rel()?;
+        let before = source.stamp(&path)?;
+        if let Some(now) = before
+            && (now.size != size || now.mtime != (mtime.sec, mtime.nsec))
+        {
+            return Err(changed(&path));
+        }
+        for (range, expected) in expected {
+            data.clear();
+            source.read(op, &path, range, &mut |piece| data.extend_from_slice(piece))?;
+            let right = match expected {
+                Expected::Cv(cv) => super::ops::chunk_cv(&data, range.offset) == cv,
+                Expected::Hash(hash) => Digest::from(blake3::hash(&data)) == hash,
+            };
+            if !right {
+                return Err(changed(&path));
+            }
+            let record = RecordHeader {
+                op,
+                offset: range.offset,
+                length: range.length,
+                hash: blake3::hash(&data).to_hex().to_string(),
+            };
+            serde_json::to_writer(&mut out, &record).map_err(|e| e.to_string())?;
+            out.write_all(b"\n").map_err(io)?;
+            out.write_all(&data).map_err(io)?;
+            total += range.length;
+        }
+        if before.is_some() && source.stamp(&path)? != before {
+            return Err(changed(&path));
+        }
     }
     out.write_all(b"{\"end\":true}\n").map_err(io)?;
     out.flush().map_err(io)?;
     Ok(total)
+}
+
+fn changed(path: &RelPath) -> String {
+    format!(
+        "source {}: changed since the plan was made, so apply would refuse its bytes; no bundle written past it (make a new plan)",
+        path.display()
+    )
+}
+
+/// What a bundle piece must hash to.
+enum Expected {
+    Cv(Digest),
+    Hash(Digest),
+}
+
+/// The chunk ranges of a whole-file copy with the hashes of their bytes now, after checking
+/// that together they are the file the plan names (its root hash).
+fn whole_file_cvs(
+    source: &mut dyn SourceData,
+    op: usize,
+    path: &RelPath,
+    state: &crate::plan::FileState,
+    chunk: ChunkSize,
+) -> Result<Vec<(ByteRange, Expected)>, String> {
+    let mut hasher = blake3::Hasher::new();
+    let mut cvs = Vec::new();
+    let mut data = Vec::new();
+    for i in 0..chunk.chunks_in(state.size) {
+        let range = chunk.chunk_range(i, state.size);
+        data.clear();
+        source.read(op, path, range, &mut |piece| data.extend_from_slice(piece))?;
+        hasher.update(&data);
+        cvs.push((range, Expected::Hash(Digest::from(blake3::hash(&data)))));
+    }
+    if Digest::from(hasher.finalize()) != state.hash.0 {
+        return Err(changed(path));
+    }
+    Ok(cvs)
 }

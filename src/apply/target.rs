@@ -923,6 +923,61 @@ impl TargetRoot {
     }
 }
 
+/// The root directory's own metadata. Every other method acts on a path below the root; these
+/// act on the root through a descriptor opened from the held one, so nothing is looked up by
+/// name.
+impl TargetRoot {
+    fn root_dir(&self, op: &'static str) -> Result<OwnedFd, TargetError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rfs::openat(&self.fd, c".", flags, Mode::empty()).map_err(ctx(b".", op))
+    }
+
+    pub fn root_stat(&self) -> Result<NodeStat, TargetError> {
+        statx_fd(&self.fd).map(|st| node_stat(&st)).map_err(ctx(b".", "stat"))
+    }
+
+    pub fn set_root_mode(&self, mode: u32) -> Result<(), TargetError> {
+        let fd = self.root_dir("set mode of")?;
+        rfs::fchmod(&fd, Mode::from_bits_truncate(mode & 0o7777)).map_err(ctx(b".", "set mode of"))
+    }
+
+    pub fn set_root_owner(&self, uid: u32, gid: u32) -> Result<(), TargetError> {
+        let fd = self.root_dir("set owner of")?;
+        rfs::fchown(&fd, Some(rfs::Uid::from_raw(uid)), Some(rfs::Gid::from_raw(gid)))
+            .map_err(ctx(b".", "set owner of"))
+    }
+
+    pub fn set_root_mtime(&self, sec: i64, nsec: u32) -> Result<(), TargetError> {
+        let fd = self.root_dir("set mtime of")?;
+        let times = Timestamps {
+            last_access: Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT },
+            last_modification: Timespec { tv_sec: sec, tv_nsec: nsec.into() },
+        };
+        rfs::futimens(&fd, &times).map_err(ctx(b".", "set mtime of"))
+    }
+
+    pub fn root_xattrs(&self) -> Result<Option<Box<Xattrs>>, TargetError> {
+        let op = "read extended attributes of";
+        let fd = self.root_dir(op)?;
+        crate::scan::read_xattrs(&fd).map_err(|cause| TargetError::Io { path: ".".into(), op, cause })
+    }
+
+    pub fn set_root_xattrs(&self, desired: &Xattrs) -> Result<(), TargetError> {
+        let op = "set extended attributes of";
+        let fd = self.root_dir(op)?;
+        let current = crate::scan::read_xattrs(&fd)
+            .map_err(|cause| TargetError::Io { path: ".".into(), op, cause })?
+            .unwrap_or_default();
+        for (name, _) in current.iter().filter(|(name, _)| !desired.iter().any(|(n, _)| n == name)) {
+            rfs::fremovexattr(&fd, os(name)).map_err(ctx(b".", op))?;
+        }
+        for (name, value) in desired.iter().filter(|pair| !current.contains(pair)) {
+            rfs::fsetxattr(&fd, os(name), value, rfs::XattrFlags::empty()).map_err(ctx(b".", op))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod link_tests {
     use super::*;

@@ -26,6 +26,8 @@ pub const EXIT_SAME: u8 = 0;
 pub const EXIT_DIFFERENT: u8 = 1;
 pub const EXIT_TROUBLE: u8 = 2;
 pub const EXIT_LOCKED: u8 = 3;
+/// `--max-delete` held back some removals; everything else was done (rsync's RERR_DEL_LIMIT).
+pub const EXIT_DELETE_LIMIT: u8 = 25;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -145,9 +147,8 @@ struct DiffArgs {
     source: PathBuf,
     /// The copy to check: a directory, a manifest file, or '-'.
     target: PathBuf,
-    /// Metadata to compare: none, all, or a list of mode,mtime,owner,xattr.
-    #[arg(long, default_value = "mode", value_parser = parse_meta)]
-    meta: MetaSet,
+    #[command(flatten)]
+    meta: MetaArg,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
@@ -181,6 +182,24 @@ fn parse_chunk_size(text: &str) -> Result<ChunkSize, String> {
 
 pub(crate) fn parse_meta(text: &str) -> Result<MetaSet, String> {
     MetaSet::parse(text)
+}
+
+/// Which metadata to compare (and repair).
+#[derive(Debug, clap::Args)]
+pub struct MetaArg {
+    /// Metadata to compare: none, all, or a list of mode,mtime,owner,xattr.
+    #[arg(long, default_value = "mode", value_parser = parse_meta)]
+    meta: MetaSet,
+    /// Compare what `rsync -a` keeps: modes, mtimes, and owners when run as root, besides
+    /// content, symlinks and special files (add `--meta xattr` for extended attributes).
+    #[arg(short, long)]
+    archive: bool,
+}
+
+impl MetaArg {
+    pub(crate) fn set(&self) -> MetaSet {
+        if self.archive { self.meta.or(MetaSet::archive(rustix::process::geteuid().is_root())) } else { self.meta }
+    }
 }
 
 /// Parses the command line, runs it, and turns the outcome into an exit code.
@@ -543,15 +562,15 @@ fn check_same_scope(
 
 fn run_diff(args: DiffArgs) -> Result<u8> {
     let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
-        load_pair(&args.source, &args.target, &args.scan, args.meta, p)
+        load_pair(&args.source, &args.target, &args.scan, args.meta.set(), p)
     })?;
-    let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta });
+    let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
     if let Some(path) = &args.html {
         let title = format!("cutover diff {} {}", args.source.display(), args.target.display());
         html::write_page(path, &title, &[html::Section { heading: "Differences", report: &report }])?;
     }
     if !args.quiet {
-        warn_uncompared(args.meta, &report);
+        warn_uncompared(args.meta.set(), &report);
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let written = render::report(&mut out, &report, args.format).and_then(|()| out.flush());

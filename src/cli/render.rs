@@ -188,7 +188,7 @@ fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     let s = report.summary();
     if report.identical() {
         let hash = report.source.hash.map_or_else(String::new, |h| format!(", root {h}"));
-        return writeln!(out, "identical{hash}");
+        return writeln!(out, "identical{hash} ({})", report.compared_text());
     }
     let mut parts = Vec::new();
     for (n, label) in [

@@ -6,17 +6,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use cutover::apply::source::{BundleSource, DirSource, SourceData, roots_overlap, write_bundle};
+use cutover::apply::source::{BundleSource, DirSource, SourceData, record_holes, roots_overlap, write_bundle};
 use cutover::apply::{ApplyOptions, ApplyReport, LockedTarget, Outcome, apply, plan_id};
 use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
-use cutover::manifest::{Kind, Manifest, MetaSet};
-use cutover::plan::{Operation, Plan, PlanOptions, build_plan, read_plan, write_plan};
+use cutover::manifest::Kind;
+use cutover::plan::{
+    DeleteLimits, Operation, Plan, PlanOptions, TreeIdentity, build_plan, check_deletes, planned_deletes, read_plan,
+    write_plan,
+};
 use cutover::scan::scan_pair;
 use cutover::state::StateDir;
 
 use super::render::{count, shown, size};
-use super::{EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, ScanArg, load_pair, parse_meta};
+use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg, load_pair};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -43,9 +46,8 @@ pub struct RepairChoice {
     /// Also remove entries that exist only in the target.
     #[arg(long)]
     delete: bool,
-    /// Metadata to repair where content is equal: none, all, or mode,mtime,owner,xattr.
-    #[arg(long, default_value = "mode", value_parser = parse_meta)]
-    meta: MetaSet,
+    #[command(flatten)]
+    meta: MetaArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,12 +78,35 @@ pub struct ApplyArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct Limits {
-    /// Refuse to delete more than N entries.
+    /// Delete at most N entries: the removals beyond are listed and skipped, the rest is done,
+    /// and the run exits 25.
     #[arg(long, value_name = "N")]
     max_delete: Option<u64>,
-    /// Proceed even when the source looks empty or unmounted, or --max-delete is exceeded.
+    /// Proceed even when the source looks empty or unmounted, the plan deletes most of the
+    /// target, or the plan was made for another target directory.
     #[arg(long)]
     force: bool,
+}
+
+impl Limits {
+    fn delete_limits(&self) -> DeleteLimits {
+        DeleteLimits { max_delete: self.max_delete, force: self.force }
+    }
+
+    /// What `apply` would refuse or hold back, said on stderr: `plan` and dry runs still show
+    /// the whole plan.
+    fn warn(&self, plan: &Plan) {
+        if let Err(refusal) = check_deletes(plan, false, self.delete_limits()) {
+            eprintln!("warning: apply will refuse this plan: {refusal}");
+        } else if let Some(limit) = self.max_delete
+            && planned_deletes(plan) > limit
+        {
+            eprintln!(
+                "warning: the plan deletes {} entries: with --max-delete {limit}, apply stops removing at {limit} and lists the rest",
+                planned_deletes(plan)
+            );
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -147,26 +172,21 @@ impl RepairArgs {
     }
 }
 
-/// Refuses `--delete` against a source with nothing in it while the target has content.
-fn check_source_not_empty(source: &Manifest, target: &Manifest, delete: bool, force: bool) -> Result<()> {
-    if delete && !force && source.entries.len() <= 1 && target.entries.len() > 1 {
-        bail!(
-            "the source {} is empty (unmounted?) and --delete would remove everything in the target; use --force if you mean it",
-            source.header.root
-        );
-    }
-    Ok(())
-}
-
 pub fn run_plan(args: PlanArgs) -> Result<u8> {
     let (source, target) = super::progress::with_progress("scanning", false, |p| {
-        load_pair(&args.source, &args.target, &args.scan, args.repair.meta, p)
+        load_pair(&args.source, &args.target, &args.scan, args.repair.meta.set(), p)
     })?;
-    check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
-    let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta, ..PlanOptions::default() };
-    let (plan, report) = build_plan(&source, &target, &options);
-    super::warn_uncompared(args.repair.meta, &report);
-    check_max_delete(&plan, &args.limits)?;
+    let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
+    let (mut plan, report) = build_plan(&source, &target, &options);
+    if args.target.as_os_str() != "-" && args.target.is_dir() {
+        plan.target.identity = TreeIdentity::of(&args.target);
+    }
+    if args.source.as_os_str() != "-" && args.source.is_dir() {
+        record_holes(&mut plan, &DirSource::open(&args.source).map_err(anyhow::Error::msg)?)
+            .map_err(anyhow::Error::msg)?;
+    }
+    super::warn_uncompared(args.repair.meta.set(), &report);
+    args.limits.warn(&plan);
     let stdout = std::io::stdout();
     match (&args.output, args.dry_run) {
         (Some(path), false) => {
@@ -190,17 +210,6 @@ fn plan_verdict(plan: &Plan, report: &cutover::diff::Report) -> u8 {
     } else {
         EXIT_DIFFERENT
     }
-}
-
-/// Refuses, at planning time already, a plan that deletes more than `--max-delete`.
-fn check_max_delete(plan: &Plan, limits: &Limits) -> Result<()> {
-    if let Some(limit) = limits.max_delete
-        && plan.totals.delete_entries > limit
-        && !limits.force
-    {
-        bail!("the plan would delete {} entries, more than --max-delete {limit}", plan.totals.delete_entries);
-    }
-    Ok(())
 }
 
 fn load_plan(path: &Path) -> Result<Plan> {
@@ -253,9 +262,19 @@ pub fn run_apply(args: ApplyArgs) -> Result<u8> {
     show_apply(&mut std::io::stdout().lock(), &report, args.format)?;
     Ok(match report.interrupted {
         Some(signal) => signal.exit_code(),
-        None if report.complete() => EXIT_SAME,
-        None => EXIT_TROUBLE,
+        None => apply_verdict(&report),
     })
+}
+
+/// 0 when every postcondition holds, 25 when only `--max-delete` held removals back, else 2.
+fn apply_verdict(report: &ApplyReport) -> u8 {
+    if !report.problems.is_empty() {
+        EXIT_TROUBLE
+    } else if !report.held_deletes.is_empty() {
+        EXIT_DELETE_LIMIT
+    } else {
+        EXIT_SAME
+    }
 }
 
 pub fn run_bundle(args: BundleArgs) -> Result<u8> {
@@ -296,24 +315,25 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         true => None,
     };
     let stale_temps = locked.as_ref().map(|l| l.clean_stale(None)).transpose()?.unwrap_or(0);
-    let scan_options = args.scan.options(args.repair.meta.xattr, args.scan.excludes()?.as_ref(), None);
+    let scan_options = args.scan.options(args.repair.meta.set().xattr, args.scan.excludes()?.as_ref(), None);
     let (source, target) =
         super::progress::with_progress("scanning", false, |p| scan_pair(&args.source, &args.target, &scan_options, p))?;
-    check_source_not_empty(&source, &target, args.repair.delete, args.limits.force)?;
-    let (plan, report) = build_plan(
+    let (mut plan, report) = build_plan(
         &source,
         &target,
-        &PlanOptions { delete: args.repair.delete, meta: args.repair.meta, ..PlanOptions::default() },
+        &PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() },
     );
-    super::warn_uncompared(args.repair.meta, &report);
+    plan.target.identity = TreeIdentity::of(&args.target);
+    let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
+    record_holes(&mut plan, &data).map_err(anyhow::Error::msg)?;
+    super::warn_uncompared(args.repair.meta.set(), &report);
     if args.dry_run {
-        check_max_delete(&plan, &args.limits)?;
+        args.limits.warn(&plan);
         super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, None)?;
         show_plan(&mut std::io::stdout().lock(), &plan)?;
         return Ok(plan_verdict(&plan, &report));
     }
     let locked = locked.context("the target is not locked")?;
-    let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let mut applied = apply(&plan, &mut data, &locked, &options)?;
     applied.stale_temps_removed += stale_temps;
@@ -325,7 +345,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     let (source_after, target_after) = super::progress::with_progress("verifying", false, |p| {
         scan_pair(&args.source, &args.target, &scan_options, p)
     })?;
-    let verify = diff(&source_after, &target_after, &DiffOptions { meta: args.repair.meta });
+    let verify = diff(&source_after, &target_after, &DiffOptions { meta: args.repair.meta.set() });
     let remaining = verify.differences.len();
     super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, Some(&verify))?;
     // Everything is decided before anything is printed, so a closed pipe cannot cut a repair short.
@@ -337,7 +357,7 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
                 writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
             }
             if remaining == 0 {
-                writeln!(out, "verified: the target is identical to the source")?;
+                writeln!(out, "verified: the target is identical to the source ({})", verify.compared_text())?;
             } else {
                 writeln!(out, "verify: {remaining} differences remain (run `cutover diff` to see them)")?;
             }
@@ -350,9 +370,11 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         Err(e) => return Err(e.into()),
         Ok(()) => {}
     }
-    let trouble = !applied.complete() || !plan.unrepairable.is_empty() || verify.summary().trouble > 0;
+    let trouble = !applied.problems.is_empty() || !plan.unrepairable.is_empty() || verify.summary().trouble > 0;
     Ok(if trouble {
         EXIT_TROUBLE
+    } else if !applied.held_deletes.is_empty() {
+        EXIT_DELETE_LIMIT
     } else if remaining > 0 {
         EXIT_DIFFERENT
     } else {
@@ -410,7 +432,10 @@ fn plan_summary(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
 pub fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
     let chunk = ChunkSize::new(plan.chunk_size).unwrap_or(ChunkSize::DEFAULT);
     for op in &plan.operations {
-        let path = op.at().rel().map(|p| shown(p.as_bytes())).unwrap_or_else(|e| format!("<{e}>"));
+        let path = op
+            .rel()
+            .map(|p| if p.is_root() { ".".into() } else { shown(p.as_bytes()) })
+            .unwrap_or_else(|e| format!("<{e}>"));
         let detail = match op {
             Operation::Remove { expect, entries, bytes, .. } => {
                 format!("{}, {entries} entries, {}", expect.kind, size(*bytes))
@@ -484,6 +509,9 @@ fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std:
             "entries_deleted": report.entries_deleted,
             "stale_temps_removed": report.stale_temps_removed,
             "interrupted": report.interrupted.map(|signal| signal.name()),
+            "held_deletes": report.held_deletes.iter().map(|(at, entries)| {
+                json!({"path": at.path, "path_bytes": at.path_bytes, "entries": entries})
+            }).collect::<Vec<_>>(),
         });
         serde_json::to_writer(&mut *out, &doc)?;
         return writeln!(out);
@@ -504,6 +532,14 @@ fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std:
             out,
             "stopped by {} at a safe point: no temporary file is left; running the same plan again finishes it",
             signal.name()
+        )?;
+    }
+    for (at, entries) in &report.held_deletes {
+        writeln!(
+            out,
+            "held     remove {}: {} beyond --max-delete; not deleted",
+            at.path,
+            count(*entries, "entry", "entries")
         )?;
     }
     writeln!(

@@ -172,7 +172,8 @@ impl Merge<'_> {
             return false;
         }
         // A target directory not entered is another filesystem's root: never a thing to change.
-        let metadata = if s.path.is_root() || t.not_entered { Vec::new() } else { self.meta_changes(s, t) };
+        // The root's own metadata is compared like any directory's, as rsync's `./` line.
+        let metadata = if t.not_entered { Vec::new() } else { self.meta_changes(s, t) };
         let content_equal = s.digest == t.digest;
         let hard_link = (self.hard_links && s.hard_link() != t.hard_link())
             .then(|| HardLinkChange { source: s.hard_link().cloned(), target: t.hard_link().cloned() });

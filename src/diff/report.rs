@@ -201,6 +201,18 @@ impl Report {
         s
     }
 
+    /// Which metadata was compared and which was not, for the line that says "identical", so
+    /// that a default run (modes only) cannot be read as "owners checked too".
+    pub fn compared_text(&self) -> String {
+        let list = |names: Vec<&str>| if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        let mut text = format!("compared: {}", list(self.compared_names()));
+        let missing = self.not_compared_names();
+        if !missing.is_empty() {
+            text.push_str(&format!("; not compared: {}", list(missing)));
+        }
+        text
+    }
+
     /// The whole report as one `cutover-diff/1` JSON document.
     pub fn to_json(&self) -> Value {
         let mut doc = self.header_json();
@@ -224,6 +236,15 @@ impl Report {
         names
     }
 
+    /// What was not compared: the metadata fields not asked for or not recorded, then
+    /// `hardlinks` and `rdev` when a side did not record them.
+    pub fn not_compared_names(&self) -> Vec<&'static str> {
+        let mut names = self.compared.missing().names();
+        names.extend((!self.hard_links).then_some("hardlinks"));
+        names.extend((!self.rdev).then_some("rdev"));
+        names
+    }
+
     fn header_json(&self) -> Value {
         json!({
             "format": "cutover-diff/1",
@@ -231,6 +252,7 @@ impl Report {
             "source": side_json(&self.source),
             "target": side_json(&self.target),
             "compared": self.compared_names(),
+            "not_compared": self.not_compared_names(),
             "chunk_size": self.chunk_size.bytes(),
             "summary": summary_json(&self.summary()),
             "not_entered": self.not_entered.iter().map(|(path, side)| {

@@ -231,6 +231,27 @@ impl MetaSet {
         Ok(set)
     }
 
+    /// What `rsync -a` keeps: permission bits and times, and owners when run as root (rsync
+    /// cannot set them otherwise, so comparing them would never converge).
+    pub fn archive(as_root: bool) -> MetaSet {
+        MetaSet { mode: true, mtime: true, owner: as_root, xattr: false }
+    }
+
+    /// Fields in either set.
+    pub fn or(self, other: MetaSet) -> MetaSet {
+        MetaSet {
+            mode: self.mode || other.mode,
+            mtime: self.mtime || other.mtime,
+            owner: self.owner || other.owner,
+            xattr: self.xattr || other.xattr,
+        }
+    }
+
+    /// The fields not in this set.
+    pub fn missing(self) -> MetaSet {
+        MetaSet { mode: !self.mode, mtime: !self.mtime, owner: !self.owner, xattr: !self.xattr }
+    }
+
     /// Fields in both sets.
     pub fn and(self, other: MetaSet) -> MetaSet {
         MetaSet {

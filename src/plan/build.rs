@@ -227,6 +227,7 @@ impl Builder<'_> {
                 source,
                 replaces,
                 attrs: attrs(s, self.meta),
+                holes: 0,
             });
         }
     }
@@ -341,6 +342,7 @@ impl Builder<'_> {
             target: TargetFile { size: t.size, hash: replaced.hash, mtime: time(t) },
             chunks,
             attrs: attrs(s, self.meta),
+            holes: 0,
         });
     }
 
@@ -350,13 +352,13 @@ impl Builder<'_> {
         self.touched_dirs.sort();
         self.touched_dirs.dedup();
         for dir in std::mem::take(&mut self.touched_dirs) {
-            if let Some(s) = self.source.find(&dir).filter(|e| e.kind == Kind::Dir && !dir.is_root()) {
+            if let Some(s) = self.source.find(&dir).filter(|e| e.kind == Kind::Dir) {
                 let mut op = MetaOp::new(s);
                 op.mtime = Some(time(s));
                 self.metas.push(op.into_operation());
             }
         }
-        self.metas.sort_by_key(|op| std::cmp::Reverse(op.at().rel().ok()));
+        self.metas.sort_by_key(|op| std::cmp::Reverse(op.rel().ok()));
         self.metas.dedup_by(|later, earlier| {
             if later.at() != earlier.at() {
                 return false;
@@ -375,6 +377,7 @@ impl Builder<'_> {
             root: info.root.clone(),
             hash: info.hash.map(Digest::to_hex),
             entries: m.entries.len() as u64,
+            identity: None,
         };
         Plan {
             format: PLAN_FORMAT.into(),
@@ -415,11 +418,16 @@ impl MetaOp {
 
 /// Folds the fields of `from` into `into` (two `meta` operations on one path).
 fn merge_meta(into: &mut Operation, from: &Operation) {
-    if let (Operation::Meta { mode, mtime, owner, .. }, Operation::Meta { mode: m2, mtime: t2, owner: o2, .. }) =
-        (into, from)
+    if let (
+        Operation::Meta { mode, mtime, owner, xattrs, .. },
+        Operation::Meta { mode: m2, mtime: t2, owner: o2, xattrs: x2, .. },
+    ) = (into, from)
     {
         *mode = mode.or(*m2);
         *mtime = mtime.or(*t2);
         *owner = owner.or(*o2);
+        if xattrs.is_none() {
+            xattrs.clone_from(x2);
+        }
     }
 }

@@ -88,7 +88,7 @@ fn validate(plan: &Plan, file: &str) -> Result<(), PlanError> {
     let mut previous: Option<(u8, RelPath)> = None;
     for (index, op) in plan.operations.iter().enumerate() {
         let bad = |why: String| PlanError::Unsafe { file: file.to_string(), index, op: op.name(), why };
-        let rel = op.at().rel().map_err(bad)?;
+        let rel = op.rel().map_err(bad)?;
         let phase = match op {
             Operation::Remove { .. } => 0,
             Operation::Meta { .. } => 2,
@@ -115,6 +115,11 @@ fn validate(plan: &Plan, file: &str) -> Result<(), PlanError> {
             }
         }
         previous = Some((phase, rel));
+        if let Operation::Copy { holes, .. } | Operation::Patch { holes, .. } = op
+            && *holes > op.read_bytes(chunk)
+        {
+            return Err(bad(format!("holes {holes} exceed the {} bytes it reads", op.read_bytes(chunk))));
+        }
         if let Operation::Patch { source, chunks, .. } = op {
             let count = chunk.chunks_in(source.size);
             if let Some(c) = chunks.iter().find(|c| c.index >= count) {

@@ -8,9 +8,11 @@
 
 mod build;
 mod format;
+mod guard;
 
 pub use build::{PlanOptions, build_plan};
 pub use format::{PlanError, plan_checksum, read_plan, write_plan};
+pub use guard::{DeleteLimits, Refusal, check_deletes, check_target, planned_deletes};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,13 +30,43 @@ pub struct PlanSide {
     pub hash: Option<String>,
     /// Entries in the tree, the root included: 1 means an empty (or unmounted) directory.
     pub entries: u64,
+    /// Which directory this was, when the plan was made from a directory (not a manifest):
+    /// `apply` refuses another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<TreeIdentity>,
+}
+
+/// A directory as the host that planned saw it: host name, device and inode of the root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeIdentity {
+    pub host: String,
+    pub device: u64,
+    pub inode: u64,
+}
+
+impl TreeIdentity {
+    /// The identity of the directory `path` (symlinks leading to it followed, as when it is
+    /// opened as a root); `None` when it cannot be read.
+    pub fn of(path: &std::path::Path) -> Option<TreeIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_dir)?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+        Some(TreeIdentity { host, device: meta.dev(), inode: meta.ino() })
+    }
+}
+
+impl std::fmt::Display for TreeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "host {}, device {}, inode {}", self.host, self.device, self.inode)
+    }
 }
 
 /// Sums over the operations, for review and for `--max-delete`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub operations: u64,
-    /// Bytes `apply` will read from the source and write into the target.
+    /// Bytes of data `apply` will copy from the source into the target: holes of the source
+    /// (each operation's `holes`) are not copied, they stay holes.
     pub copy_bytes: u64,
     /// Entries the removals delete (each removal counts its whole subtree).
     pub delete_entries: u64,
@@ -99,7 +131,7 @@ impl OpPath {
         OpPath { path: path.display(), path_bytes: path.exact_bytes_b64() }
     }
 
-    /// The exact, validated path (no absolute path, no `..`).
+    /// The exact, validated path (no absolute path, no `..`), never the root.
     pub fn rel(&self) -> Result<RelPath, String> {
         let rel = RelPath::from_report(&self.path, self.path_bytes.as_deref())?;
         if rel.is_root() {
@@ -295,6 +327,9 @@ pub enum Operation {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaces: Option<FileState>,
         attrs: Attrs,
+        /// Bytes of the source file that were holes when the plan was made (not copied).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        holes: u64,
     },
     /// Rewrite only the divergent chunks of an existing file in place.
     Patch {
@@ -308,6 +343,9 @@ pub enum Operation {
         /// clipped to the source size.
         chunks: Vec<PatchChunk>,
         attrs: Attrs,
+        /// Bytes of those chunks that were holes in the source when the plan was made.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        holes: u64,
     },
     /// Make `path` a symlink to `link`, replacing a symlink with another target if one is there.
     Symlink {
@@ -396,6 +434,14 @@ impl Operation {
         }
     }
 
+    /// The validated path acted on: only a `meta` operation may name the root itself (`""`).
+    pub fn rel(&self) -> Result<RelPath, String> {
+        match self {
+            Operation::Meta { at, .. } => RelPath::from_report(&at.path, at.path_bytes.as_deref()),
+            other => other.at().rel(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Operation::Remove { .. } => "remove",
@@ -410,8 +456,8 @@ impl Operation {
         }
     }
 
-    /// Bytes this operation copies from the source.
-    pub fn copy_bytes(&self, chunk: ChunkSize) -> u64 {
+    /// Bytes of the source this operation reads: the whole file, or its chunks.
+    pub fn read_bytes(&self, chunk: ChunkSize) -> u64 {
         match self {
             Operation::Copy { source, .. } => source.size,
             Operation::Patch { source, chunks, .. } => {
@@ -420,6 +466,20 @@ impl Operation {
             _ => 0,
         }
     }
+
+    /// Bytes of data this operation copies: what it reads, less the source's holes.
+    pub fn copy_bytes(&self, chunk: ChunkSize) -> u64 {
+        match self {
+            Operation::Copy { holes, .. } | Operation::Patch { holes, .. } => {
+                self.read_bytes(chunk).saturating_sub(*holes)
+            }
+            _ => 0,
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Permission bits as an octal string (`"0644"`), the way people read them.

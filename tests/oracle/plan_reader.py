@@ -244,6 +244,12 @@ def read_plan(data):
         s.get("hash", "hash", nullable=True)
         if s.get("entries", "u64") < 1:
             fail("plan.%s.entries: must be at least 1 (the root)" % side)
+        ident = s.get("identity", "obj", required=False)
+        if ident is not None:
+            ident.get("host", "str")
+            ident.get("device", "u64")
+            ident.get("inode", "u64")
+            ident.no_unknown()
         s.no_unknown()
     C = p.get("chunk_size", "u64")
     if C & (C - 1) or not (1 << 10) <= C <= (1 << 30):
@@ -276,7 +282,8 @@ def read_plan(data):
         o = Obj(raw, where)
         op = o.get("op", "str")
         path = text_and_bytes(o, "path", "path_bytes", where)
-        check_path_safe(path, where)
+        if not (op == "meta" and path == b""):  # only a meta operation may name the root
+            check_path_safe(path, where)
         where = "%s (%s \"%s\")" % (where, op, show_path(path))
         o.where = where
         info = {}
@@ -318,7 +325,10 @@ def read_plan(data):
             if o.get("replaces", "obj", required=False) is not None:
                 size_hash(o, "replaces", where)
             attrs_obj(o, where)
-            copy_bytes += size
+            holes = o.get("holes", "u64", required=False) or 0
+            if holes > size:
+                fail("%s: holes %d exceed the %d bytes it reads" % (where, holes, size))
+            copy_bytes += size - holes
         elif op == "patch":
             ssize, _ = size_hash(o, "source", where)
             tsize, _ = size_hash(o, "target", where, extra=("mtime",))
@@ -326,6 +336,8 @@ def read_plan(data):
                 fail("%s: a patch needs at least one full chunk on both sides (sizes %d, %d; chunk %d)"
                      % (where, ssize, tsize, C))
             chunks = o.get("chunks", "list")
+            holes = o.get("holes", "u64", required=False) or 0
+            reads = 0
             last = -1
             idx = []
             for j, c in enumerate(chunks):
@@ -342,8 +354,11 @@ def read_plan(data):
                     fail("%s: `old` must be null exactly when the chunk lies beyond the target's end"
                          % co.where)
                 co.no_unknown()
-                copy_bytes += min(C, ssize - k * C)
+                reads += min(C, ssize - k * C)
                 idx.append(k)
+            if holes > reads:
+                fail("%s: holes %d exceed the %d bytes it reads" % (where, holes, reads))
+            copy_bytes += reads - holes
             if not idx and ssize == tsize:
                 fail("%s: a patch with no chunks and no size change does nothing" % where)
             attrs_obj(o, where)

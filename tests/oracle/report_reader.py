@@ -218,8 +218,8 @@ def check_difference(d, where, compared, C, jsonl):
         comps = path.split(b"/")
         if path.startswith(b"/") or any(c in (b"", b".", b"..") for c in comps) or b"\0" in path:
             fail("%s: not a clean relative path" % where)
-    elif kind not in ("unreadable", "unstable"):
-        fail("%s: only trouble can be reported for the root itself" % where)
+    elif kind not in ("metadata", "unreadable", "unstable"):
+        fail("%s: only metadata or trouble can be reported for the root itself" % where)
     hint = o.get("hint", "str", required=False)
     if hint is not None and kind not in ("missing", "extra"):
         fail("%s: a hint on a %s difference" % (where, kind))
@@ -341,6 +341,11 @@ def check_report(top, diffs, jsonl):
     compared = t.get("compared", "list")
     if not all(c in META_FIELDS + COMPARED_EXTRA for c in compared) or len(set(compared)) != len(compared):
         fail("compared: %r is not a set of mode, mtime, owner, xattr, hardlinks, rdev" % (compared,))
+    # Optional (reports of earlier versions lack it); when present, exactly the rest.
+    not_compared = t.get("not_compared", "list", required=False)
+    if not_compared is not None and sorted(not_compared) != sorted(
+            f for f in META_FIELDS + COMPARED_EXTRA if f not in compared):
+        fail("not_compared: %r is not the fields missing from compared %r" % (not_compared, compared))
     s = t.get("summary", "obj")
     counts = {k: s.get(k, "u64") for k in ("missing", "extra", "content", "type", "metadata", "hardlink", "trouble",
                                              "divergent_bytes", "missing_bytes", "extra_bytes")}

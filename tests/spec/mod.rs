@@ -15,4 +15,5 @@ mod ranges;
 mod reading;
 mod run_state;
 mod trouble;
+mod verdicts;
 mod xattrs;

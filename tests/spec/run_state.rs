@@ -155,8 +155,10 @@ fn a_user_file_named_like_a_temp_survives_repair_and_goes_only_as_an_extra() {
     assert_eq!(std::fs::read(target.at(".data.cutover-tmp.999.1")).unwrap(), b"mine");
     assert_eq!(std::fs::read(target.at(".data.cutover-tmp.0123456789abcdef.1")).unwrap(), b"mine too");
     assert_eq!(std::fs::read(target.at("data")).unwrap(), b"the new data", "the repair itself ran");
-    // With --delete they go, as the extras the plan lists, and nothing else does.
-    let run = cutover(["repair", "--delete", "--format", "json"]).arg(source.path()).arg(target.path()).run();
+    // With --delete they go, as the extras the plan lists, and nothing else does (--force:
+    // they are two of the target's three entries, which the delete guard would refuse).
+    let run =
+        cutover(["repair", "--delete", "--force", "--format", "json"]).arg(source.path()).arg(target.path()).run();
     assert_eq!(run.expect_code(0).json()["entries_deleted"], 2);
     assert_rsync_equal(source.path(), target.path());
 }

@@ -12,7 +12,7 @@ impl Run<'_, '_> {
     /// Whether every name of the inode at `path` is `path` itself or a name the plan links to
     /// it, so that a change made through it reaches no name it must not (perhaps outside the
     /// target, or in the source).
-    pub(super) fn owns_inode(&self, path: &RelPath) -> Step<bool> {
+    pub(in crate::apply) fn owns_inode(&self, path: &RelPath) -> Step<bool> {
         let Some(now) = self.root.identity(path.as_bytes()).map_err(failed)? else { return Ok(true) };
         if now.nlink <= 1 {
             return Ok(true);
@@ -142,7 +142,7 @@ impl Run<'_, '_> {
 
     /// A new symlink or special file just like the one at `path` (text or device number, mode,
     /// owner, mtime), renamed over it: the same entry on an inode of its own.
-    pub(super) fn recreate(&mut self, path: &RelPath) -> Step<()> {
+    pub(in crate::apply) fn recreate(&mut self, path: &RelPath) -> Step<()> {
         let rel = path.as_bytes();
         let (Some(before), Some(id)) = (self.stat(path)?, self.root.identity(rel).map_err(failed)?) else {
             return Ok(());
