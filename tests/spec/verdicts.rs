@@ -346,7 +346,6 @@ fn copies_and_patches_keep_holes() {
 }
 
 #[test]
-#[ignore = "waits for the read-safety scan: apply's verify hashes through hash_file, which maps tmpfs files and so allocates their holes; passes with that branch"]
 fn a_sparse_image_larger_than_the_target_filesystem_fits_as_it_does_with_rsync() {
     const MIB: u64 = 1 << 20;
     let (source, work) = (Tree::new(), Tree::new());
