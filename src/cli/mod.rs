@@ -18,7 +18,8 @@ use cutover::diff::{DiffOptions, Report};
 use cutover::digest::ChunkSize;
 use cutover::exclude::Excludes;
 use cutover::manifest::{Header, Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
-use cutover::scan::{Progress, ScanOptions, b3sum_lines, scan_pair, scan_with_progress};
+use cutover::scan::{Cache, Progress, ScanOptions, Scrub, b3sum_lines, scan_pair, scan_with_progress};
+use std::sync::Arc;
 
 /// Exit codes, as GNU diff: 0 identical or success, 1 differences, 2 trouble; then 3 when
 /// another run holds the target's lock. A run stopped by a signal exits 128 + its number.
@@ -79,8 +80,62 @@ struct ScanArgs {
     /// Record extended attributes too (needed to compare them with `diff --meta xattr`).
     #[arg(long)]
     xattrs: bool,
+    /// Trust files unchanged since the manifest FILE (same device, inode, size, mtime and
+    /// ctime) without reading them. Without -o, FILE is then replaced by the new manifest; a
+    /// missing FILE is a first run.
+    #[arg(long, value_name = "FILE")]
+    cache: Option<PathBuf>,
+    #[command(flatten)]
+    verify: VerifyArg,
     #[command(flatten)]
     scan: ScanArg,
+}
+
+/// How much of what a cache vouches for is read again anyway.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArg {
+    /// Re-read a rotating 1/N of the files the cache vouches for, so that every file is read
+    /// at least once every N runs (bit rot changes no metadata).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub scrub: Option<u64>,
+    /// Read every file: trust nothing from the cache (it is still replaced).
+    #[arg(long, conflicts_with = "scrub")]
+    pub full: bool,
+}
+
+impl VerifyArg {
+    /// The scrub that follows the one `cache` (a manifest) recorded.
+    pub fn scrub(&self, cache: &Manifest) -> Scrub {
+        match (self.full, self.scrub) {
+            (true, _) => Scrub::Full,
+            (false, Some(of)) => Scrub::next(of, cache.header.scrub),
+            (false, None) => Scrub::Off,
+        }
+    }
+}
+
+/// The manifest at `path` as a cache for a scan with `options`, or `None`, saying why on
+/// stderr: a missing file is a first run (said nothing about), an unreadable one or one of
+/// other settings is not used.
+pub(crate) fn load_cache(path: &Path, options: &ScanOptions, verify: &VerifyArg) -> Option<Arc<Cache>> {
+    let manifest = match read_manifest(path) {
+        Ok(manifest) => manifest,
+        Err(cutover::manifest::ManifestError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
+            return None;
+        }
+        Err(e) => {
+            eprintln!("cutover: warning: {e}; not used as a cache: every file is read");
+            return None;
+        }
+    };
+    let scrub = verify.scrub(&manifest);
+    match Cache::new(Arc::new(manifest), options, scrub) {
+        Ok(cache) => Some(Arc::new(cache)),
+        Err(why) => {
+            eprintln!("cutover: warning: {}: {why}", path.display());
+            None
+        }
+    }
 }
 
 /// How directories are scanned: shared by every command that scans.
@@ -137,6 +192,7 @@ impl ScanArg {
             xattrs,
             exclude: asked.or(theirs.map(|h| &h.exclude)).cloned().unwrap_or_default(),
             one_file_system: self.one_file_system || theirs.is_some_and(|h| h.one_file_system),
+            cache: None,
         }
     }
 }
@@ -304,8 +360,14 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run_scan(args: ScanArgs) -> Result<u8> {
-    let options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
+    let mut options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
+    options.cache = args.cache.as_deref().and_then(|path| load_cache(path, &options, &args.verify));
     let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
+    // With --cache, say what was read and what trusted (everything read on a first run).
+    let verified = match &options.cache {
+        Some(cache) => Some(cache.verified()),
+        None => args.cache.as_ref().map(|_| cutover::scan::Verified::all_read(&manifest)),
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     // b3sum lines that b3sum cannot check (names that are not UTF-8).
@@ -335,8 +397,16 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
         write_output(output, |out| Ok(write_manifest(&manifest, out)?))?;
         let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
         render::scan_summary(&mut summary, &manifest, &args.dir)?;
+        render::verified_summary(&mut summary, &manifest, verified)?;
     } else {
         render::scan_summary(&mut out, &manifest, &args.dir)?;
+        render::verified_summary(&mut out, &manifest, verified)?;
+    }
+    // `--cache FILE` alone: FILE becomes this scan's manifest, for the next run.
+    if args.output.is_none()
+        && let Some(cache) = &args.cache
+    {
+        write_output(cache, |out| Ok(write_manifest(&manifest, out)?))?;
     }
     let problems = report_problems(&manifest);
     Ok(if b3sum_trouble { EXIT_TROUBLE } else { problems })

@@ -60,6 +60,27 @@ pub fn scan_summary(out: &mut dyn Write, manifest: &Manifest, dir: &Path) -> io:
     writeln!(out, "{}, {}, {}", count(entries, "entry", "entries"), count(files, "file", "files"), size(bytes))
 }
 
+/// With a cache (`verified` is `Some`): how many files were read and how many trusted.
+pub fn verified_summary(
+    out: &mut dyn Write,
+    manifest: &Manifest,
+    verified: Option<cutover::scan::Verified>,
+) -> io::Result<()> {
+    let Some(v) = verified else { return Ok(()) };
+    let scrub = match manifest.header.scrub {
+        Some((slice, of)) => format!(" (scrub slice {} of {of})", slice + 1),
+        None => String::new(),
+    };
+    writeln!(
+        out,
+        "verified from data: {}, {}; trusted from metadata: {}, {}{scrub}",
+        count(v.verified_files, "file", "files"),
+        size(v.verified_bytes),
+        count(v.trusted_files, "file", "files"),
+        size(v.trusted_bytes)
+    )
+}
+
 pub fn report(out: &mut dyn Write, report: &Report, format: Format) -> io::Result<()> {
     match format {
         Format::Json => {

@@ -5,7 +5,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Entry, Header, Kind, Manifest, MetaSet, Mtime, Problem};
+use super::{Entry, Header, Kind, Manifest, MetaSet, Mtime, Problem, Stamp};
 use crate::digest::{ChunkSize, Digest};
 use crate::path::RelPath;
 
@@ -23,6 +23,7 @@ const FLAG_HARD_LINK: u8 = 64;
 /// Header `metadata` names of what this version records besides the selectable fields.
 const HARD_LINKS: &str = "hardlinks";
 const RDEV: &str = "rdev";
+const STAMP: &str = "stamp";
 const MAX_HEADER: usize = 1 << 20;
 /// More chunk CVs than a 1 EiB file at the minimum chunk size has is corruption.
 const MAX_CHUNKS: u64 = 1 << 40;
@@ -65,6 +66,9 @@ struct HeaderJson {
     /// Outer `None`: the field is left out (allowed); `Some(None)`: `null`, the root has no digest.
     #[serde(default, deserialize_with = "present")]
     root_hash: Option<Option<String>>,
+    /// The scrub slice this scan re-read, as `[slice, of]`; left out when it did not scrub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scrub: Option<(u64, u64)>,
 }
 
 /// Deserializes a field that is there, `null` or not, as `Some`; a missing one stays `None`.
@@ -88,6 +92,7 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
         exclude: manifest.header.exclude.texts(),
         one_file_system: manifest.header.one_file_system,
         root_hash: Some(manifest.root_digest().map(Digest::to_hex)),
+        scrub: manifest.header.scrub,
     };
     serde_json::to_writer(&mut out, &header)?;
     out.write_all(b"\n")?;
@@ -102,7 +107,8 @@ pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
         let rdev = matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice)
             .then_some(entry.rdev().unwrap_or_default())
             .filter(|_| manifest.header.rdev);
-        encode_entry(&mut record, entry, previous, first, rdev);
+        let stamp = (entry.kind == Kind::File && manifest.header.stamps).then(|| entry.stamp.unwrap_or_default());
+        encode_entry(&mut record, entry, previous, first, rdev, stamp);
         out.write_all(&record)?;
         previous = entry.path.as_bytes();
     }
@@ -124,12 +130,22 @@ fn metadata_names(header: &Header) -> Vec<String> {
     if header.rdev {
         names.push(RDEV.into());
     }
+    if header.stamps {
+        names.push(STAMP.into());
+    }
     names
 }
 
 /// One entry record; `first` is the index of the first name of a hard-linked entry's inode,
-/// `rdev` the device number of a device when the manifest records them.
-fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8], first: Option<u64>, rdev: Option<(u32, u32)>) {
+/// `rdev` the device number of a device and `stamp` that of a file when the manifest records them.
+fn encode_entry(
+    buf: &mut Vec<u8>,
+    entry: &Entry,
+    previous: &[u8],
+    first: Option<u64>,
+    rdev: Option<(u32, u32)>,
+    stamp: Option<Stamp>,
+) {
     let path = entry.path.as_bytes();
     let shared = path.iter().zip(previous).take_while(|(a, b)| a == b).count();
     buf.push(TAG_ENTRY);
@@ -185,6 +201,12 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry, previous: &[u8], first: Option
     if let Some((major, minor)) = rdev {
         put_varint(buf, u64::from(major));
         put_varint(buf, u64::from(minor));
+    }
+    if let Some(stamp) = stamp {
+        put_varint(buf, stamp.dev);
+        put_varint(buf, stamp.ino);
+        put_varint(buf, ((stamp.ctime.sec << 1) ^ (stamp.ctime.sec >> 63)) as u64);
+        put_varint(buf, u64::from(stamp.ctime.nsec));
     }
     if let Some(first) = first {
         put_varint(buf, first);
@@ -439,7 +461,7 @@ impl<R: Read> Reader<R> {
         self.offset += line.len() as u64;
         let chunk_size = ChunkSize::new(json.chunk_size).map_err(|e| self.corrupt(e))?;
         let mut metadata = MetaSet::NONE;
-        let (mut hard_links, mut rdev) = (false, false);
+        let (mut hard_links, mut rdev, mut stamps) = (false, false, false);
         for name in &json.metadata {
             let field = match name.as_str() {
                 "mode" => &mut metadata.mode,
@@ -448,6 +470,7 @@ impl<R: Read> Reader<R> {
                 "xattr" => &mut metadata.xattr,
                 HARD_LINKS => &mut hard_links,
                 RDEV => &mut rdev,
+                STAMP => &mut stamps,
                 _ => return Err(self.corrupt(format!("bad header: unknown metadata field {name:?}"))),
             };
             *field = true;
@@ -460,6 +483,8 @@ impl<R: Read> Reader<R> {
             one_file_system: json.one_file_system,
             hard_links,
             rdev,
+            stamps,
+            scrub: json.scrub,
             chunk_size,
             metadata,
             root: json.root,
@@ -548,6 +573,18 @@ impl<R: Read> Reader<R> {
                     return Err(self.corrupt(format!("{n} chunk hashes for a file of {} bytes", entry.size)));
                 }
                 entry.chunks = (0..n).map(|_| self.digest()).collect::<Result<_, _>>()?;
+                if header.stamps {
+                    let (dev, ino, zigzag) = (self.varint()?, self.varint()?, self.varint()?);
+                    let ctime = Mtime {
+                        sec: ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64),
+                        nsec: self.u32("ctime nanoseconds")?,
+                    };
+                    if ctime.nsec > 999_999_999 {
+                        return Err(self.corrupt(format!("ctime nanoseconds {} above 999999999", ctime.nsec)));
+                    }
+                    // All zeros: the file could not even be stat'ed.
+                    entry.stamp = Some(Stamp { dev, ino, ctime }).filter(|stamp| *stamp != Stamp::default());
+                }
             }
             Kind::CharDevice | Kind::BlockDevice if header.rdev => {
                 let rdev = (self.u32("device major")?, self.u32("device minor")?);

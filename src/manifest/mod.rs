@@ -117,6 +117,19 @@ pub struct Entry {
     /// A device number or a hard link, which few entries have: boxed, so the others pay one
     /// pointer. Read them with [`Entry::rdev`] and [`Entry::hard_link`].
     pub inode: Option<Box<InodeInfo>>,
+    /// Of a regular file, when the manifest records them (header metadata `"stamp"`): what a
+    /// later scan compares to trust this entry's digest without reading the file again.
+    pub stamp: Option<Stamp>,
+}
+
+/// The device, inode and status-change time of a regular file. Together with its size and
+/// mtime, an unchanged stamp means the file was not written since (every write, `touch -r`
+/// and `chmod` included, sets the ctime to the current time, and nobody can set it back).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime: Mtime,
 }
 
 /// What only some entries have.
@@ -165,6 +178,7 @@ impl Entry {
             not_entered: false,
             holds_excluded: false,
             inode: None,
+            stamp: None,
         }
     }
 
@@ -300,6 +314,10 @@ pub struct Header {
     pub hard_links: bool,
     /// Whether device numbers were recorded (`Entry::rdev`).
     pub rdev: bool,
+    /// Whether regular files carry their [`Stamp`] (what a cached re-scan needs).
+    pub stamps: bool,
+    /// The scrub slice this scan re-read from data, as (slice, of): see [`crate::scan::Cache`].
+    pub scrub: Option<(u64, u64)>,
     /// RFC 3339 UTC times of the scan.
     pub started: String,
     pub finished: String,

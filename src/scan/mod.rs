@@ -3,10 +3,12 @@
 //! See `walk.rs` for how the tree is traversed safely and `hash.rs` for how a file becomes its
 //! BLAKE3 root and chunk CVs.
 
+mod cache;
 mod hash;
 mod walk;
 mod xattr;
 
+pub use cache::{Cache, Scrub, Verified, scrub_slice};
 pub(crate) use xattr::read_xattrs;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +33,9 @@ pub struct ScanOptions {
     /// Stay on the root's filesystem: a directory where another filesystem is mounted is
     /// recorded, but as if empty (rsync's `-x`).
     pub one_file_system: bool,
+    /// An earlier manifest of the same tree: files it vouches for are not read (see
+    /// [`Cache`]). Ignored by [`scan_pair`], which has two trees.
+    pub cache: Option<std::sync::Arc<Cache>>,
 }
 
 impl Default for ScanOptions {
@@ -40,6 +45,7 @@ impl Default for ScanOptions {
             xattrs: false,
             exclude: Excludes::default(),
             one_file_system: false,
+            cache: None,
         }
     }
 }
@@ -96,6 +102,7 @@ pub fn scan_pair(
     let started = crate::time::now_rfc3339();
     let (source_fd, source_entry) = open_root(source)?;
     let (target_fd, target_entry) = open_root(target)?;
+    let options = &ScanOptions { cache: None, ..options.clone() };
     let walker = walk::Walker::new(options, progress);
     let [mut source_entries, mut target_entries] =
         walker.walk_pair([source_fd, target_fd], [source_entry, target_entry]);
@@ -131,6 +138,11 @@ fn header(root: &Path, options: &ScanOptions, started: String) -> Header {
         one_file_system: options.one_file_system,
         hard_links: true,
         rdev: true,
+        stamps: true,
+        scrub: options.cache.as_ref().and_then(|cache| match cache.scrub() {
+            Scrub::Slice { slice, of } => Some((slice, of)),
+            _ => None,
+        }),
         started,
         finished: crate::time::now_rfc3339(),
     }

@@ -15,10 +15,10 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::hash::{FileHash, HashError, hash_file, hash_pair};
 use super::xattr::read_xattrs;
-use super::{Progress, ScanOptions};
+use super::{Cache, Progress, ScanOptions};
 use crate::digest::{ChunkSize, Digest};
 use crate::exclude::Excludes;
-use crate::manifest::{Entry, Kind, Mtime, Problem, dir_digest, link_digest};
+use crate::manifest::{Entry, Kind, Mtime, Problem, Stamp, dir_digest, link_digest};
 use crate::path::RelPath;
 
 pub(super) struct Walker<'a> {
@@ -26,6 +26,7 @@ pub(super) struct Walker<'a> {
     xattrs: bool,
     exclude: &'a Excludes,
     one_file_system: bool,
+    cache: Option<&'a Cache>,
     progress: &'a dyn Progress,
 }
 
@@ -47,6 +48,11 @@ pub(super) fn entry_from_stat(path: RelPath, stat: &Stat) -> Entry {
     let kind = kind_of(stat);
     let mut entry = Entry::new(path, kind);
     entry.size = if kind == Kind::File { stat.st_size as u64 } else { 0 };
+    if kind == Kind::File {
+        #[allow(clippy::unnecessary_cast)] // st_dev and st_ino are not u64 everywhere
+        let (dev, ino) = (stat.st_dev as u64, stat.st_ino as u64);
+        entry.stamp = Some(Stamp { dev, ino, ctime: Mtime { sec: stat.st_ctime, nsec: stat.st_ctime_nsec as u32 } });
+    }
     entry.mode = stat.st_mode & 0o7777;
     entry.mtime = mtime_of(stat);
     entry.uid = stat.st_uid;
@@ -78,6 +84,7 @@ impl<'a> Walker<'a> {
             xattrs: options.xattrs,
             exclude: &options.exclude,
             one_file_system: options.one_file_system,
+            cache: options.cache.as_deref(),
             progress,
         }
     }
@@ -226,6 +233,10 @@ impl Walker<'_> {
     }
 
     fn hash_checked(&self, fd: OwnedFd, before: &Stat, entry: &mut Entry) {
+        // An incremental scan takes the digest of a file not written since from its cache.
+        if self.cache.is_some_and(|cache| cache.trust(entry)) {
+            return;
+        }
         self.record_xattrs(&fd, entry);
         if entry.problem.is_some() {
             return;
