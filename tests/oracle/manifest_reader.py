@@ -34,7 +34,7 @@ F_DIGEST, F_UNREADABLE, F_UNSTABLE, F_XATTRS, F_NOT_ENTERED, F_HOLDS_EXCLUDED = 
 F_HARD_LINK = 0x40
 NODE_RDEV, NODE_HARD_LINK = 0x40, 0x80
 ZERO32 = bytes(32)
-METADATA_NAMES = {"mode", "mtime", "owner", "xattr", "hardlinks", "rdev"}
+METADATA_NAMES = {"mode", "mtime", "owner", "xattr", "hardlinks", "rdev", "stamp"}
 
 
 class ManifestError(Exception):
@@ -128,7 +128,7 @@ def check_path_safe(r, path, at):
 
 class Entry:
     __slots__ = ("path", "kind", "flags", "size", "mode", "mtime_sec", "mtime_nsec",
-                 "uid", "gid", "digest", "cvs", "target", "xattrs", "msg", "rdev", "first")
+                 "uid", "gid", "digest", "cvs", "target", "xattrs", "msg", "rdev", "first", "stamp")
 
 
 # ---------------------------------------------------------------- the reader
@@ -246,6 +246,7 @@ def read_manifest(data):
             raise r.corrupt("a hard-link mark on a directory, or in a manifest whose header does not list hardlinks")
         e.digest = r.take(32) if e.flags & F_DIGEST else None
         e.cvs = []
+        e.stamp = None
         e.target = None
         if e.kind == 0:
             n = r.varint()
@@ -254,6 +255,16 @@ def read_manifest(data):
             if not ok:
                 raise r.corrupt("%d chunk hashes for a file of %d bytes" % (n, e.size))
             e.cvs = [r.take(32) for _ in range(n)]
+            e.stamp = None
+            if "stamp" in metadata:
+                dev, ino, z = r.varint(), r.varint(), r.varint()
+                csec = (z >> 1) ^ -(z & 1)
+                cnsec = r.varint()
+                if cnsec >> 32:
+                    raise r.corrupt("ctime nanoseconds %d does not fit in 32 bits" % cnsec)
+                if cnsec > 999999999:
+                    raise r.corrupt("ctime nanoseconds %d above 999999999" % cnsec)
+                e.stamp = (dev, ino, csec, cnsec)
         elif e.kind == 2:
             tl = r.varint()
             if tl > MAX_LEN:
