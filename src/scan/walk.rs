@@ -27,6 +27,10 @@ pub(super) struct Walker<'a> {
     exclude: &'a Excludes,
     one_file_system: bool,
     cache: Option<&'a Cache>,
+    /// A file whose ctime is this late or later is recorded without a stamp: it was changed
+    /// less than a second before the scan started, or during it, so a change in the same tick
+    /// of the filesystem's clock, after it was read, could leave its stamp as it was.
+    racy_from: Mtime,
     progress: &'a dyn Progress,
 }
 
@@ -85,6 +89,10 @@ impl<'a> Walker<'a> {
             exclude: &options.exclude,
             one_file_system: options.one_file_system,
             cache: options.cache.as_deref(),
+            racy_from: {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                Mtime { sec: now.as_secs() as i64 - RACY_SECONDS, nsec: now.subsec_nanos() }
+            },
             progress,
         }
     }
@@ -229,7 +237,14 @@ impl Walker<'_> {
     /// Hashes the open regular file `fd`, whose stat before reading was `before`.
     fn hash_open(&self, fd: OwnedFd, before: &Stat, entry: &mut Entry) {
         self.hash_checked(fd, before, entry);
+        self.drop_racy_stamp(entry);
         self.progress.file_done(entry.size);
+    }
+
+    fn drop_racy_stamp(&self, entry: &mut Entry) {
+        if entry.stamp.is_some_and(|stamp| stamp.ctime >= self.racy_from) {
+            entry.stamp = None;
+        }
     }
 
     fn hash_checked(&self, fd: OwnedFd, before: &Stat, entry: &mut Entry) {
@@ -299,6 +314,10 @@ impl Walker<'_> {
     }
 }
 
+/// How long before a scan a change must be for the file's stamp to be recorded (see
+/// `Walker::racy_from`): more than the coarsest clock tick of a local filesystem.
+const RACY_SECONDS: i64 = 1;
+
 /// How regular files are opened: never through a symlink, and a FIFO swapped in cannot block us.
 const FILE_FLAGS: OFlags =
     OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK).union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
@@ -356,7 +375,8 @@ impl Walker<'_> {
         // source held still; if it did not (changed, faulted), hash the target on its own.
         let hash_b = if entry_a.problem.is_some() { hash_file(fd_b.as_fd(), entry_b.size, self.chunk) } else { hash_b };
         self.settle(&fd_b, &stat_b, entry_b, hash_b);
-        for entry in &entries {
+        for entry in &mut entries {
+            self.drop_racy_stamp(entry);
             self.progress.file_done(entry.size);
         }
         Some(entries)
