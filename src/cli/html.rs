@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_huge_report_lists_the_first_differences_and_says_so() {
-        let side = || SideInfo { root: "/r".into(), hash: None, chunk_size: ChunkSize::DEFAULT };
+        let side = || SideInfo { root: "/r".into(), hash: None, chunk_size: ChunkSize::DEFAULT, verified: None };
         let differences = (0..=MOST_LISTED)
             .map(|i| Difference {
                 path: RelPath::parse(format!("d{}/f{i:06}", i % 7).as_bytes()).unwrap(),

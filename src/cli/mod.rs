@@ -114,6 +114,39 @@ impl VerifyArg {
     }
 }
 
+/// The state of the trees `[source, target]` in the state directory `dir` (`--state DIR`),
+/// which must lie outside both.
+pub(crate) fn tree_states(dir: &Path, trees: [&Path; 2]) -> Result<[cutover::state::TreeState; 2]> {
+    let state = cutover::state::StateDir::at(dir);
+    let one = |tree: &Path| -> Result<cutover::state::TreeState> {
+        state.check_outside(tree)?;
+        let canonical = std::fs::canonicalize(tree).with_context(|| format!("{}: cannot resolve", tree.display()))?;
+        Ok(state.tree(&canonical)?)
+    };
+    Ok([one(trees[0])?, one(trees[1])?])
+}
+
+/// The last manifest stored in `state` as a cache for a scan with `options`, or `None`
+/// (first run; a damaged or unusable one is said on stderr and not used).
+pub(crate) fn state_cache(
+    state: &cutover::state::TreeState,
+    options: &ScanOptions,
+    verify: &VerifyArg,
+) -> Option<Arc<Cache>> {
+    let manifest = match state.last_manifest()? {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            eprintln!("cutover: warning: {e}; not used as a cache: every file of {} is read", state.tree().display());
+            return None;
+        }
+    };
+    let scrub = verify.scrub(&manifest);
+    Cache::new(Arc::new(manifest), options, scrub)
+        .map_err(|why| eprintln!("cutover: warning: the last manifest of {}: {why}", state.tree().display()))
+        .ok()
+        .map(Arc::new)
+}
+
 /// The manifest at `path` as a cache for a scan with `options`, or `None`, saying why on
 /// stderr: a missing file is a first run (said nothing about), an unreadable one or one of
 /// other settings is not used.
@@ -214,6 +247,12 @@ struct DiffArgs {
     /// Also write the report as one self-contained HTML page (docs/report.md).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Keep the last manifest of both directories in DIR and use it as a cache: files
+    /// unchanged since (same device, inode, size, mtime and ctime) are trusted, not read.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    #[command(flatten)]
+    verify: VerifyArg,
     #[command(flatten)]
     scan: ScanArg,
 }
@@ -631,10 +670,42 @@ fn check_same_scope(
 }
 
 fn run_diff(args: DiffArgs) -> Result<u8> {
+    if let Some(dir) = &args.state {
+        return run_incremental_diff(&args, dir);
+    }
     let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
         load_pair(&args.source, &args.target, &args.scan, args.meta.set(), p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
+    show_diff(&args, &report)
+}
+
+/// `diff SRC DST --state DIR`: both directories scanned with the last run's manifests as
+/// caches, which are then replaced by this run's.
+fn run_incremental_diff(args: &DiffArgs, dir: &Path) -> Result<u8> {
+    if !is_dir(&args.source) || !is_dir(&args.target) {
+        bail!("--state needs two directories: it keeps their manifests from one run to the next");
+    }
+    let states = tree_states(dir, [&args.source, &args.target])?;
+    let asked = args.scan.excludes()?;
+    let options = args.scan.options(args.meta.set().xattr, asked.as_ref(), None);
+    let caches = states.each_ref().map(|state| state_cache(state, &options, &args.verify));
+    let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
+        cutover::scan::scan_pair_cached(&args.source, &args.target, &options, caches.clone(), p)
+    })?;
+    states[0].store_manifest(&source)?;
+    states[1].store_manifest(&target)?;
+    let mut report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
+    let counts = |cache: &Option<Arc<Cache>>, manifest: &Manifest| {
+        Some(cache.as_ref().map_or_else(|| cutover::scan::Verified::all_read(manifest), |cache| cache.verified()))
+    };
+    report.source.verified = counts(&caches[0], &source);
+    report.target.verified = counts(&caches[1], &target);
+    show_diff(args, &report)
+}
+
+/// Writes the diff report as asked and gives its exit code.
+fn show_diff(args: &DiffArgs, report: &Report) -> Result<u8> {
     if let Some(path) = &args.html {
         let title = format!("cutover diff {} {}", args.source.display(), args.target.display());
         html::write_page(path, &title, &[html::Section { heading: "Differences", report: &report }])?;

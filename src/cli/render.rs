@@ -207,6 +207,18 @@ fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         writeln!(out)?;
     }
     let s = report.summary();
+    for (side, info) in [("source", &report.source), ("target", &report.target)] {
+        if let Some(v) = info.verified {
+            writeln!(
+                out,
+                "{side}: verified from data: {}, {}; trusted from metadata: {}, {}",
+                count(v.verified_files, "file", "files"),
+                size(v.verified_bytes),
+                count(v.trusted_files, "file", "files"),
+                size(v.trusted_bytes)
+            )?;
+        }
+    }
     if report.identical() {
         let hash = report.source.hash.map_or_else(String::new, |h| format!(", root {h}"));
         return writeln!(out, "identical{hash} ({})", report.compared_text());

@@ -15,7 +15,7 @@ use cutover::plan::{
     DeleteLimits, Operation, Plan, PlanOptions, TreeIdentity, build_plan, check_deletes, planned_deletes, read_plan,
     write_plan,
 };
-use cutover::scan::scan_pair;
+use cutover::scan::{Cache, Scrub, scan_pair_cached};
 use cutover::state::StateDir;
 
 use super::render::{count, shown, size};
@@ -133,8 +133,12 @@ pub struct RepairArgs {
     limits: Limits,
     /// Where cutover keeps its lock holder info and journals (default: $CUTOVER_STATE_DIR, else
     /// $XDG_STATE_HOME/cutover, else ~/.local/state/cutover). Nothing is kept in the target.
+    /// Given here, it also keeps the last manifest of both trees: files unchanged since (same
+    /// device, inode, size, mtime and ctime) are trusted, not read.
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
+    #[command(flatten)]
+    verify: super::VerifyArg,
     /// Show the plan in human form and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -316,8 +320,18 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     };
     let stale_temps = locked.as_ref().map(|l| l.clean_stale(None)).transpose()?.unwrap_or(0);
     let scan_options = args.scan.options(args.repair.meta.set().xattr, args.scan.excludes()?.as_ref(), None);
-    let (source, target) =
-        super::progress::with_progress("scanning", false, |p| scan_pair(&args.source, &args.target, &scan_options, p))?;
+    // `--state DIR` given: the last run's manifests of both trees are this one's caches.
+    let states = match (&args.state, args.dry_run) {
+        (Some(dir), false) => Some(super::tree_states(dir, [&args.source, &args.target])?),
+        _ => None,
+    };
+    let caches = match &states {
+        Some(states) => states.each_ref().map(|state| super::state_cache(state, &scan_options, &args.verify)),
+        None => [None, None],
+    };
+    let (source, target) = super::progress::with_progress("scanning", false, |p| {
+        scan_pair_cached(&args.source, &args.target, &scan_options, caches, p)
+    })?;
     let (mut plan, report) = build_plan(
         &source,
         &target,
@@ -342,9 +356,18 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         return Ok(signal.exit_code());
     }
     // Both sides again: a source that changed during the repair must not pass as verified.
+    // Each side's first scan is the cache: what apply wrote (or anyone changed since) has a
+    // new ctime and is read again; what nobody touched is trusted by the same rule as
+    // `scan --cache`.
+    let verify_caches = [source, target]
+        .map(|first| Cache::new(std::sync::Arc::new(first), &scan_options, Scrub::Off).ok().map(std::sync::Arc::new));
     let (source_after, target_after) = super::progress::with_progress("verifying", false, |p| {
-        scan_pair(&args.source, &args.target, &scan_options, p)
+        scan_pair_cached(&args.source, &args.target, &scan_options, verify_caches.clone(), p)
     })?;
+    if let Some(states) = &states {
+        states[0].store_manifest(&source_after)?;
+        states[1].store_manifest(&target_after)?;
+    }
     let verify = diff(&source_after, &target_after, &DiffOptions { meta: args.repair.meta.set() });
     let remaining = verify.differences.len();
     super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, Some(&verify))?;

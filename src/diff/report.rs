@@ -122,6 +122,8 @@ pub struct SideInfo {
     pub root: String,
     pub hash: Option<Digest>,
     pub chunk_size: ChunkSize,
+    /// With a cache (`diff --state`): how many files were read and how many trusted.
+    pub verified: Option<crate::scan::Verified>,
 }
 
 impl SideInfo {
@@ -130,6 +132,7 @@ impl SideInfo {
             root: manifest.header.root.clone(),
             hash: manifest.root_digest(),
             chunk_size: manifest.header.chunk_size,
+            verified: None,
         }
     }
 }
@@ -266,7 +269,12 @@ impl Report {
 }
 
 fn side_json(side: &SideInfo) -> Value {
-    json!({ "root": side.root, "hash": side.hash.map(Digest::to_hex), "chunk_size": side.chunk_size.bytes() })
+    let mut doc =
+        json!({ "root": side.root, "hash": side.hash.map(Digest::to_hex), "chunk_size": side.chunk_size.bytes() });
+    if let Some(verified) = side.verified {
+        doc["verified"] = json!(verified);
+    }
+    doc
 }
 
 fn summary_json(s: &Summary) -> Value {

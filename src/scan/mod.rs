@@ -114,6 +114,28 @@ pub fn scan_pair(
     ))
 }
 
+/// [`scan_pair`] with a cache for each side (`[source, target]`): each tree is then walked on
+/// its own, with its own cache, both at once. Without caches this is [`scan_pair`].
+pub fn scan_pair_cached(
+    source: &Path,
+    target: &Path,
+    options: &ScanOptions,
+    caches: [Option<std::sync::Arc<Cache>>; 2],
+    progress: &dyn Progress,
+) -> Result<(Manifest, Manifest), ScanError> {
+    if caches.iter().all(Option::is_none) {
+        return scan_pair(source, target, options, progress);
+    }
+    let [source_cache, target_cache] = caches;
+    let source_options = ScanOptions { cache: source_cache, ..options.clone() };
+    let target_options = ScanOptions { cache: target_cache, ..options.clone() };
+    let (source, target) = rayon::join(
+        || scan_with_progress(source, &source_options, progress),
+        || scan_with_progress(target, &target_options, progress),
+    );
+    Ok((source?, target?))
+}
+
 /// The root directory opened for a walk, with its entry. The root itself may be reached through
 /// symlinks: the operator named it.
 fn open_root(root: &Path) -> Result<(OwnedFd, Entry), ScanError> {

@@ -8,6 +8,8 @@
 //! STATE/trees/<key>/holder             who holds the tree's lock: pid, host, start time, command
 //! STATE/trees/<key>/lock               locked only where the tree's directory cannot be
 //! STATE/trees/<key>/journal.<plan id>  apply's journal for one plan (src/apply/journal.rs)
+//! STATE/trees/<key>/manifest           the tree's manifest from the last `diff`/`repair --state`
+//!                                      run: the next one's cache (with its scrub position)
 //! ```
 //!
 //! `<key>` is the first 32 hex digits of the BLAKE3 hash of the tree's canonical path. Small
@@ -27,6 +29,8 @@ use std::path::{Path, PathBuf};
 pub const STATE_ENV: &str = "CUTOVER_STATE_DIR";
 
 const JOURNAL_PREFIX: &str = "journal.";
+/// The tree's manifest from the last incremental run: the cache of the next one.
+const MANIFEST: &str = "manifest";
 
 /// Why state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +196,36 @@ impl TreeState {
     pub fn remove_journal(&self, id: &str) -> Result<(), StateError> {
         let path = self.journal_path(id)?;
         self.remove(&path)
+    }
+
+    /// The manifest of this tree the last incremental run stored (`diff`/`repair --state`), to
+    /// be used as a cache; `None` when there is none. A damaged one is an error for the caller
+    /// to report and go on without.
+    pub fn last_manifest(&self) -> Option<Result<crate::manifest::Manifest, crate::manifest::ManifestError>> {
+        let path = self.dir.join(MANIFEST);
+        if !path.exists() {
+            return None;
+        }
+        Some(crate::manifest::read_manifest(&path))
+    }
+
+    /// Stores `manifest` as this tree's last manifest, replacing the one there atomically:
+    /// written beside under a name of this process, fsynced, renamed, directory fsynced.
+    pub fn store_manifest(&self, manifest: &crate::manifest::Manifest) -> Result<(), StateError> {
+        let path = self.dir.join(MANIFEST);
+        let tmp = self.dir.join(format!(".{MANIFEST}.{}.new", std::process::id()));
+        let written = (|| {
+            let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut out = std::io::BufWriter::new(file);
+            crate::manifest::write_manifest(manifest, &mut out)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io_err("write", &path))?;
+        self.sync_dir()
     }
 
     /// Replaces the file `name` with `bytes`: written beside it, fsynced, renamed, directory
