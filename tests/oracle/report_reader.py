@@ -84,6 +84,11 @@ def check_side(top, name):
     s.get("hash", "hash", nullable=True)
     c = s.get("chunk_size", "u64")
     check_chunk_size(c, s.where + ".chunk_size")
+    if s.has("verified"):
+        v = s.get("verified", "obj")
+        for field in ("verified_files", "verified_bytes", "trusted_files", "trusted_bytes"):
+            v.get(field, "u64")
+        v.done()
     s.done()
     return c
 
