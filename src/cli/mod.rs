@@ -99,11 +99,55 @@ pub struct VerifyArg {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub scrub: Option<u64>,
     /// Read every file: trust nothing from the cache (it is still replaced).
-    #[arg(long, conflicts_with = "scrub")]
+    #[arg(long, conflicts_with_all = ["scrub", "changed_from"])]
     pub full: bool,
+    /// Look again only at the paths listed in FILE ('-': standard input), one per line,
+    /// relative to the tree's root, and at the directories above them; take every other entry
+    /// from the cache as it is, without even a stat (for a change log you trust).
+    #[arg(long, value_name = "FILE")]
+    pub changed_from: Option<PathBuf>,
+    /// The --changed-from list is separated by NUL bytes, not newlines.
+    #[arg(short = '0', long = "from0", requires = "changed_from")]
+    pub from0: bool,
 }
 
 impl VerifyArg {
+    /// The paths of `--changed-from`, read once (it may be standard input).
+    pub fn changed_paths(&self) -> Result<Option<Vec<cutover::path::RelPath>>> {
+        let Some(file) = &self.changed_from else { return Ok(None) };
+        let bytes = if file.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes).map(|_| bytes)
+        } else {
+            std::fs::read(file)
+        };
+        let bytes = bytes.with_context(|| format!("{}: cannot read", file.display()))?;
+        let separator = if self.from0 { b'\0' } else { b'\n' };
+        let mut paths = Vec::new();
+        for (number, line) in bytes.split(|&b| b == separator).enumerate() {
+            let mut line = line;
+            while let Some(rest) = line.strip_prefix(b"./") {
+                line = rest;
+            }
+            while line.len() > 1 && line.ends_with(b"/") {
+                line = &line[..line.len() - 1];
+            }
+            if line.is_empty() || line == b"." {
+                continue;
+            }
+            let path = cutover::path::RelPath::parse(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: entry {}: {:?} is not a path relative to the tree's root: {e}",
+                    file.display(),
+                    number + 1,
+                    String::from_utf8_lossy(line)
+                )
+            })?;
+            paths.push(path);
+        }
+        Ok(Some(paths))
+    }
+
     /// The scrub that follows the one `cache` (a manifest) recorded.
     pub fn scrub(&self, cache: &Manifest) -> Scrub {
         match (self.full, self.scrub) {
@@ -132,6 +176,7 @@ pub(crate) fn state_cache(
     state: &cutover::state::TreeState,
     options: &ScanOptions,
     verify: &VerifyArg,
+    changed: Option<&[cutover::path::RelPath]>,
 ) -> Option<Arc<Cache>> {
     let manifest = match state.last_manifest()? {
         Ok(manifest) => manifest,
@@ -144,13 +189,26 @@ pub(crate) fn state_cache(
     Cache::new(Arc::new(manifest), options, scrub)
         .map_err(|why| eprintln!("cutover: warning: the last manifest of {}: {why}", state.tree().display()))
         .ok()
-        .map(Arc::new)
+        .map(|cache| Arc::new(with_changed(cache, changed)))
 }
 
 /// The manifest at `path` as a cache for a scan with `options`, or `None`, saying why on
 /// stderr: a missing file is a first run (said nothing about), an unreadable one or one of
 /// other settings is not used.
-pub(crate) fn load_cache(path: &Path, options: &ScanOptions, verify: &VerifyArg) -> Option<Arc<Cache>> {
+/// `cache` narrowed to a change log, when there is one.
+fn with_changed(cache: Cache, changed: Option<&[cutover::path::RelPath]>) -> Cache {
+    match changed {
+        Some(paths) => cache.only_changed(paths.to_vec()),
+        None => cache,
+    }
+}
+
+pub(crate) fn load_cache(
+    path: &Path,
+    options: &ScanOptions,
+    verify: &VerifyArg,
+    changed: Option<&[cutover::path::RelPath]>,
+) -> Option<Arc<Cache>> {
     let manifest = match read_manifest(path) {
         Ok(manifest) => manifest,
         Err(cutover::manifest::ManifestError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
@@ -163,7 +221,7 @@ pub(crate) fn load_cache(path: &Path, options: &ScanOptions, verify: &VerifyArg)
     };
     let scrub = verify.scrub(&manifest);
     match Cache::new(Arc::new(manifest), options, scrub) {
-        Ok(cache) => Some(Arc::new(cache)),
+        Ok(cache) => Some(Arc::new(with_changed(cache, changed))),
         Err(why) => {
             eprintln!("cutover: warning: {}: {why}", path.display());
             None
@@ -400,7 +458,8 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run_scan(args: ScanArgs) -> Result<u8> {
     let mut options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
-    options.cache = args.cache.as_deref().and_then(|path| load_cache(path, &options, &args.verify));
+    let changed = args.verify.changed_paths()?;
+    options.cache = args.cache.as_deref().and_then(|path| load_cache(path, &options, &args.verify, changed.as_deref()));
     let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
     // With --cache, say what was read and what trusted (everything read on a first run).
     let verified = match &options.cache {
@@ -689,7 +748,8 @@ fn run_incremental_diff(args: &DiffArgs, dir: &Path) -> Result<u8> {
     let states = tree_states(dir, [&args.source, &args.target])?;
     let asked = args.scan.excludes()?;
     let options = args.scan.options(args.meta.set().xattr, asked.as_ref(), None);
-    let caches = states.each_ref().map(|state| state_cache(state, &options, &args.verify));
+    let changed = args.verify.changed_paths()?;
+    let caches = states.each_ref().map(|state| state_cache(state, &options, &args.verify, changed.as_deref()));
     let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
         cutover::scan::scan_pair_cached(&args.source, &args.target, &options, caches.clone(), p)
     })?;

@@ -325,8 +325,11 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         (Some(dir), false) => Some(super::tree_states(dir, [&args.source, &args.target])?),
         _ => None,
     };
+    let changed = args.verify.changed_paths()?;
     let caches = match &states {
-        Some(states) => states.each_ref().map(|state| super::state_cache(state, &scan_options, &args.verify)),
+        Some(states) => {
+            states.each_ref().map(|state| super::state_cache(state, &scan_options, &args.verify, changed.as_deref()))
+        }
         None => [None, None],
     };
     let (source, target) = super::progress::with_progress("scanning", false, |p| {

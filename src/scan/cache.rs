@@ -59,6 +59,9 @@ pub fn scrub_slice(path: &RelPath, of: u64) -> u64 {
 pub struct Cache {
     manifest: Arc<Manifest>,
     scrub: Scrub,
+    /// `--changed-from`: only these paths (sorted), what is below them and the directories
+    /// above them are looked at; everything else is taken from the cache as it is.
+    changed: Option<Vec<RelPath>>,
     counts: Counts,
 }
 
@@ -109,8 +112,45 @@ impl Cache {
         };
         match differs {
             Some(why) => Err(format!("not used as a cache: {why}; every file is read")),
-            None => Ok(Cache { manifest, scrub, counts: Counts::default() }),
+            None => Ok(Cache { manifest, scrub, changed: None, counts: Counts::default() }),
         }
+    }
+
+    /// Looks only at `paths` (from a change log), the directories above them and what is
+    /// below them; every other entry the cache has is taken from it unlooked-at, metadata
+    /// and all. A name the cache does not have is always looked at.
+    pub fn only_changed(mut self, mut paths: Vec<RelPath>) -> Cache {
+        paths.sort();
+        paths.dedup();
+        self.changed = Some(paths);
+        self
+    }
+
+    /// With a change log: the cached subtree at `path` (the entry and everything below it),
+    /// when the log names nothing at, above or below it and the cache has it.
+    pub(super) fn unchanged_subtree(&self, path: &RelPath) -> Option<Vec<Entry>> {
+        let changed = self.changed.as_ref()?;
+        let listed = |p: &RelPath| changed.binary_search(p).is_ok();
+        // Listed itself, or something below it (the first listed path not before it).
+        let at = changed.partition_point(|p| p < path);
+        if changed.get(at).is_some_and(|p| p == path || p.is_inside(path)) {
+            return None;
+        }
+        // Below a listed directory.
+        let mut up = path.clone();
+        while !up.is_root() {
+            up = up.parent();
+            if listed(&up) {
+                return None;
+            }
+        }
+        let index = self.manifest.entries.binary_search_by(|e| e.path.cmp(path)).ok()?;
+        let subtree = self.manifest.entries[index..self.manifest.subtree_end(index)].to_vec();
+        for entry in subtree.iter().filter(|e| e.kind == Kind::File) {
+            self.counts.trusted_files.fetch_add(1, Relaxed);
+            self.counts.trusted_bytes.fetch_add(entry.size, Relaxed);
+        }
+        Some(subtree)
     }
 
     pub fn scrub(&self) -> Scrub {

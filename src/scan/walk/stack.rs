@@ -208,6 +208,13 @@ impl Walker<'_> {
         depth: usize,
     ) -> [Found; 2] {
         let path = path.join(name.to_bytes());
+        // With a change log, what it does not name is taken from the cache as it is (only a
+        // walk of one tree has a cache: side 0).
+        if let (Some(cache), [Some(_), None], [Some(_), None]) = (self.cache, fds, listed)
+            && let Some(subtree) = cache.unchanged_subtree(&path)
+        {
+            return [Found::Tree(subtree), Found::Absent];
+        }
         if let ([Some(a), Some(b)], [Some(FileType::RegularFile), Some(FileType::RegularFile)]) = (fds, listed)
             && let Some([x, y]) = self.visit_file_pair([a, b], &path, name)
         {
