@@ -182,14 +182,17 @@ impl Cache {
                 _ => false,
             }
         };
-        let (files, bytes) = if trusted {
-            (&self.counts.trusted_files, &self.counts.trusted_bytes)
-        } else {
-            (&self.counts.verified_files, &self.counts.verified_bytes)
-        };
-        files.fetch_add(1, Relaxed);
-        bytes.fetch_add(entry.size, Relaxed);
+        if trusted {
+            self.counts.trusted_files.fetch_add(1, Relaxed);
+            self.counts.trusted_bytes.fetch_add(entry.size, Relaxed);
+        }
         trusted
+    }
+
+    /// Counts the file `entry` as read from data.
+    pub(super) fn count_read(&self, entry: &Entry) {
+        self.counts.verified_files.fetch_add(1, Relaxed);
+        self.counts.verified_bytes.fetch_add(entry.size, Relaxed);
     }
 }
 
