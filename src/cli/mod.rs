@@ -768,13 +768,13 @@ fn run_incremental_diff(args: &DiffArgs, dir: &Path) -> Result<u8> {
 fn show_diff(args: &DiffArgs, report: &Report) -> Result<u8> {
     if let Some(path) = &args.html {
         let title = format!("cutover diff {} {}", args.source.display(), args.target.display());
-        html::write_page(path, &title, &[html::Section { heading: "Differences", report: &report }])?;
+        html::write_page(path, &title, &[html::Section { heading: "Differences", report }])?;
     }
     if !args.quiet {
-        warn_uncompared(args.meta.set(), &report);
+        warn_uncompared(args.meta.set(), report);
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        let written = render::report(&mut out, &report, args.format).and_then(|()| out.flush());
+        let written = render::report(&mut out, report, args.format).and_then(|()| out.flush());
         // A reader that stopped early (`| head`) still gets the verdict in the exit code.
         if let Err(e) = written
             && e.kind() != std::io::ErrorKind::BrokenPipe
@@ -782,7 +782,7 @@ fn show_diff(args: &DiffArgs, report: &Report) -> Result<u8> {
             return Err(e.into());
         }
     }
-    Ok(diff_exit_code(&report))
+    Ok(diff_exit_code(report))
 }
 
 /// Says which requested metadata could not be compared because a manifest did not record it.
