@@ -12,11 +12,50 @@ use std::path::{Path, PathBuf};
 /// Device and inode of a directory.
 pub(super) type Identity = (u64, u64);
 
-/// The mount points of this process's mount namespace, from `/proc/self/mountinfo`; empty
-/// when it cannot be read.
-fn mount_points() -> Vec<PathBuf> {
+/// One line of `/proc/self/mountinfo`: the filesystem (`major:minor`), the directory of it the
+/// mount shows (its root), and where it is mounted.
+struct Mount {
+    device: Vec<u8>,
+    root: PathBuf,
+    point: PathBuf,
+}
+
+/// The mounts of this process's mount namespace, in mount order, from `/proc/self/mountinfo`;
+/// empty when it cannot be read.
+fn mounts() -> Vec<Mount> {
     let Ok(table) = std::fs::read("/proc/self/mountinfo") else { return Vec::new() };
-    table.split(|&b| b == b'\n').filter_map(|line| line.split(|&b| b == b' ').nth(4)).map(unescape).collect()
+    table
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let mut fields = line.split(|&b| b == b' ').skip(2);
+            let (device, root, point) = (fields.next()?, fields.next()?, fields.next()?);
+            Some(Mount { device: device.to_vec(), root: unescape(root), point: unescape(point) })
+        })
+        .collect()
+}
+
+/// The mount points, in mount order.
+fn mount_points() -> Vec<PathBuf> {
+    mounts().into_iter().map(|mount| mount.point).collect()
+}
+
+/// True when a mount at or inside `tree` (a canonical path) shows `other` (a canonical path)
+/// or anything below it: a bind mount of a subdirectory or of a single file of the other tree.
+/// Found by the filesystem and path each mount shows, since no device and inode of the other
+/// tree's root or ancestors is seen there.
+pub(super) fn shows_part_of(tree: &Path, other: &Path) -> bool {
+    let table = mounts();
+    // The mount `other` lies on: the last (uppermost) of those with the longest mount point.
+    let Some(home) = table.iter().filter(|m| other.starts_with(&m.point)).max_by_key(|m| m.point.as_os_str().len())
+    else {
+        return false;
+    };
+    let Ok(below) = other.strip_prefix(&home.point) else { return false };
+    let shown = home.root.join(below);
+    table
+        .iter()
+        .filter(|m| m.point.starts_with(tree) && m.device == home.device)
+        .any(|m| m.root.starts_with(&shown) || shown.starts_with(&m.root))
 }
 
 /// Undoes the octal escapes (`\040` for a space...) of a mountinfo field.

@@ -189,7 +189,12 @@ pub fn roots_overlap(a: &std::path::Path, b: &std::path::Path) -> bool {
     let (Some((path_a, a)), Some((path_b, b))) = (lineage(a), lineage(b)) else { return false };
     match (a.first(), b.first()) {
         (Some(root_a), Some(root_b)) if b.contains(root_a) || a.contains(root_b) => true,
-        (Some(_), Some(_)) => super::mounts::shows_inside(&path_a, &b) || super::mounts::shows_inside(&path_b, &a),
+        (Some(_), Some(_)) => {
+            super::mounts::shows_inside(&path_a, &b)
+                || super::mounts::shows_inside(&path_b, &a)
+                || super::mounts::shows_part_of(&path_a, &path_b)
+                || super::mounts::shows_part_of(&path_b, &path_a)
+        }
         _ => false,
     }
 }
