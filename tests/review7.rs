@@ -95,3 +95,30 @@ fn a_target_file_bind_mounted_inside_the_source_is_refused() {
     assert!(run.stderr.contains("overlap"), "{}", run.stderr);
     assert!(std::fs::read(source.at("view")).unwrap() == data, "the source's view of the target file changed");
 }
+
+/// A source file rewritten in place between plan and apply, same size, outside the chunks the
+/// plan patches, its mtime then put back (`touch -r`): apply reads only the listed chunks of the
+/// source, so it writes them, finds the target's whole hash equal to the plan's `source.hash`
+/// and exits 0, while `cmp` says the source and target differ. docs/plan.md promises exit 0
+/// only when "the source it copied from is still what the plan saw".
+#[test]
+#[ignore = "not a small fix: apply would have to hash the whole source file of every patch (or the plan record the source's ctime) to see a change outside the listed chunks with the mtime restored"]
+fn a_source_rewritten_outside_the_patched_chunks_with_its_mtime_restored_is_not_verified() {
+    let (source, target) = (Tree::new(), Tree::new());
+    let data = support::noise(9, 3 << 20);
+    let mut planned = data.clone();
+    planned[(2 << 20) + 5] ^= 1;
+    source.file("f", &planned);
+    target.file("f", &data);
+    let plan = target.path().with_extension("plan.json");
+    cutover(["plan", "-o"]).arg(&plan).arg(source.path()).arg(target.path()).run().expect_code(1);
+    let mtime = std::fs::metadata(source.at("f")).unwrap().modified().unwrap();
+    let mut rewritten = planned.clone();
+    rewritten[10] ^= 1; // chunk 0: not in the plan
+    std::fs::write(source.at("f"), &rewritten).unwrap();
+    std::fs::File::options().write(true).open(source.at("f")).unwrap().set_modified(mtime).unwrap();
+    let run = cutover(["apply"]).arg(&plan).run();
+    let _ = std::fs::remove_file(&plan);
+    let same = std::fs::read(source.at("f")).unwrap() == std::fs::read(target.at("f")).unwrap();
+    assert!(same || run.code() != 0, "apply exited 0 but the trees differ: {}", run.stdout_text());
+}
