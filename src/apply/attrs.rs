@@ -20,7 +20,7 @@ impl Run<'_, '_> {
     ) -> Step<Outcome> {
         let found = match self.stat_node(path)? {
             Some(found) if found.kind == node_kind(kind) => found,
-            Some(found) => return Err(Outcome::Skipped(format!("expected a {kind}, found a {:?}", found.kind))),
+            Some(found) => return Err(Outcome::Skipped(format!("expected a {kind}, found a {}", found.kind))),
             None => return Err(Outcome::Skipped("the entry is gone".into())),
         };
         let wanted = Wanted {

@@ -137,7 +137,7 @@ impl Run<'_, '_> {
             if expect.then.is_some_and(|then| found.kind == node_kind(then)) {
                 return Ok(Outcome::AlreadyDone);
             }
-            return Err(Outcome::Skipped(format!("expected a {} to remove, found a {:?}", expect.kind, found.kind)));
+            return Err(Outcome::Skipped(format!("expected a {} to remove, found a {}", expect.kind, found.kind)));
         }
         let changed_size = expect.size.is_some_and(|size| size != found.size);
         let changed_time = expect.mtime.is_some_and(|t| (t.sec, t.nsec) != (found.mtime_sec, found.mtime_nsec));
@@ -181,7 +181,7 @@ impl Run<'_, '_> {
     fn mkdir(&mut self, path: &RelPath) -> Step<Outcome> {
         match self.stat(path)? {
             Some(found) if found.kind == NodeKind::Dir => Ok(Outcome::AlreadyDone),
-            Some(found) => Err(Outcome::Skipped(format!("a {:?} is in the way", found.kind))),
+            Some(found) => Err(Outcome::Skipped(format!("a {} is in the way", found.kind))),
             // Owner-only until the final `meta` sets the source's mode: a read-only mode now
             // would stop us writing the children.
             None => self.root.create_dir(path.as_bytes(), 0o700).map(|()| Outcome::Done).map_err(failed),
@@ -208,7 +208,7 @@ impl Run<'_, '_> {
             None if replaces.is_some() => return Err(Outcome::Skipped("the file to replace is gone".into())),
             None => {}
             Some(found) if found.kind != NodeKind::File => {
-                return Err(Outcome::Skipped(format!("a {:?} is in the way that the plan did not expect", found.kind)));
+                return Err(Outcome::Skipped(format!("a {} is in the way that the plan did not expect", found.kind)));
             }
             Some(found) => {
                 // Hash the file only if its size leaves it a candidate for either state.
@@ -334,7 +334,7 @@ impl Run<'_, '_> {
         match self.stat(path)? {
             None => return Err(Outcome::Skipped("the file to patch is gone".into())),
             Some(found) if found.kind != NodeKind::File => {
-                return Err(Outcome::Skipped(format!("expected a file to patch, found a {:?}", found.kind)));
+                return Err(Outcome::Skipped(format!("expected a file to patch, found a {}", found.kind)));
             }
             Some(_) => {}
         }
@@ -486,7 +486,7 @@ impl Run<'_, '_> {
             }
             None if replaces.is_none() => {}
             None => return Err(Outcome::Skipped("the symlink to replace is gone".into())),
-            Some(found) => return Err(Outcome::Skipped(format!("a {:?} is in the way", found.kind))),
+            Some(found) => return Err(Outcome::Skipped(format!("a {} is in the way", found.kind))),
         }
         self.journal.will_make_temps_in(path.parent().as_bytes()).map_err(Outcome::Failed)?;
         let tmp = self.root.symlink_temp(link, path.as_bytes()).map_err(failed)?;

@@ -57,7 +57,7 @@ pub enum TargetError {
         "cannot {op} {path:?}: {mount:?} is a mount point inside the tree (another filesystem or a bind mount), which is never written, removed or entered"
     )]
     MountPoint { path: String, op: &'static str, mount: String },
-    #[error("cannot {op} {path:?}: expected {expected}, found {found:?}")]
+    #[error("cannot {op} {path:?}: expected a {expected}, found a {found}")]
     WrongType { path: String, op: &'static str, expected: &'static str, found: NodeKind },
     // The source is in the message, as elsewhere in this crate's errors.
     #[error("cannot {op} {path:?}: {cause}")]
@@ -78,6 +78,17 @@ pub enum NodeKind {
     Dir,
     Symlink,
     Other,
+}
+
+impl std::fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeKind::File => "regular file",
+            NodeKind::Dir => "directory",
+            NodeKind::Symlink => "symlink",
+            NodeKind::Other => "special file (FIFO, socket or device)",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
