@@ -691,6 +691,12 @@ impl TargetRoot {
         rfs::fsync(&fd).map_err(ctx(rel, "sync parent of"))
     }
 
+    /// `syncfs` the target's filesystem: every write made so far under the root (data, names,
+    /// metadata) is durable when this returns. One call ends each batch of operations.
+    pub fn sync_filesystem(&self) -> Result<(), TargetError> {
+        rfs::syncfs(&self.fd).map_err(ctx(b"", "sync the filesystem of"))
+    }
+
     /// Missing entries are an error here (see [`TargetError::is_not_found`]).
     pub fn remove_file(&self, rel: &[u8]) -> Result<(), TargetError> {
         let (parent, name) = self.resolve(rel)?;
