@@ -694,7 +694,11 @@ impl TargetRoot {
     /// `syncfs` the target's filesystem: every write made so far under the root (data, names,
     /// metadata) is durable when this returns. One call ends each batch of operations.
     pub fn sync_filesystem(&self) -> Result<(), TargetError> {
-        rfs::syncfs(&self.fd).map_err(ctx(b"", "sync the filesystem of"))
+        // The root is held as an `O_PATH` descriptor, which `syncfs` refuses.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let path = self.path().as_os_str().as_bytes();
+        let dir = rfs::openat(&self.fd, c".", flags, Mode::empty()).map_err(ctx(path, "open for syncing"))?;
+        rfs::syncfs(&dir).map_err(ctx(path, "sync the filesystem of"))
     }
 
     /// Missing entries are an error here (see [`TargetError::is_not_found`]).
