@@ -136,7 +136,13 @@ fn sigkill_in_the_middle_of_a_batch_then_the_same_plan_completes() {
             .arg("--target")
             .arg(target.path())
             .run();
-        assert_eq!(run.code(), 0, "resuming after a kill at {fraction} of {full:?}: {}{}", run.stdout_text(), run.stderr);
+        assert_eq!(
+            run.code(),
+            0,
+            "resuming after a kill at {fraction} of {full:?}: {}{}",
+            run.stdout_text(),
+            run.stderr
+        );
         assert_rsync_equal(source.path(), target.path());
         assert!(journals_of(target.path()).is_empty(), "a complete run retires its journal");
     }

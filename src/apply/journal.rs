@@ -63,13 +63,8 @@ impl Ranges {
         if range.start >= range.end {
             return;
         }
-        let overlapping: Vec<(usize, usize)> = self
-            .0
-            .range(..range.end)
-            .rev()
-            .take_while(|&(_, &e)| e > range.start)
-            .map(|(&s, &e)| (s, e))
-            .collect();
+        let overlapping: Vec<(usize, usize)> =
+            self.0.range(..range.end).rev().take_while(|&(_, &e)| e > range.start).map(|(&s, &e)| (s, e)).collect();
         for (s, e) in overlapping {
             self.0.remove(&s);
             if s < range.start {
