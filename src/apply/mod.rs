@@ -197,7 +197,8 @@ pub fn apply(
                 ops.start,
                 ops.end - 1
             );
-            report.problems.push((OpPath::new(&crate::path::RelPath::root()), "sync", Outcome::Failed(why)));
+            let root = OpPath { path: ".".into(), path_bytes: None };
+            report.problems.push((root, "sync", Outcome::Failed(why)));
             break;
         }
         if stop {
