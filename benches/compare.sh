@@ -191,10 +191,10 @@ bench_repair() {
   local s=$BENCH_DIR/linux/6.12 old=$BENCH_DIR/linux/6.1 t=$BENCH_DIR/linux/target
   local reset="rm -rf '$t' && cp -a '$old' '$t' && $(declare -f warm); warm '$s' '$t'"
   local check="test -z \"\$(rsync -rlpcn --delete -i '$s/' '$t/')\" && test -z \"\$(rsync -naHS --specials --devices -i --delete '$s/' '$t/')\""
-  PREP=$reset POST=$check compare repair "'$CUTOVER' repair '$s' '$t' --delete --meta mode,mtime,owner" "rsync-ac" "rsync -ac --delete '$s/' '$t/'"
+  PREP=$reset POST=$check compare repair "'$CUTOVER' repair -a --delete '$s' '$t'" "rsync-ac" "rsync -ac --delete '$s/' '$t/'"
   if ((have_cutover)); then
     bash -c "$reset"
-    /usr/bin/time -f %M -o "$BENCH_DIR/out/plan.rss" "$CUTOVER" plan "$s" "$t" --delete --meta mode,mtime,owner -o "$BENCH_DIR/out/linux.plan" >/dev/null 2>&1 || true
+    /usr/bin/time -f %M -o "$BENCH_DIR/out/plan.rss" "$CUTOVER" plan -a --delete "$s" "$t" -o "$BENCH_DIR/out/linux.plan" >/dev/null 2>&1 || true
     local ops; ops=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["operations"]))' "$BENCH_DIR/out/linux.plan")
     awk -v r="$(tail -n 1 "$BENCH_DIR/out/plan.rss")" -v n="$ops" 'BEGIN {
       printf "   plan: %d operations, peak RSS %.1f MiB = %.0f bytes/operation\n", n, r / 1024, r * 1024 / n }'

@@ -127,47 +127,82 @@ pub fn apply(
     let exclude = crate::exclude::Excludes::new(&plan.exclude).map_err(ApplyError::BadPlan)?;
     let followers = followers(plan);
     let mut delete_budget = options.max_delete;
-    for (index, op) in plan.operations.iter().enumerate() {
-        if let Some(signal) = crate::interrupt::pending() {
-            report.interrupted = Some(signal);
+    let mut stop = false;
+    for ops in batches(plan, chunk) {
+        let dirs = plan.operations[ops.clone()].iter().filter_map(temp_dir);
+        if let Err(why) = journal.begin_batch(ops.clone(), dirs.collect::<Vec<_>>().iter().map(|d| &d[..])) {
+            report.problems.push((plan.operations[ops.start].at().clone(), "journal", Outcome::Failed(why)));
             break;
         }
-        if let (Operation::Remove { entries, .. }, Some(budget)) = (op, delete_budget) {
-            // Whole removals only; once one does not fit, none after it runs (as rsync stops).
-            if *entries > budget {
-                delete_budget = Some(0);
-                report.held_deletes.push((op.at().clone(), *entries));
+        let mut attempted = false;
+        for index in ops.clone() {
+            let op = &plan.operations[index];
+            if let Some(signal) = crate::interrupt::pending() {
+                report.interrupted = Some(signal);
+                stop = true;
+                break;
+            }
+            if let (Operation::Remove { entries, .. }, Some(budget)) = (op, delete_budget) {
+                // Whole removals only; once one does not fit, none after it runs (as rsync stops).
+                if *entries > budget {
+                    delete_budget = Some(0);
+                    report.held_deletes.push((op.at().clone(), *entries));
+                    continue;
+                }
+            }
+            attempted = true;
+            let deleted_before = report.entries_deleted;
+            let mut run = ops::Run {
+                root,
+                source: &mut *source,
+                chunk,
+                journal: &mut journal,
+                report: &mut report,
+                exclude: &exclude,
+                followers: &followers,
+            };
+            let outcome = run.operation(index, op);
+            // What was deleted counts, not what was planned: a removal a previous run of the
+            // plan did already deletes nothing now.
+            if let Some(budget) = delete_budget.as_mut() {
+                *budget = budget.saturating_sub(report.entries_deleted - deleted_before);
+            }
+            if matches!(outcome, Outcome::Done | Outcome::AlreadyDone)
+                && let Err(why) = journal.finish_op(index)
+            {
+                report.problems.push((op.at().clone(), op.name(), Outcome::Failed(why)));
                 continue;
             }
+            // Cut short at a safe point by a signal: neither done nor a problem; the next run
+            // of the plan does it (the journal says whether it had begun writing in place).
+            if let Some(signal) = crate::interrupt::pending()
+                && !matches!(outcome, Outcome::Done | Outcome::AlreadyDone)
+            {
+                report.interrupted = Some(signal);
+                stop = true;
+                break;
+            }
+            match outcome {
+                Outcome::Done => report.done += 1,
+                Outcome::AlreadyDone => report.already_done += 1,
+                other => report.problems.push((op.at().clone(), op.name(), other)),
+            }
         }
-        let deleted_before = report.entries_deleted;
-        let mut run = ops::Run {
-            root,
-            source: &mut *source,
-            chunk,
-            journal: &mut journal,
-            report: &mut report,
-            exclude: &exclude,
-            followers: &followers,
-        };
-        let outcome = run.operation(index, op);
-        // What was deleted counts, not what was planned: a removal a previous run of the plan
-        // did already deletes nothing now.
-        if let Some(budget) = delete_budget.as_mut() {
-            *budget = budget.saturating_sub(report.entries_deleted - deleted_before);
-        }
-        // Cut short at a safe point by a signal: neither done nor a problem; the next run of
-        // the plan does it (the journal says whether it had begun writing in place).
-        if let Some(signal) = crate::interrupt::pending()
-            && !matches!(outcome, Outcome::Done | Outcome::AlreadyDone)
-        {
-            report.interrupted = Some(signal);
+        // One sync makes the whole batch durable; only then does the journal say so.
+        let synced = if attempted { root.sync_filesystem().map_err(|e| e.to_string()) } else { Ok(()) };
+        let ended = journal.end_batch(synced.is_ok());
+        if let Some(why) = synced.err().or(ended.err()) {
+            let why = format!(
+                "{why}: the writes of operations {} to {} may not be durable; running the same plan again redoes what a crash would lose",
+                ops.start,
+                ops.end - 1
+            );
+            let root = OpPath { path: ".".into(), path_bytes: None };
+            report.problems.push((root, "sync", Outcome::Failed(why)));
             break;
         }
-        match outcome {
-            Outcome::Done => report.done += 1,
-            Outcome::AlreadyDone => report.already_done += 1,
-            other => report.problems.push((op.at().clone(), op.name(), other)),
+        if stop {
+            break;
         }
     }
     // Held removals never started, so the journal has nothing to finish for them.
@@ -175,6 +210,42 @@ pub fn apply(
         journal.finish().map_err(ApplyError::Journal)?;
     }
     Ok(report)
+}
+
+/// Operations per batch: the writes of a batch are made durable by one `syncfs` of the target,
+/// and the journal records a batch begun before its first write and synced after.
+const BATCH_OPS: usize = 2048;
+/// Bytes written per batch, at most (one operation may pass it alone).
+const BATCH_BYTES: u64 = 128 << 20;
+
+/// The plan cut into batches of consecutive operations, at most [`BATCH_OPS`] operations and
+/// about [`BATCH_BYTES`] bytes to write each.
+fn batches(plan: &Plan, chunk: ChunkSize) -> Vec<std::ops::Range<usize>> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (index, op) in plan.operations.iter().enumerate() {
+        bytes += match op {
+            Operation::Copy { source, .. } => source.size,
+            Operation::Patch { chunks, .. } => chunks.len() as u64 * chunk.bytes(),
+            _ => 0,
+        };
+        if index + 1 - start >= BATCH_OPS || bytes >= BATCH_BYTES {
+            batches.push(start..index + 1);
+            (start, bytes) = (index + 1, 0);
+        }
+    }
+    if start < plan.operations.len() {
+        batches.push(start..plan.operations.len());
+    }
+    batches
+}
+
+/// The directory where operation `op` may make a temporary file (beside its path).
+fn temp_dir(op: &Operation) -> Option<Vec<u8>> {
+    match op {
+        Operation::Remove { .. } | Operation::Mkdir { .. } => None,
+        _ => op.rel().ok().map(|path| path.parent().as_bytes().to_vec()),
+    }
 }
 
 /// The names each `link` operation makes another name of an inode, by that inode's first name.

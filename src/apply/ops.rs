@@ -94,7 +94,7 @@ impl Run<'_, '_> {
                     .transpose()
                     .map_err(|e| failed(format!("replaces_bytes: {e}")));
                 match (link, replaces) {
-                    (Ok(link), Ok(replaces)) => self.symlink(&path, &link, replaces.as_deref(), attrs),
+                    (Ok(link), Ok(replaces)) => self.symlink(index, &path, &link, replaces.as_deref(), attrs),
                     (Err(outcome), _) | (_, Err(outcome)) => Err(outcome),
                 }
             }
@@ -204,8 +204,14 @@ impl Run<'_, '_> {
         replaces: Option<&FileState>,
         attrs: &Attrs,
     ) -> Step<Outcome> {
+        // An operation of a batch an earlier run did not see synced may have been torn by a
+        // crash (a power loss can leave the new name with the wrong size or bytes): it is
+        // redone from the source, where it would otherwise be refused as changed.
+        let torn_ok = self.journal.was_started(index);
         match self.stat(path)? {
-            None if replaces.is_some() => return Err(Outcome::Skipped("the file to replace is gone".into())),
+            None if replaces.is_some() && !torn_ok => {
+                return Err(Outcome::Skipped("the file to replace is gone".into()));
+            }
             None => {}
             Some(found) if found.kind != NodeKind::File => {
                 return Err(Outcome::Skipped(format!("a {} is in the way that the plan did not expect", found.kind)));
@@ -218,7 +224,7 @@ impl Run<'_, '_> {
                     self.set_attrs(path, NodeKind::File, attrs)?;
                     return Ok(Outcome::AlreadyDone);
                 }
-                if now.is_none() || now.as_ref() != replaces {
+                if (now.is_none() || now.as_ref() != replaces) && !torn_ok {
                     return Err(Outcome::Skipped("the target file changed since the plan was made".into()));
                 }
             }
@@ -227,8 +233,8 @@ impl Run<'_, '_> {
         let written = self.fill_temp(index, path, &mut file, source, attrs.mtime);
         let finished = written.and_then(|written| {
             self.set_attrs_at(&tmp, NodeKind::File, attrs)?;
+            // Durable with its batch (one `syncfs`); until then the journal says it may be torn.
             self.root.rename(&tmp, path.as_bytes()).map_err(failed)?;
-            self.root.sync_parent(path.as_bytes()).map_err(failed)?;
             Ok(written)
         });
         match finished {
@@ -281,7 +287,6 @@ impl Run<'_, '_> {
         if Digest::from(hasher.finalize()) != source.hash.0 {
             return Err(Outcome::Skipped("the source file changed since the plan was made".into()));
         }
-        file.sync_all().map_err(failed)?;
         Ok(written)
     }
 
@@ -379,9 +384,11 @@ impl Run<'_, '_> {
             let written = std::io::copy(&mut &file, &mut copy)
                 .map_err(failed)
                 .and_then(|_| self.write_chunks(index, path, &copy, &todo, source.size, size, staged))
+                // Synced before the rename: a resumed patch rewrites only the planned chunks, so
+                // the rest of the copy must never be torn.
+                .and_then(|()| copy.sync_all().map_err(failed))
                 .and_then(|()| self.set_attrs_at(&tmp, NodeKind::File, attrs))
-                .and_then(|()| self.root.rename(&tmp, path.as_bytes()).map_err(failed))
-                .and_then(|()| self.root.sync_parent(path.as_bytes()).map_err(failed));
+                .and_then(|()| self.root.rename(&tmp, path.as_bytes()).map_err(failed));
             if let Err(outcome) = written {
                 let _ = self.root.remove_file(&tmp);
                 return Err(outcome);
@@ -428,8 +435,8 @@ impl Run<'_, '_> {
         todo.iter().map(|chunk| self.source_chunk(index, path, chunk, size)).collect::<Step<Vec<_>>>().map(Some)
     }
 
-    /// Writes the planned chunks into `file` (from `staged`, or read now), sets its length to
-    /// the source's, and syncs it. A chunk that cannot be had now fails the operation: earlier
+    /// Writes the planned chunks into `file` (from `staged`, or read now) and sets its length to
+    /// the source's (made durable with the batch). A chunk that cannot be had now fails the operation: earlier
     /// chunks may be written, and the journal lets the next run of the plan finish the file.
     #[allow(clippy::too_many_arguments)]
     fn write_chunks(
@@ -458,7 +465,7 @@ impl Run<'_, '_> {
         if current != size {
             file.set_len(size).map_err(failed)?;
         }
-        file.sync_all().map_err(failed)
+        Ok(())
     }
 
     /// One chunk of source bytes, checked against the CV the plan expects.
@@ -472,7 +479,14 @@ impl Run<'_, '_> {
         Ok(data)
     }
 
-    fn symlink(&mut self, path: &RelPath, link: &[u8], replaces: Option<&[u8]>, attrs: &Attrs) -> Step<Outcome> {
+    fn symlink(
+        &mut self,
+        index: usize,
+        path: &RelPath,
+        link: &[u8],
+        replaces: Option<&[u8]>,
+        attrs: &Attrs,
+    ) -> Step<Outcome> {
         match self.stat(path)? {
             Some(found) if found.kind == NodeKind::Symlink => {
                 let now = self.root.read_link(path.as_bytes()).map_err(failed)?;
@@ -480,7 +494,8 @@ impl Run<'_, '_> {
                     self.set_attrs(path, NodeKind::Symlink, attrs)?;
                     return Ok(Outcome::AlreadyDone);
                 }
-                if replaces != Some(&now[..]) {
+                // A symlink of a batch not seen synced may be torn (see `copy`).
+                if replaces != Some(&now[..]) && !self.journal.was_started(index) {
                     return Err(Outcome::Skipped("the symlink changed since the plan was made".into()));
                 }
             }
@@ -490,10 +505,9 @@ impl Run<'_, '_> {
         }
         self.journal.will_make_temps_in(path.parent().as_bytes()).map_err(Outcome::Failed)?;
         let tmp = self.root.symlink_temp(link, path.as_bytes()).map_err(failed)?;
-        let placed = self.set_attrs_at(&tmp, NodeKind::Symlink, attrs).and_then(|()| {
-            self.root.rename(&tmp, path.as_bytes()).map_err(failed)?;
-            self.root.sync_parent(path.as_bytes()).map_err(failed)
-        });
+        let placed = self
+            .set_attrs_at(&tmp, NodeKind::Symlink, attrs)
+            .and_then(|()| self.root.rename(&tmp, path.as_bytes()).map_err(failed));
         if let Err(outcome) = placed {
             let _ = self.root.remove_file(&tmp);
             return Err(outcome);

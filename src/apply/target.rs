@@ -702,6 +702,16 @@ impl TargetRoot {
         rfs::fsync(&fd).map_err(ctx(rel, "sync parent of"))
     }
 
+    /// `syncfs` the target's filesystem: every write made so far under the root (data, names,
+    /// metadata) is durable when this returns. One call ends each batch of operations.
+    pub fn sync_filesystem(&self) -> Result<(), TargetError> {
+        // The root is held as an `O_PATH` descriptor, which `syncfs` refuses.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let path = self.path().as_os_str().as_bytes();
+        let dir = rfs::openat(&self.fd, c".", flags, Mode::empty()).map_err(ctx(path, "open for syncing"))?;
+        rfs::syncfs(&dir).map_err(ctx(path, "sync the filesystem of"))
+    }
+
     /// Missing entries are an error here (see [`TargetError::is_not_found`]).
     pub fn remove_file(&self, rel: &[u8]) -> Result<(), TargetError> {
         let (parent, name) = self.resolve(rel)?;

@@ -77,15 +77,11 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Renames the temporary `tmp` over `path` and makes that durable; the temporary is removed
+    /// Renames the temporary `tmp` over `path` (durable with its batch); the temporary is removed
     /// if that fails, or if it was already another name of the same inode (then `rename` does
     /// nothing).
     fn place(&mut self, tmp: &[u8], path: &RelPath) -> Step<()> {
-        let placed = self
-            .root
-            .rename(tmp, path.as_bytes())
-            .and_then(|()| self.root.sync_parent(path.as_bytes()))
-            .map_err(failed);
+        let placed = self.root.rename(tmp, path.as_bytes()).map_err(failed);
         if placed.is_err() || self.root.stat(tmp).is_ok_and(|left| left.is_some()) {
             let _ = self.root.remove_file(tmp);
         }
