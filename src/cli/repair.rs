@@ -72,7 +72,7 @@ pub struct ApplyArgs {
     /// $XDG_STATE_HOME/cutover, else ~/.local/state/cutover). Nothing is kept in the target.
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
-    /// Show what the plan would do and change nothing.
+    /// Show what the plan would do and change nothing (with `--format json`: the plan itself).
     #[arg(long)]
     dry_run: bool,
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -144,7 +144,7 @@ pub struct RepairArgs {
     state: Option<PathBuf>,
     #[command(flatten)]
     verify: super::VerifyArg,
-    /// Show the plan in human form and change nothing.
+    /// Show the plan and change nothing (with `--format json`: the plan itself, as `plan -o` writes it).
     #[arg(long)]
     dry_run: bool,
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -260,7 +260,7 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
     }
     record.operations = Some(Operations::of_plan(&plan));
     if args.dry_run {
-        show_plan(&mut std::io::stdout().lock(), &plan)?;
+        show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
         return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
     }
     let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.target.root));
@@ -384,7 +384,7 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
     if args.dry_run {
         args.limits.warn(&plan);
         super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, None)?;
-        show_plan(&mut std::io::stdout().lock(), &plan)?;
+        show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
         return Ok(plan_verdict(&plan, &report));
     }
     let locked = locked.context("the target is not locked")?;
@@ -420,8 +420,21 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
     // Everything is decided before anything is printed, so a closed pipe cannot cut a repair short.
     let printed = (|| -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
-        show_apply(&mut out, &applied, args.format)?;
-        if args.format == Format::Human {
+        if args.format != Format::Human {
+            let mut doc = apply_json(&applied);
+            doc["unrepairable"] = json!(plan.unrepairable);
+            let found = verify.to_json();
+            doc["verify"] = json!({
+                "identical": verify.identical(),
+                "remaining": remaining,
+                "compared": found["compared"],
+                "summary": found["summary"],
+                "differences": found["differences"],
+            });
+            serde_json::to_writer(&mut out, &doc)?;
+            writeln!(out)?;
+        } else {
+            show_apply(&mut out, &applied, args.format)?;
             for u in &plan.unrepairable {
                 writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
             }
@@ -553,10 +566,20 @@ pub fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
     plan_summary(out, plan)
 }
 
-fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std::io::Result<()> {
+/// A dry run: the plan in human form, or the plan's own JSON (docs/plan.md) for `--format json`
+/// and `jsonl`.
+fn show_dry_run(out: &mut dyn Write, plan: &Plan, format: Format) -> std::io::Result<()> {
+    match format {
+        Format::Human => show_plan(out, plan),
+        Format::Json | Format::Jsonl => write_plan(plan, out),
+    }
+}
+
+/// The `cutover-apply/1` JSON of an apply run.
+fn apply_json(report: &ApplyReport) -> serde_json::Value {
     let (skipped, failed): (Vec<_>, Vec<_>) =
         report.problems.iter().partition(|(_, _, outcome)| matches!(outcome, Outcome::Skipped(_)));
-    if format != Format::Human {
+    {
         let list = |items: &[&(cutover::plan::OpPath, &str, Outcome)]| {
             items
                 .iter()
@@ -582,9 +605,17 @@ fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std:
                 json!({"path": at.path, "path_bytes": at.path_bytes, "entries": entries})
             }).collect::<Vec<_>>(),
         });
-        serde_json::to_writer(&mut *out, &doc)?;
+        doc
+    }
+}
+
+fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std::io::Result<()> {
+    if format != Format::Human {
+        serde_json::to_writer(&mut *out, &apply_json(report))?;
         return writeln!(out);
     }
+    let (skipped, failed): (Vec<_>, Vec<_>) =
+        report.problems.iter().partition(|(_, _, outcome)| matches!(outcome, Outcome::Skipped(_)));
     if report.stale_temps_removed > 0 {
         writeln!(out, "removed {} temporary files left by an interrupted run", report.stale_temps_removed)?;
     }
