@@ -3,7 +3,9 @@
 
 mod html;
 mod manual;
+mod metrics;
 mod progress;
+mod record;
 mod render;
 mod repair;
 
@@ -89,6 +91,8 @@ struct ScanArgs {
     verify: VerifyArg,
     #[command(flatten)]
     scan: ScanArg,
+    #[command(flatten)]
+    record: record::RecordArg,
 }
 
 /// How much of what a cache vouches for is read again anyway.
@@ -313,6 +317,8 @@ struct DiffArgs {
     verify: VerifyArg,
     #[command(flatten)]
     scan: ScanArg,
+    #[command(flatten)]
+    record: record::RecordArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -372,35 +378,72 @@ pub fn main() -> ExitCode {
         eprintln!("cutover: error: cannot start {jobs} threads: {err}");
         return ExitCode::from(EXIT_TROUBLE);
     }
+    let keep = cli.command.record_arg().cloned();
+    let mut record = record::RunRecord::start(cli.command.name(), keep.as_ref().and_then(|k| k.job.as_deref()));
     let result = match cli.command {
-        Command::Scan(args) => run_scan(args),
-        Command::Diff(args) => run_diff(args),
-        Command::Plan(args) => repair::run_plan(args),
-        Command::Apply(args) => repair::run_apply(args),
+        Command::Scan(args) => run_scan(args, &mut record),
+        Command::Diff(args) => run_diff(args, &mut record),
+        Command::Plan(args) => repair::run_plan(args, &mut record),
+        Command::Apply(args) => repair::run_apply(args, &mut record),
         Command::Bundle(args) => repair::run_bundle(args),
-        Command::Repair(args) => repair::run_repair(args),
+        Command::Repair(args) => repair::run_repair(args, &mut record),
         Command::Man => manual::run_man(Cli::command()),
         Command::Completions(args) => manual::run_completions(args, Cli::command()),
     };
+    let (code, error) = exit_code(result);
+    record.finish(code, error);
+    match keep {
+        Some(keep) => ExitCode::from(keep_record(&keep, &record)),
+        None => ExitCode::from(code),
+    }
+}
+
+/// The exit code of a run's outcome, and its error as said on stderr (which this prints).
+fn exit_code(result: Result<u8>) -> (u8, Option<String>) {
     let stopped = cutover::interrupt::pending();
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => (code, None),
         Err(err) if let Some(signal) = stopped => {
             eprintln!("cutover: stopped by {}: {err:#}", signal.name());
-            ExitCode::from(signal.exit_code())
+            (signal.exit_code(), Some(format!("stopped by {}: {err:#}", signal.name())))
         }
         Err(err) if is_locked(&err) => {
             eprintln!("cutover: error: {err:#}");
-            ExitCode::from(EXIT_LOCKED)
+            (EXIT_LOCKED, Some(format!("{err:#}")))
         }
         // The reader went away: say nothing more, but never claim success (`diff` keeps its
         // verdict itself, see `run_diff`).
-        Err(err) if is_broken_pipe(&err) => ExitCode::from(EXIT_TROUBLE),
+        Err(err) if is_broken_pipe(&err) => (EXIT_TROUBLE, Some(format!("{err:#}"))),
         Err(err) => {
             eprintln!("cutover: error: {err:#}");
-            ExitCode::from(EXIT_TROUBLE)
+            (EXIT_TROUBLE, Some(format!("{err:#}")))
         }
     }
+}
+
+/// Writes the run record and metrics asked for; the run's exit code, or 2 when one of them
+/// could not be written (a record a cron job cannot find is a failed run).
+fn keep_record(keep: &record::RecordArg, record: &record::RunRecord) -> u8 {
+    let mut code = record.exit_code;
+    if let Some(path) = &keep.report {
+        let written = write_output(path, |out| {
+            serde_json::to_writer_pretty(&mut *out, &record.to_json())?;
+            Ok(writeln!(out)?)
+        });
+        if let Err(err) = written {
+            eprintln!("cutover: error: the run record: {err:#}");
+            code = code.max(EXIT_TROUBLE);
+        }
+    }
+    if let Some(path) = &keep.metrics {
+        let previous = std::fs::read_to_string(path).unwrap_or_default();
+        let text = metrics::render(record, &previous);
+        if let Err(err) = write_output(path, |out| Ok(out.write_all(text.as_bytes())?)) {
+            eprintln!("cutover: error: the metrics: {err:#}");
+            code = code.max(EXIT_TROUBLE);
+        }
+    }
+    code
 }
 
 /// Threads when a tree is on a network filesystem and `-j` is not given. Each read there waits
@@ -408,6 +451,31 @@ pub fn main() -> ExitCode {
 const REMOTE_JOBS: usize = 16;
 
 impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Scan(_) => "scan",
+            Command::Diff(_) => "diff",
+            Command::Plan(_) => "plan",
+            Command::Apply(_) => "apply",
+            Command::Bundle(_) => "bundle",
+            Command::Repair(_) => "repair",
+            Command::Man => "man",
+            Command::Completions(_) => "completions",
+        }
+    }
+
+    /// Where this run's record and metrics go, for the commands that keep them.
+    fn record_arg(&self) -> Option<&record::RecordArg> {
+        match self {
+            Command::Scan(args) => Some(&args.record),
+            Command::Diff(args) => Some(&args.record),
+            Command::Plan(args) => Some(args.record()),
+            Command::Apply(args) => Some(args.record()),
+            Command::Repair(args) => Some(args.record()),
+            Command::Bundle(_) | Command::Man | Command::Completions(_) => None,
+        }
+    }
+
     /// The trees named on the command line (directories, or manifest files: those are local
     /// reads and never count as remote unless they sit on a network filesystem themselves).
     fn trees(&self) -> Vec<&Path> {
@@ -456,7 +524,8 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
         .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
-fn run_scan(args: ScanArgs) -> Result<u8> {
+fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
+    record.root("dir", &args.dir);
     let mut options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
     let changed = args.verify.changed_paths()?;
     options.cache = args.cache.as_deref().and_then(|path| load_cache(path, &options, &args.verify, changed.as_deref()));
@@ -506,6 +575,8 @@ fn run_scan(args: ScanArgs) -> Result<u8> {
     {
         write_output(cache, |out| Ok(write_manifest(&manifest, out)?))?;
     }
+    record.checked = Some(record::Checked::of_tree(&manifest));
+    record.verified = verified.map(|v| vec![("dir", v)]).unwrap_or_default();
     let problems = report_problems(&manifest);
     Ok(if b3sum_trouble { EXIT_TROUBLE } else { problems })
 }
@@ -728,20 +799,23 @@ fn check_same_scope(
     Ok(())
 }
 
-fn run_diff(args: DiffArgs) -> Result<u8> {
+fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
+    record.root("source", &args.source);
+    record.root("target", &args.target);
     if let Some(dir) = &args.state {
-        return run_incremental_diff(&args, dir);
+        return run_incremental_diff(&args, dir, record);
     }
     let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
         load_pair(&args.source, &args.target, &args.scan, args.meta.set(), p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
+    record.comparison(&source, &report);
     show_diff(&args, &report)
 }
 
 /// `diff SRC DST --state DIR`: both directories scanned with the last run's manifests as
 /// caches, which are then replaced by this run's.
-fn run_incremental_diff(args: &DiffArgs, dir: &Path) -> Result<u8> {
+fn run_incremental_diff(args: &DiffArgs, dir: &Path, record: &mut record::RunRecord) -> Result<u8> {
     if !is_dir(&args.source) || !is_dir(&args.target) {
         bail!("--state needs two directories: it keeps their manifests from one run to the next");
     }
@@ -761,6 +835,7 @@ fn run_incremental_diff(args: &DiffArgs, dir: &Path) -> Result<u8> {
     };
     report.source.verified = counts(&caches[0], &source);
     report.target.verified = counts(&caches[1], &target);
+    record.comparison(&source, &report);
     show_diff(args, &report)
 }
 

@@ -18,6 +18,7 @@ use cutover::plan::{
 use cutover::scan::{Cache, Scrub, scan_pair_cached};
 use cutover::state::StateDir;
 
+use super::record::{Applied, Operations, RecordArg, RunRecord, Verify};
 use super::render::{count, shown, size};
 use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg, load_pair};
 
@@ -39,6 +40,8 @@ pub struct PlanArgs {
     dry_run: bool,
     #[command(flatten)]
     scan: ScanArg,
+    #[command(flatten)]
+    record: RecordArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,11 +72,13 @@ pub struct ApplyArgs {
     /// $XDG_STATE_HOME/cutover, else ~/.local/state/cutover). Nothing is kept in the target.
     #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
-    /// Show what the plan would do and change nothing.
+    /// Show what the plan would do and change nothing (with `--format json`: the plan itself).
     #[arg(long)]
     dry_run: bool,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    #[command(flatten)]
+    record: RecordArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,7 +144,7 @@ pub struct RepairArgs {
     state: Option<PathBuf>,
     #[command(flatten)]
     verify: super::VerifyArg,
-    /// Show the plan in human form and change nothing.
+    /// Show the plan and change nothing (with `--format json`: the plan itself, as `plan -o` writes it).
     #[arg(long)]
     dry_run: bool,
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -149,11 +154,17 @@ pub struct RepairArgs {
     html: Option<PathBuf>,
     #[command(flatten)]
     scan: ScanArg,
+    #[command(flatten)]
+    record: RecordArg,
 }
 
 impl PlanArgs {
     pub(super) fn trees(&self) -> Vec<&Path> {
         vec![&self.source, &self.target]
+    }
+
+    pub(super) fn record(&self) -> &RecordArg {
+        &self.record
     }
 }
 
@@ -161,6 +172,10 @@ impl ApplyArgs {
     /// The roots named on the command line (those recorded in the plan are not read yet).
     pub(super) fn trees(&self) -> Vec<&Path> {
         self.source.iter().chain(&self.target).map(PathBuf::as_path).collect()
+    }
+
+    pub(super) fn record(&self) -> &RecordArg {
+        &self.record
     }
 }
 
@@ -174,14 +189,21 @@ impl RepairArgs {
     pub(super) fn trees(&self) -> Vec<&Path> {
         vec![&self.source, &self.target]
     }
+
+    pub(super) fn record(&self) -> &RecordArg {
+        &self.record
+    }
 }
 
-pub fn run_plan(args: PlanArgs) -> Result<u8> {
+pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
+    record.root("source", &args.source);
+    record.root("target", &args.target);
     let (source, target) = super::progress::with_progress("scanning", false, |p| {
         load_pair(&args.source, &args.target, &args.scan, args.repair.meta.set(), p)
     })?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
     let (mut plan, report) = build_plan(&source, &target, &options);
+    record.comparison(&source, &report);
     if args.target.as_os_str() != "-" && args.target.is_dir() {
         plan.target.identity = TreeIdentity::of(&args.target);
     }
@@ -191,6 +213,7 @@ pub fn run_plan(args: PlanArgs) -> Result<u8> {
     }
     super::warn_uncompared(args.repair.meta.set(), &report);
     args.limits.warn(&plan);
+    record.operations = Some(Operations::of_plan(&plan));
     let stdout = std::io::stdout();
     match (&args.output, args.dry_run) {
         (Some(path), false) => {
@@ -224,13 +247,20 @@ fn load_plan(path: &Path) -> Result<Plan> {
     Ok(read_plan(std::io::BufReader::new(file), path)?)
 }
 
-pub fn run_apply(args: ApplyArgs) -> Result<u8> {
+pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
+    record.root("plan", &args.plan);
     if args.plan.as_os_str() == "-" && args.bundle.as_ref().is_some_and(|b| b.as_os_str() == "-") {
         bail!("the plan and the bundle cannot both come from standard input");
     }
     let plan = load_plan(&args.plan)?;
+    record.root("source", args.source.as_deref().unwrap_or(Path::new(&plan.source.root)));
+    record.root("target", args.target.as_deref().unwrap_or(Path::new(&plan.target.root)));
+    if let Some(bundle) = &args.bundle {
+        record.root("bundle", bundle);
+    }
+    record.operations = Some(Operations::of_plan(&plan));
     if args.dry_run {
-        show_plan(&mut std::io::stdout().lock(), &plan)?;
+        show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
         return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
     }
     let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.target.root));
@@ -263,6 +293,9 @@ pub fn run_apply(args: ApplyArgs) -> Result<u8> {
             apply(&plan, &mut source, &target, &options)?
         }
     };
+    if let Some(operations) = record.operations.as_mut() {
+        operations.applied = Some(Applied::of(&report));
+    }
     show_apply(&mut std::io::stdout().lock(), &report, args.format)?;
     Ok(match report.interrupted {
         Some(signal) => signal.exit_code(),
@@ -291,7 +324,9 @@ pub fn run_bundle(args: BundleArgs) -> Result<u8> {
     Ok(EXIT_SAME)
 }
 
-pub fn run_repair(args: RepairArgs) -> Result<u8> {
+pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
+    record.root("source", &args.source);
+    record.root("target", &args.target);
     create_missing_target(&args.source, &args.target, args.dry_run)?;
     for dir in [&args.source, &args.target] {
         if !dir.is_dir() {
@@ -341,19 +376,24 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
         &PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() },
     );
     plan.target.identity = TreeIdentity::of(&args.target);
+    record.comparison(&source, &report);
     let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
     record_holes(&mut plan, &data).map_err(anyhow::Error::msg)?;
+    record.operations = Some(Operations::of_plan(&plan));
     super::warn_uncompared(args.repair.meta.set(), &report);
     if args.dry_run {
         args.limits.warn(&plan);
         super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, None)?;
-        show_plan(&mut std::io::stdout().lock(), &plan)?;
+        show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
         return Ok(plan_verdict(&plan, &report));
     }
     let locked = locked.context("the target is not locked")?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let mut applied = apply(&plan, &mut data, &locked, &options)?;
     applied.stale_temps_removed += stale_temps;
+    if let Some(operations) = record.operations.as_mut() {
+        operations.applied = Some(Applied::of(&applied));
+    }
     if let Some(signal) = applied.interrupted {
         show_apply(&mut std::io::stdout().lock(), &applied, args.format)?;
         return Ok(signal.exit_code());
@@ -373,12 +413,28 @@ pub fn run_repair(args: RepairArgs) -> Result<u8> {
     }
     let verify = diff(&source_after, &target_after, &DiffOptions { meta: args.repair.meta.set() });
     let remaining = verify.differences.len();
+    if let Some(operations) = record.operations.as_mut() {
+        operations.verify = Some(Verify::of(&verify));
+    }
     super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, Some(&verify))?;
     // Everything is decided before anything is printed, so a closed pipe cannot cut a repair short.
     let printed = (|| -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
-        show_apply(&mut out, &applied, args.format)?;
-        if args.format == Format::Human {
+        if args.format != Format::Human {
+            let mut doc = apply_json(&applied);
+            doc["unrepairable"] = json!(plan.unrepairable);
+            let found = verify.to_json();
+            doc["verify"] = json!({
+                "identical": verify.identical(),
+                "remaining": remaining,
+                "compared": found["compared"],
+                "summary": found["summary"],
+                "differences": found["differences"],
+            });
+            serde_json::to_writer(&mut out, &doc)?;
+            writeln!(out)?;
+        } else {
+            show_apply(&mut out, &applied, args.format)?;
             for u in &plan.unrepairable {
                 writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
             }
@@ -510,10 +566,20 @@ pub fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
     plan_summary(out, plan)
 }
 
-fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std::io::Result<()> {
+/// A dry run: the plan in human form, or the plan's own JSON (docs/plan.md) for `--format json`
+/// and `jsonl`.
+fn show_dry_run(out: &mut dyn Write, plan: &Plan, format: Format) -> std::io::Result<()> {
+    match format {
+        Format::Human => show_plan(out, plan),
+        Format::Json | Format::Jsonl => write_plan(plan, out),
+    }
+}
+
+/// The `cutover-apply/1` JSON of an apply run.
+fn apply_json(report: &ApplyReport) -> serde_json::Value {
     let (skipped, failed): (Vec<_>, Vec<_>) =
         report.problems.iter().partition(|(_, _, outcome)| matches!(outcome, Outcome::Skipped(_)));
-    if format != Format::Human {
+    {
         let list = |items: &[&(cutover::plan::OpPath, &str, Outcome)]| {
             items
                 .iter()
@@ -539,9 +605,17 @@ fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std:
                 json!({"path": at.path, "path_bytes": at.path_bytes, "entries": entries})
             }).collect::<Vec<_>>(),
         });
-        serde_json::to_writer(&mut *out, &doc)?;
+        doc
+    }
+}
+
+fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std::io::Result<()> {
+    if format != Format::Human {
+        serde_json::to_writer(&mut *out, &apply_json(report))?;
         return writeln!(out);
     }
+    let (skipped, failed): (Vec<_>, Vec<_>) =
+        report.problems.iter().partition(|(_, _, outcome)| matches!(outcome, Outcome::Skipped(_)));
     if report.stale_temps_removed > 0 {
         writeln!(out, "removed {} temporary files left by an interrupted run", report.stale_temps_removed)?;
     }

@@ -13,6 +13,7 @@ mod output;
 pub(crate) mod properties;
 mod ranges;
 mod reading;
+mod records;
 mod run_state;
 mod trouble;
 mod verdicts;
