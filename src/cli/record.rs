@@ -62,15 +62,19 @@ impl Checked {
     }
 
     /// The source's entries, compared against the target in `report`: an entry matched when
-    /// neither it nor a directory above it is named by a difference.
+    /// neither it nor a directory above it is named by a difference. One pass in path order:
+    /// a differing entry's whole subtree is skipped by index, so a deep tree costs no more.
     pub fn of_comparison(source: &Manifest, report: &Report) -> Checked {
         let differing: HashSet<&RelPath> = report.differences.iter().map(|d| &d.path).collect();
         let mut checked = Checked { matched: Some(Matched::default()), ..Checked::default() };
-        for entry in &source.entries {
+        let mut matched = Matched::default();
+        let mut differs_until = 0;
+        for (index, entry) in source.entries.iter().enumerate() {
             checked.count(entry.kind, entry.size);
-            if !differs(&entry.path, &differing)
-                && let Some(matched) = checked.matched.as_mut()
-            {
+            if index >= differs_until && differing.contains(&entry.path) {
+                differs_until = source.subtree_end(index);
+            }
+            if index >= differs_until {
                 matched.entries += 1;
                 if entry.kind == Kind::File {
                     matched.files += 1;
@@ -78,6 +82,7 @@ impl Checked {
                 }
             }
         }
+        checked.matched = Some(matched);
         checked
     }
 
@@ -91,19 +96,6 @@ impl Checked {
             Kind::Dir => self.directories += 1,
             _ => {}
         }
-    }
-}
-
-fn differs(path: &RelPath, differing: &HashSet<&RelPath>) -> bool {
-    let mut at = path.clone();
-    loop {
-        if differing.contains(&at) {
-            return true;
-        }
-        if at.is_root() {
-            return false;
-        }
-        at = at.parent();
     }
 }
 
