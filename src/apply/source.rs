@@ -368,7 +368,12 @@ pub fn write_bundle(plan: &crate::plan::Plan, source: &mut dyn SourceData, mut o
                 let cvs = whole_file_cvs(source, op, &path, state, chunk)?;
                 (state.size, attrs.mtime, cvs)
             }
-            Operation::Patch { source: state, chunks, attrs, .. } => {
+            Operation::Patch { source: state, chunks, attrs, source_stamp, .. } => {
+                let path = operation.rel()?;
+                let now = source.stamp(&path)?;
+                if !still_whole(source, op, &path, state, source_stamp.as_ref(), now)? {
+                    return Err(changed(&path));
+                }
                 let cvs =
                     chunks.iter().map(|c| (chunk.chunk_range(c.index, state.size), Expected::Cv(c.new.0))).collect();
                 (state.size, attrs.mtime, cvs)
@@ -410,6 +415,30 @@ pub fn write_bundle(plan: &crate::plan::Plan, source: &mut dyn SourceData, mut o
     out.write_all(b"{\"end\":true}\n").map_err(io)?;
     out.flush().map_err(io)?;
     Ok(total)
+}
+
+/// Whether a patch's source file is still, whole, the file the plan hashed. A patch reads only
+/// its listed chunks, so an edit elsewhere in the file with its mtime put back would pass every
+/// chunk check. The same device, inode and ctime as at the scan show that it was not written
+/// since; otherwise (or when the plan has no stamp) the whole file is read and hashed. `now`
+/// is `None` for a bundle: its writer checked the source when it read it.
+pub fn still_whole(
+    source: &mut dyn SourceData,
+    op: usize,
+    path: &RelPath,
+    state: &crate::plan::FileState,
+    planned: Option<&crate::plan::SourceStamp>,
+    now: Option<SourceStamp>,
+) -> Result<bool, String> {
+    let Some(now) = now else { return Ok(true) };
+    if planned.is_some_and(|p| (p.dev, p.ino) == now.inode && (p.ctime.sec, p.ctime.nsec) == now.ctime) {
+        return Ok(true);
+    }
+    let mut hasher = blake3::Hasher::new();
+    source.read(op, path, ByteRange { offset: 0, length: state.size }, &mut |piece| {
+        hasher.update(piece);
+    })?;
+    Ok(Digest::from(hasher.finalize()) == state.hash.0)
 }
 
 fn changed(path: &RelPath) -> String {

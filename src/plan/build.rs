@@ -1,8 +1,8 @@
 //! Turning two manifests and their diff into a [`Plan`].
 
 use super::{
-    Attrs, FileState, Found, Hex, OpPath, Operation, PLAN_FORMAT, PatchChunk, Plan, PlanSide, TargetFile, Time, Totals,
-    Unrepairable, Xattr, bytes_text,
+    Attrs, FileState, Found, Hex, OpPath, Operation, PLAN_FORMAT, PatchChunk, Plan, PlanSide, SourceStamp, TargetFile,
+    Time, Totals, Unrepairable, Xattr, bytes_text,
 };
 use crate::diff::{Change, DiffOptions, Report, diff};
 use crate::digest::{ChunkSize, Digest};
@@ -343,6 +343,11 @@ impl Builder<'_> {
             chunks,
             attrs: attrs(s, self.meta),
             holes: 0,
+            source_stamp: s.stamp.map(|stamp| SourceStamp {
+                dev: stamp.dev,
+                ino: stamp.ino,
+                ctime: Time { sec: stamp.ctime.sec, nsec: stamp.ctime.nsec },
+            }),
         });
     }
 

@@ -192,6 +192,15 @@ pub struct FileState {
     pub hash: Hex,
 }
 
+/// A source file's device, inode and status-change time when the plan's manifest was made:
+/// a write (and `touch -r` putting an mtime back) moves the ctime, and nobody can set it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime: Time,
+}
+
 /// A target file a patch rewrites: size, root hash and mtime when the plan was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetFile {
@@ -346,6 +355,12 @@ pub enum Operation {
         /// Bytes of those chunks that were holes in the source when the plan was made.
         #[serde(default, skip_serializing_if = "is_zero")]
         holes: u64,
+        /// Where the source file lived and its ctime when it was scanned. A patch reads only
+        /// the listed chunks; when the file is not still this inode with this ctime (or the
+        /// plan has no stamp), apply hashes the whole source file before writing, so an edit
+        /// outside those chunks with its mtime put back is never taken for the planned file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_stamp: Option<SourceStamp>,
     },
     /// Make `path` a symlink to `link`, replacing a symlink with another target if one is there.
     Symlink {
