@@ -9,27 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{Tree, cutover};
-
-/// A bind mount of `from` at `at`, undone when dropped. `None` (after a note) where mounting
-/// is not allowed.
-struct Bind(PathBuf);
-
-impl Bind {
-    fn new(from: &Path, at: &Path) -> Option<Bind> {
-        let done = Command::new("mount").arg("--bind").arg(from).arg(at).output().ok()?.status.success();
-        if !done {
-            eprintln!("note: cannot bind-mount here (not root?); not checked");
-        }
-        done.then(|| Bind(at.to_path_buf()))
-    }
-}
-
-impl Drop for Bind {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
+use support::{Bind, Tree, cutover};
 
 fn slash(path: &Path) -> std::ffi::OsString {
     let mut s = path.as_os_str().to_owned();
