@@ -847,6 +847,9 @@ fn show_diff(args: &DiffArgs, report: &Report) -> Result<u8> {
     }
     if !args.quiet {
         warn_uncompared(args.meta.set(), report);
+        for hint in cutover::diff::tree_hints(report) {
+            eprintln!("cutover: hint: {hint}");
+        }
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let written = render::report(&mut out, report, args.format).and_then(|()| out.flush());

@@ -8,6 +8,7 @@
 mod hints;
 mod report;
 
+pub use hints::tree_hints;
 pub use report::{Change, Difference, HardLinkChange, MetaChange, Report, SideInfo, Summary, mtime_text, rdev_text};
 
 use crate::digest::{ByteRange, ChunkSize, push_merged};

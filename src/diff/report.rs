@@ -264,6 +264,7 @@ impl Report {
                 object.insert("side".into(), json!(side));
                 Value::Object(object)
             }).collect::<Vec<_>>(),
+            "hints": super::hints::tree_hints(self),
         })
     }
 }
