@@ -97,10 +97,22 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Whether, staying on one filesystem, a directory of device `dev` inside `parent` is not
-    /// entered: something else is mounted there.
-    fn stops_at(&self, parent: &OwnedFd, dev: u64) -> bool {
-        self.one_file_system && rustix::fs::fstat(parent).is_ok_and(|stat| stat.st_dev != dev)
+    /// Whether, staying on one filesystem, the directory `name` (of device `dev`) inside
+    /// `parent` is not entered: something else is mounted there. Known by its mount root flag
+    /// (`STATX_ATTR_MOUNT_ROOT`), so that a bind mount of the same filesystem counts too, as
+    /// it does for apply; by the device number on kernels that do not report the flag (before
+    /// 5.8), as rsync's `-x` does.
+    fn stops_at(&self, parent: &OwnedFd, name: &CStr, dev: u64) -> bool {
+        use rustix::fs::{StatxAttributes, StatxFlags};
+        if !self.one_file_system {
+            return false;
+        }
+        if let Ok(st) = rustix::fs::statx(parent, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
+            && st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        {
+            return st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+        }
+        rustix::fs::fstat(parent).is_ok_and(|stat| stat.st_dev != dev)
     }
 
     /// The names listed in `dir` (whose entry is `entry`) that are not excluded; `entry` is
@@ -184,7 +196,7 @@ impl Walker<'_> {
     /// or gives its finished entry: not entered (another filesystem, under `-x`) or unreadable.
     fn enter(&self, dir: &OwnedFd, name: &CStr, mut entry: Entry, dev: u64) -> Entered {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        if self.stops_at(dir, dev) {
+        if self.stops_at(dir, name, dev) {
             // Known from the stat: opened only for extended attributes, so a mount point the
             // user cannot read is still recorded, as rsync -x copies it.
             if self.xattrs {
