@@ -140,7 +140,7 @@ impl OrderCheck {
             };
             if !in_order {
                 return Err(
-                    "out of order: removals, then creations in path order, then metadata in reverse path order".into()
+                    "out of order: removals, then creations in path order, then metadata in reverse path order".into(),
                 );
             }
         }

@@ -205,7 +205,8 @@ impl Sum {
             hasher.write_all(if first { b"\"operations\":[" } else { b",\"operations\":[" })?;
             first = false;
         }
-        let after = members.iter().filter(|(k, _)| k.as_str() > OPERATIONS).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let after =
+            members.iter().filter(|(k, _)| k.as_str() > OPERATIONS).map(|(k, v)| (k.clone(), v.clone())).collect();
         Ok(Sum { hasher, after, operations, first, first_op: true })
     }
 

@@ -39,8 +39,13 @@ impl<W: Write> PlanWriter<W> {
     /// Starts the plan: the members that sort before `operations`.
     pub fn new(out: W, head: &PlanHead) -> std::io::Result<Self> {
         let chunk = ChunkSize::new(head.chunk_size).map_err(invalid)?;
-        let mut writer =
-            PlanWriter { out, sum: HashWriter(blake3::Hasher::new()), chunk, tally: Tally::default(), order: OrderCheck::new(chunk) };
+        let mut writer = PlanWriter {
+            out,
+            sum: HashWriter(blake3::Hasher::new()),
+            chunk,
+            tally: Tally::default(),
+            order: OrderCheck::new(chunk),
+        };
         let mut text = b"{".to_vec();
         let mut first = true;
         write_members(&mut text, &head_members(head)?, true, &mut first)?;
@@ -74,7 +79,7 @@ impl<W: Write> PlanWriter<W> {
         self.put(&text, &hashed)?;
         self.sum.0.update(b"}");
         let checksum = self.sum.0.finalize().to_hex().to_string();
-        write!(self.out, ",\"checksum\":\"{checksum}\"}}\n")?;
+        writeln!(self.out, ",\"checksum\":\"{checksum}\"}}")?;
         self.out.flush()?;
         Ok((self.tally, checksum))
     }
