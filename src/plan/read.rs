@@ -43,19 +43,27 @@ impl CheckedPlan {
         let file = name.display().to_string();
         let io = |cause: std::io::Error| PlanError::Io { file: file.clone(), cause };
         let malformed = |why: String| PlanError::Malformed { file: file.clone(), why };
-        let spill = tempfile::tempfile().map_err(io)?;
-        let copy = spill.try_clone().map_err(io)?;
-        let mut parsed = Parsed { rest: Map::new(), spill: std::io::BufWriter::new(copy), operations: None };
+        let spilling = |e: std::io::Error| {
+            let dir = std::env::temp_dir();
+            io(std::io::Error::new(e.kind(), format!("a temporary copy of its operations in {}: {e}", dir.display())))
+        };
+        let spill = tempfile::tempfile().map_err(spilling)?;
+        let copy = spill.try_clone().map_err(spilling)?;
+        let mut parsed =
+            Parsed { rest: Map::new(), spill: std::io::BufWriter::new(copy), operations: None, spill_error: None };
         let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 16, input));
         let json = parsed.deserialize(&mut de).and_then(|()| de.end());
+        if let Some(e) = parsed.spill_error.take() {
+            return Err(spilling(e));
+        }
         if let Err(e) = json {
             return Err(match e.is_io() {
                 true => io(e.into()),
                 false => malformed(format!("invalid JSON: {e}")),
             });
         }
-        parsed.spill.flush().map_err(io)?;
-        let Parsed { mut rest, operations, spill: written } = parsed;
+        parsed.spill.flush().map_err(spilling)?;
+        let Parsed { mut rest, operations, spill: written, .. } = parsed;
         drop(written);
         match rest.get("format").and_then(Value::as_str) {
             Some(PLAN_FORMAT) => {}
@@ -285,6 +293,8 @@ struct Parsed {
     spill: std::io::BufWriter<std::fs::File>,
     /// How many operations were read; `None` when there is no `operations` member.
     operations: Option<u64>,
+    /// Why the spill file could not be written (a full `$TMPDIR`, say): not the plan's fault.
+    spill_error: Option<std::io::Error>,
 }
 
 impl<'de> DeserializeSeed<'de> for &mut Parsed {
@@ -309,7 +319,9 @@ impl<'de> Visitor<'de> for &mut Parsed {
                 if self.operations.is_some() {
                     return Err(A::Error::custom("duplicate field `operations`"));
                 }
-                map.next_value_seed(Spill { spill: &mut self.spill, count: self.operations.insert(0) })?;
+                let spill =
+                    Spill { spill: &mut self.spill, count: self.operations.insert(0), error: &mut self.spill_error };
+                map.next_value_seed(spill)?;
             } else {
                 let value = map.next_value::<Value>()?;
                 if self.rest.insert(key.clone(), value).is_some() {
@@ -325,6 +337,7 @@ impl<'de> Visitor<'de> for &mut Parsed {
 struct Spill<'s> {
     spill: &'s mut std::io::BufWriter<std::fs::File>,
     count: &'s mut u64,
+    error: &'s mut Option<std::io::Error>,
 }
 
 impl<'de> DeserializeSeed<'de> for Spill<'_> {
@@ -345,9 +358,13 @@ impl<'de> Visitor<'de> for Spill<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         use serde::de::Error;
         while let Some(op) = seq.next_element::<Value>()? {
-            serde_json::to_writer(&mut *self.spill, &op)
-                .and_then(|()| self.spill.write_all(b"\n").map_err(serde_json::Error::io))
-                .map_err(A::Error::custom)?;
+            let written = serde_json::to_writer(&mut *self.spill, &op)
+                .map_err(std::io::Error::from)
+                .and_then(|()| self.spill.write_all(b"\n"));
+            if let Err(e) = written {
+                *self.error = Some(e);
+                return Err(A::Error::custom("the spill file could not be written"));
+            }
             *self.count += 1;
         }
         Ok(())
