@@ -27,7 +27,7 @@ pub(super) struct Run<'a, 'j> {
     pub exclude: &'a crate::exclude::Excludes,
     /// For each first name of a hard-linked inode, the names the plan links to it: they may
     /// share its inode, and a write to it is meant to reach them.
-    pub followers: &'a std::collections::HashMap<RelPath, Vec<RelPath>>,
+    pub plan: &'a crate::plan::CheckedPlan,
 }
 
 /// Source bytes of one patch read from a bundle and held until its first write.

@@ -150,28 +150,24 @@ impl DirSource {
     }
 }
 
-/// Records in each copy and patch of `plan` how much of what it reads is holes in the source
-/// now, so `totals.copy_bytes` counts data only. Holes are not written (see `sparse`); apply
-/// never relies on this count. A file that cannot be opened now counts none.
-pub fn record_holes(plan: &mut crate::plan::Plan, source: &DirSource) -> Result<(), String> {
+/// Records in a copy or patch how much of what it reads is holes in the source now, so
+/// `totals.copy_bytes` counts data only. Holes are not written (see `sparse`); apply never
+/// relies on this count. A file that cannot be opened now counts none. Called on each
+/// operation as the plan is written.
+pub fn record_holes(op: &mut crate::plan::Operation, chunk: ChunkSize, source: &DirSource) {
     use crate::plan::Operation;
-    let chunk = ChunkSize::new(plan.chunk_size)?;
-    for op in &mut plan.operations {
-        let Ok(path) = op.rel() else { continue };
-        let counted = match op {
-            Operation::Copy { source: state, holes, .. } => {
-                (holes, source.holes(&path, std::iter::once(ByteRange { offset: 0, length: state.size })))
-            }
-            Operation::Patch { source: state, chunks, holes, .. } => {
-                let size = state.size;
-                (holes, source.holes(&path, chunks.iter().map(|c| chunk.chunk_range(c.index, size))))
-            }
-            _ => continue,
-        };
-        *counted.0 = counted.1.unwrap_or(0);
-    }
-    plan.totals = crate::plan::Totals::of(&plan.operations, chunk);
-    Ok(())
+    let Ok(path) = op.rel() else { return };
+    let counted = match op {
+        Operation::Copy { source: state, holes, .. } => {
+            (holes, source.holes(&path, std::iter::once(ByteRange { offset: 0, length: state.size })))
+        }
+        Operation::Patch { source: state, chunks, holes, .. } => {
+            let size = state.size;
+            (holes, source.holes(&path, chunks.iter().map(|c| chunk.chunk_range(c.index, size))))
+        }
+        _ => return,
+    };
+    *counted.0 = counted.1.unwrap_or(0);
 }
 
 /// True when one directory is the other or lies inside it, or either shows the other (or a
@@ -350,16 +346,21 @@ impl<R: BufRead + std::fmt::Debug> SourceData for BundleSource<R> {
 /// read), and the source file's size and mtime against the plan. A changed source stops the
 /// bundle with an error before the first record of that file, so nothing `apply` would
 /// refuse is written.
-pub fn write_bundle(plan: &crate::plan::Plan, source: &mut dyn SourceData, mut out: impl Write) -> Result<u64, String> {
+pub fn write_bundle(
+    plan: &crate::plan::CheckedPlan,
+    source: &mut dyn SourceData,
+    mut out: impl Write,
+) -> Result<u64, String> {
     use crate::plan::Operation;
-    let chunk = ChunkSize::new(plan.chunk_size)?;
+    let chunk = ChunkSize::new(plan.head.chunk_size)?;
     let io = |e: std::io::Error| format!("writing the bundle: {e}");
-    let header = BundleHeader { format: BUNDLE_FORMAT.into(), plan: super::plan_id(plan), chunk_size: chunk.bytes() };
+    let header = BundleHeader { format: BUNDLE_FORMAT.into(), plan: plan.id.clone(), chunk_size: chunk.bytes() };
     serde_json::to_writer(&mut out, &header).map_err(|e| e.to_string())?;
     out.write_all(b"\n").map_err(io)?;
     let mut total = 0;
     let mut data = Vec::new();
-    for (op, operation) in plan.operations.iter().enumerate() {
+    for (op, operation) in plan.operations().enumerate() {
+        let operation = &operation.map_err(|e| e.to_string())?;
         // Each piece with what it must hash to: a CV for a patch chunk, a plain hash for a
         // chunk of a checked whole file.
         let (size, mtime, expected): (u64, _, Vec<(ByteRange, Expected)>) = match operation {

@@ -4,6 +4,7 @@
 mod html;
 mod manual;
 mod metrics;
+mod plans;
 mod progress;
 mod record;
 mod render;

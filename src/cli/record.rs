@@ -13,7 +13,7 @@ use cutover::apply::{ApplyReport, Outcome};
 use cutover::diff::{Report, Summary};
 use cutover::manifest::{Kind, Manifest};
 use cutover::path::RelPath;
-use cutover::plan::Plan;
+use cutover::plan::PlanHead;
 
 /// The format id of the JSON run record.
 pub const FORMAT: &str = "cutover-run/1";
@@ -136,7 +136,7 @@ pub struct Verify {
 }
 
 impl Operations {
-    pub fn of_plan(plan: &Plan) -> Operations {
+    pub fn of_plan(plan: &PlanHead) -> Operations {
         Operations {
             planned: plan.totals.operations,
             copy_bytes: plan.totals.copy_bytes,

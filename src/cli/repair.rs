@@ -6,20 +6,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use cutover::apply::source::{BundleSource, DirSource, SourceData, record_holes, roots_overlap, write_bundle};
-use cutover::apply::{ApplyOptions, ApplyReport, LockedTarget, Outcome, apply, plan_id};
+use cutover::apply::source::{BundleSource, DirSource, SourceData, roots_overlap, write_bundle};
+use cutover::apply::{ApplyOptions, ApplyReport, LockedTarget, Outcome, apply};
 use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
-use cutover::manifest::Kind;
-use cutover::plan::{
-    DeleteLimits, Operation, Plan, PlanOptions, TreeIdentity, build_plan, check_deletes, planned_deletes, read_plan,
-    write_plan,
-};
+use cutover::plan::{DeleteLimits, PlanHead, PlanOptions, Tally, TreeIdentity, check_deletes};
 use cutover::scan::{Cache, Scrub, scan_pair_cached};
 use cutover::state::StateDir;
 
+use super::plans::{Making, load_plan, plan_summary, plan_verdict, show_dry_run, show_plan};
 use super::record::{Applied, Operations, RecordArg, RunRecord, Verify};
-use super::render::{count, shown, size};
+use super::render::{count, size};
 use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg, load_pair};
 
 #[derive(Debug, clap::Args)]
@@ -100,15 +97,15 @@ impl Limits {
 
     /// What `apply` would refuse or hold back, said on stderr: `plan` and dry runs still show
     /// the whole plan.
-    fn warn(&self, plan: &Plan) {
-        if let Err(refusal) = check_deletes(plan, false, self.delete_limits()) {
+    fn warn(&self, plan: &PlanHead, tally: &Tally) {
+        if let Err(refusal) = check_deletes(plan, tally, false, self.delete_limits()) {
             eprintln!("warning: apply will refuse this plan: {refusal}");
         } else if let Some(limit) = self.max_delete
-            && planned_deletes(plan) > limit
+            && tally.deletes() > limit
         {
             eprintln!(
                 "warning: the plan deletes {} entries: with --max-delete {limit}, apply stops removing at {limit} and lists the rest",
-                planned_deletes(plan)
+                tally.deletes()
             );
         }
     }
@@ -202,49 +199,31 @@ pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
         load_pair(&args.source, &args.target, &args.scan, args.repair.meta.set(), p)
     })?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
-    let (mut plan, report) = build_plan(&source, &target, &options);
-    record.comparison(&source, &report);
-    if args.target.as_os_str() != "-" && args.target.is_dir() {
-        plan.target.identity = TreeIdentity::of(&args.target);
-    }
-    if args.source.as_os_str() != "-" && args.source.is_dir() {
-        record_holes(&mut plan, &DirSource::open(&args.source).map_err(anyhow::Error::msg)?)
-            .map_err(anyhow::Error::msg)?;
-    }
-    super::warn_uncompared(args.repair.meta.set(), &report);
-    args.limits.warn(&plan);
-    record.operations = Some(Operations::of_plan(&plan));
-    let stdout = std::io::stdout();
-    match (&args.output, args.dry_run) {
+    let identity = (args.target.as_os_str() != "-" && args.target.is_dir()).then(|| TreeIdentity::of(&args.target));
+    let holes = match args.source.as_os_str() != "-" && args.source.is_dir() {
+        true => Some(DirSource::open(&args.source).map_err(anyhow::Error::msg)?),
+        false => None,
+    };
+    let made = Making { source: &source, target: &target, options: &options, identity: identity.flatten(), holes };
+    let (head, tally, report) = match (&args.output, args.dry_run) {
         (Some(path), false) => {
-            super::write_output(path, |out| Ok(write_plan(&plan, out)?))?;
+            let (head, tally, report) = super::write_output(path, |out| Ok(made.write(out)?))?;
             if path.as_os_str() != "-" {
-                plan_summary(&mut std::io::stderr(), &plan)?;
+                plan_summary(&mut std::io::stderr(), &head)?;
             }
+            (head, tally, report)
         }
-        _ => show_plan(&mut stdout.lock(), &plan)?,
-    }
-    Ok(plan_verdict(&plan, &report))
-}
-
-/// Exit code of a plan: 2 when something could not be read or cannot be repaired, else 1 when
-/// there is work, 0 when there is none.
-fn plan_verdict(plan: &Plan, report: &cutover::diff::Report) -> u8 {
-    if report.summary().trouble > 0 || !plan.unrepairable.is_empty() {
-        EXIT_TROUBLE
-    } else if plan.operations.is_empty() {
-        EXIT_SAME
-    } else {
-        EXIT_DIFFERENT
-    }
-}
-
-fn load_plan(path: &Path) -> Result<Plan> {
-    if path.as_os_str() == "-" {
-        return Ok(read_plan(std::io::stdin().lock(), Path::new("<stdin>"))?);
-    }
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    Ok(read_plan(std::io::BufReader::new(file), path)?)
+        _ => {
+            let (plan, report) = made.checked()?;
+            show_plan(&mut std::io::stdout().lock(), &plan)?;
+            (plan.head, plan.tally, report)
+        }
+    };
+    record.comparison(&source, &report);
+    super::warn_uncompared(args.repair.meta.set(), &report);
+    args.limits.warn(&head, &tally);
+    record.operations = Some(Operations::of_plan(&head));
+    Ok(plan_verdict(&head, &tally, &report))
 }
 
 pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
@@ -253,28 +232,28 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
         bail!("the plan and the bundle cannot both come from standard input");
     }
     let plan = load_plan(&args.plan)?;
-    record.root("source", args.source.as_deref().unwrap_or(Path::new(&plan.source.root)));
-    record.root("target", args.target.as_deref().unwrap_or(Path::new(&plan.target.root)));
+    record.root("source", args.source.as_deref().unwrap_or(Path::new(&plan.head.source.root)));
+    record.root("target", args.target.as_deref().unwrap_or(Path::new(&plan.head.target.root)));
     if let Some(bundle) = &args.bundle {
         record.root("bundle", bundle);
     }
-    record.operations = Some(Operations::of_plan(&plan));
+    record.operations = Some(Operations::of_plan(&plan.head));
     if args.dry_run {
         show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
-        return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
+        return Ok(if plan.tally.totals.operations == 0 { EXIT_SAME } else { EXIT_DIFFERENT });
     }
-    let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.target.root));
+    let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.head.target.root));
     // Locked before the source is opened, so a second run is refused at once.
     let state = StateDir::locate(args.state.as_deref())?;
     if args.bundle.is_none() {
-        state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.source.root)))?;
+        state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.head.source.root)))?;
     }
     let target = LockedTarget::open(&target, &state, "apply")?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let report = match &args.bundle {
         Some(bundle) => {
-            let chunk = ChunkSize::new(plan.chunk_size).map_err(anyhow::Error::msg)?;
-            let id = plan_id(&plan);
+            let chunk = ChunkSize::new(plan.head.chunk_size).map_err(anyhow::Error::msg)?;
+            let id = plan.id.clone();
             if bundle.as_os_str() == "-" {
                 let mut source =
                     BundleSource::open(std::io::stdin().lock(), "<stdin>", &id, chunk).map_err(anyhow::Error::msg)?;
@@ -288,7 +267,7 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
             }
         }
         None => {
-            let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
+            let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.head.source.root));
             let mut source = DirSource::open(&root).map_err(anyhow::Error::msg)?;
             apply(&plan, &mut source, &target, &options)?
         }
@@ -316,11 +295,11 @@ fn apply_verdict(report: &ApplyReport) -> u8 {
 
 pub fn run_bundle(args: BundleArgs) -> Result<u8> {
     let plan = load_plan(&args.plan)?;
-    let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
+    let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.head.source.root));
     let mut source: Box<dyn SourceData> = Box::new(DirSource::open(&root).map_err(anyhow::Error::msg)?);
     let bytes =
         super::write_output(&args.output, |out| write_bundle(&plan, source.as_mut(), out).map_err(anyhow::Error::msg))?;
-    eprintln!("bundle: {} of source data for {} operations", size(bytes), plan.operations.len());
+    eprintln!("bundle: {} of source data for {} operations", size(bytes), plan.tally.totals.operations);
     Ok(EXIT_SAME)
 }
 
@@ -370,22 +349,24 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
     let (source, target) = super::progress::with_progress("scanning", false, |p| {
         scan_pair_cached(&args.source, &args.target, &scan_options, caches, p)
     })?;
-    let (mut plan, report) = build_plan(
-        &source,
-        &target,
-        &PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() },
-    );
-    plan.target.identity = TreeIdentity::of(&args.target);
+    let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
+    let made = Making {
+        source: &source,
+        target: &target,
+        options: &options,
+        identity: TreeIdentity::of(&args.target),
+        holes: Some(DirSource::open(&args.source).map_err(anyhow::Error::msg)?),
+    };
+    let (plan, report) = made.checked()?;
     record.comparison(&source, &report);
     let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
-    record_holes(&mut plan, &data).map_err(anyhow::Error::msg)?;
-    record.operations = Some(Operations::of_plan(&plan));
+    record.operations = Some(Operations::of_plan(&plan.head));
     super::warn_uncompared(args.repair.meta.set(), &report);
     if args.dry_run {
-        args.limits.warn(&plan);
+        args.limits.warn(&plan.head, &plan.tally);
         super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, None)?;
         show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
-        return Ok(plan_verdict(&plan, &report));
+        return Ok(plan_verdict(&plan.head, &plan.tally, &report));
     }
     let locked = locked.context("the target is not locked")?;
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
@@ -422,7 +403,7 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
         let mut out = std::io::stdout().lock();
         if args.format != Format::Human {
             let mut doc = apply_json(&applied);
-            doc["unrepairable"] = json!(plan.unrepairable);
+            doc["unrepairable"] = json!(plan.head.unrepairable);
             let found = verify.to_json();
             doc["verify"] = json!({
                 "identical": verify.identical(),
@@ -435,7 +416,7 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
             writeln!(out)?;
         } else {
             show_apply(&mut out, &applied, args.format)?;
-            for u in &plan.unrepairable {
+            for u in &plan.head.unrepairable {
                 writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
             }
             if remaining == 0 {
@@ -452,7 +433,7 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
         Err(e) => return Err(e.into()),
         Ok(()) => {}
     }
-    let trouble = !applied.problems.is_empty() || !plan.unrepairable.is_empty() || verify.summary().trouble > 0;
+    let trouble = !applied.problems.is_empty() || !plan.head.unrepairable.is_empty() || verify.summary().trouble > 0;
     Ok(if trouble {
         EXIT_TROUBLE
     } else if !applied.held_deletes.is_empty() {
@@ -491,87 +472,6 @@ fn create_missing_target(source: &Path, target: &Path, dry_run: bool) -> Result<
             Err(e).with_context(|| format!("{}: cannot create the target directory", target.display()))
         }
         _ => Ok(()),
-    }
-}
-
-fn plan_summary(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
-    let t = &plan.totals;
-    writeln!(
-        out,
-        "plan: {}, {} to copy, {} ({}) to delete",
-        count(t.operations, "operation", "operations"),
-        size(t.copy_bytes),
-        count(t.delete_entries, "entry", "entries"),
-        size(t.delete_bytes)
-    )?;
-    for u in &plan.unrepairable {
-        writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
-    }
-    Ok(())
-}
-
-/// The plan in human form: the dry run.
-pub fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
-    let chunk = ChunkSize::new(plan.chunk_size).unwrap_or(ChunkSize::DEFAULT);
-    for op in &plan.operations {
-        let path = op
-            .rel()
-            .map(|p| if p.is_root() { ".".into() } else { shown(p.as_bytes()) })
-            .unwrap_or_else(|e| format!("<{e}>"));
-        let detail = match op {
-            Operation::Remove { expect, entries, bytes, .. } => {
-                format!("{}, {entries} entries, {}", expect.kind, size(*bytes))
-            }
-            Operation::Mkdir { .. } => String::new(),
-            Operation::Copy { source, replaces, .. } => {
-                format!("{}{}", size(source.size), if replaces.is_some() { ", replacing" } else { "" })
-            }
-            Operation::Patch { source, chunks, .. } => {
-                let ranges: Vec<String> = chunks
-                    .iter()
-                    .take(8)
-                    .map(|c| {
-                        let r = chunk.chunk_range(c.index, source.size);
-                        format!("{}+{}", r.offset, r.length)
-                    })
-                    .collect();
-                format!("{} chunks, {}: {}", chunks.len(), size(op.copy_bytes(chunk)), ranges.join(" "))
-            }
-            Operation::Symlink { link, .. } => format!("→ {link}"),
-            Operation::Link { to, to_bytes, replaces, .. } => {
-                let to = cutover::plan::text_bytes(to, to_bytes.as_deref()).unwrap_or_default();
-                format!("hard link to {}{}", shown(&to), if replaces.is_some() { ", replacing" } else { "" })
-            }
-            Operation::Mknod { kind, rdev, replaces, .. } => {
-                let numbers = rdev.map(|(major, minor)| format!(" {major}:{minor}")).unwrap_or_default();
-                format!("{kind}{numbers}{}", if replaces.is_some() { ", replacing" } else { "" })
-            }
-            Operation::Unshare { kind, .. } => format!("{kind}: an inode of its own"),
-            Operation::Meta { kind, mode, mtime, owner, .. } => {
-                let mut fields = Vec::new();
-                if let Some(mode) = mode.filter(|_| *kind != Kind::Symlink) {
-                    fields.push(format!("mode {mode:04o}"));
-                }
-                if mtime.is_some() {
-                    fields.push("mtime".into());
-                }
-                if let Some((uid, gid)) = owner {
-                    fields.push(format!("owner {uid}:{gid}"));
-                }
-                fields.join(", ")
-            }
-        };
-        writeln!(out, "{}", format!("{:<8} {path}  {detail}", op.name()).trim_end())?;
-    }
-    plan_summary(out, plan)
-}
-
-/// A dry run: the plan in human form, or the plan's own JSON (docs/plan.md) for `--format json`
-/// and `jsonl`.
-fn show_dry_run(out: &mut dyn Write, plan: &Plan, format: Format) -> std::io::Result<()> {
-    match format {
-        Format::Human => show_plan(out, plan),
-        Format::Json | Format::Jsonl => write_plan(plan, out),
     }
 }
 
