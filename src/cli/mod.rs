@@ -19,7 +19,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use cutover::diff::{DiffOptions, Report};
 use cutover::digest::ChunkSize;
 use cutover::exclude::Excludes;
-use cutover::manifest::{Header, Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
+use cutover::manifest::{EntryStream, Header, Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
 use cutover::scan::{Cache, Progress, ScanOptions, Scrub, b3sum_lines, scan_pair, scan_with_progress};
 use std::sync::Arc;
 
@@ -751,44 +751,44 @@ pub(crate) fn load_pair(
         }
         (false, false) => (load_manifest(source)?, load_manifest(target)?),
     };
-    check_same_scope(&source, &target, asked.as_ref(), scan.one_file_system)?;
+    check_same_scope(&source.header, &target.header, asked.as_ref(), scan.one_file_system)?;
     Ok((source, target))
 }
 
 /// Refuses to compare trees scanned with different excludes: what one left out would show as
 /// missing or extra.
 fn check_same_scope(
-    source: &Manifest,
-    target: &Manifest,
+    source: &Header,
+    target: &Header,
     asked: Option<&Excludes>,
     one_file_system: bool,
 ) -> Result<()> {
-    let (a, b) = (source.header.one_file_system, target.header.one_file_system);
+    let (a, b) = (source.one_file_system, target.one_file_system);
     let how = |on: bool| if on { "staying on one filesystem (-x)" } else { "across mount points" };
     if a != b {
         bail!(
             "{} was scanned {} and {} {}: scan both the same way",
-            source.header.root,
+            source.root,
             how(a),
-            target.header.root,
+            target.root,
             how(b)
         );
     }
     if one_file_system && !a {
         bail!("the manifests were scanned across mount points, which -x cannot undo: scan again with -x");
     }
-    let shown = |m: &Manifest| format!("{:?}", m.header.exclude.texts());
-    if !source.header.exclude.same_patterns(&target.header.exclude) {
+    let shown = |h: &Header| format!("{:?}", h.exclude.texts());
+    if !source.exclude.same_patterns(&target.exclude) {
         bail!(
             "the two sides were scanned with different excludes ({} {}, {} {}): scan them with the same --exclude patterns",
-            source.header.root,
+            source.root,
             shown(source),
-            target.header.root,
+            target.root,
             shown(target)
         );
     }
     if let Some(asked) = asked
-        && !asked.same_patterns(&source.header.exclude)
+        && !asked.same_patterns(&source.exclude)
     {
         bail!(
             "the manifest was scanned with excludes {} and cannot be compared under {:?}: scan again with those",
@@ -805,12 +805,33 @@ fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
     if let Some(dir) = &args.state {
         return run_incremental_diff(&args, dir, record);
     }
+    if [&args.source, &args.target].iter().all(|side| side.as_os_str() != "-" && !is_dir(side)) {
+        return run_manifest_diff(&args, record);
+    }
     let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
         load_pair(&args.source, &args.target, &args.scan, args.meta.set(), p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
     record.comparison(&source, &report);
     show_diff(&args, &report)
+}
+
+/// `diff A.manifest B.manifest`: both read as streams and merged in path order, so memory
+/// stays bounded by the largest directory and the differences found, not by the trees.
+fn run_manifest_diff(args: &DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
+    let open = |path: &Path| -> Result<EntryStream> {
+        std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
+        Ok(EntryStream::open(path)?)
+    };
+    let (source, target) = (open(&args.source)?, open(&args.target)?);
+    let (source_header, target_header) = (source.header().clone(), target.header().clone());
+    let asked = args.scan.excludes()?;
+    check_same_scope(&source_header, &target_header, asked.as_ref(), args.scan.one_file_system)?;
+    let options = DiffOptions { meta: args.meta.set() };
+    let (report, tally) =
+        cutover::diff::diff_streams((&source_header, source), (&target_header, target), &options)?;
+    record.tallied_comparison(&tally, &report);
+    show_diff(args, &report)
 }
 
 /// `diff SRC DST --state DIR`: both directories scanned with the last run's manifests as
