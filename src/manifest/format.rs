@@ -78,42 +78,64 @@ fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<Option<S
 
 /// Writes `manifest` to `out`, returning the number of bytes written.
 pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
-    let mut out =
-        HashingWriter { inner: io::BufWriter::with_capacity(1 << 16, out), hasher: blake3::Hasher::new(), written: 0 };
-    out.write_all(MAGIC)?;
-    let header = HeaderJson {
-        tool: manifest.header.tool.clone(),
-        chunk_size: manifest.header.chunk_size.bytes(),
-        metadata: metadata_names(&manifest.header),
-        root: manifest.header.root.clone(),
-        started: manifest.header.started.clone(),
-        finished: manifest.header.finished.clone(),
-        entries: manifest.entries.len() as u64,
-        exclude: manifest.header.exclude.texts(),
-        one_file_system: manifest.header.one_file_system,
-        root_hash: Some(manifest.root_digest().map(Digest::to_hex)),
-        scrub: manifest.header.scrub,
-    };
-    serde_json::to_writer(&mut out, &header)?;
-    out.write_all(b"\n")?;
+    let mut out = HashingWriter::new(out);
+    let count = manifest.entries.len() as u64;
+    write_head(&mut out, &manifest.header, count, manifest.root_digest())?;
     let mut previous: &[u8] = &[];
     let mut record = Vec::with_capacity(256);
     for entry in &manifest.entries {
         record.clear();
         let first = entry
             .hard_link()
-            .filter(|_| manifest.header.hard_links)
             .and_then(|first| manifest.entries.binary_search_by(|e| e.path.cmp(first)).ok().map(|index| index as u64));
-        let rdev = matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice)
-            .then_some(entry.rdev().unwrap_or_default())
-            .filter(|_| manifest.header.rdev);
-        let stamp = (entry.kind == Kind::File && manifest.header.stamps).then(|| entry.stamp.unwrap_or_default());
-        encode_entry(&mut record, entry, previous, first, rdev, stamp);
+        encode_record(&mut record, &manifest.header, entry, previous, first);
         out.write_all(&record)?;
         previous = entry.path.as_bytes();
     }
+    write_end(out, count)
+}
+
+/// The magic line and the header line of a manifest of `entries` entries whose root directory
+/// has the digest `root`.
+pub(super) fn write_head<W: Write>(
+    out: &mut HashingWriter<W>,
+    header: &Header,
+    entries: u64,
+    root: Option<Digest>,
+) -> io::Result<()> {
+    out.write_all(MAGIC)?;
+    let json = HeaderJson {
+        tool: header.tool.clone(),
+        chunk_size: header.chunk_size.bytes(),
+        metadata: metadata_names(header),
+        root: header.root.clone(),
+        started: header.started.clone(),
+        finished: header.finished.clone(),
+        entries,
+        exclude: header.exclude.texts(),
+        one_file_system: header.one_file_system,
+        root_hash: Some(root.map(Digest::to_hex)),
+        scrub: header.scrub,
+    };
+    serde_json::to_writer(&mut *out, &json)?;
+    out.write_all(b"\n")
+}
+
+/// The entry record of `entry` in a manifest with `header`, after the path `previous`; `first`
+/// is the index of the first name of its inode when it is a hard link.
+pub(super) fn encode_record(buf: &mut Vec<u8>, header: &Header, entry: &Entry, previous: &[u8], first: Option<u64>) {
+    let first = first.filter(|_| header.hard_links);
+    let rdev = matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice)
+        .then_some(entry.rdev().unwrap_or_default())
+        .filter(|_| header.rdev);
+    let stamp = (entry.kind == Kind::File && header.stamps).then(|| entry.stamp.unwrap_or_default());
+    encode_entry(buf, entry, previous, first, rdev, stamp);
+}
+
+/// The end record after `count` entries; gives the number of bytes written in all.
+pub(super) fn write_end<W: Write>(mut out: HashingWriter<W>, count: u64) -> io::Result<u64> {
     out.write_all(&[TAG_END])?;
-    out.write_all(&(manifest.entries.len() as u64).to_le_bytes())?;
+    out.write_all(&count.to_le_bytes())?;
     let checksum = *out.hasher.finalize().as_bytes();
     out.inner.write_all(&checksum)?;
     out.inner.flush()?;
@@ -253,10 +275,17 @@ pub fn read_manifest_from(input: impl Read, name: &Path) -> Result<Manifest, Man
     reader.read_all()
 }
 
-struct HashingWriter<W: Write> {
-    inner: W,
+/// Writes through a buffer, hashing what passes for the end record's checksum.
+pub(super) struct HashingWriter<W: Write> {
+    inner: io::BufWriter<W>,
     hasher: blake3::Hasher,
     written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub(super) fn new(out: W) -> Self {
+        HashingWriter { inner: io::BufWriter::with_capacity(1 << 16, out), hasher: blake3::Hasher::new(), written: 0 }
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {

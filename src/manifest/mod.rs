@@ -8,10 +8,12 @@
 mod check;
 mod format;
 mod stream;
+mod writer;
 
 pub use check::{LinkTarget, TreeCheck, check_tree};
 pub use format::{ManifestError, read_manifest, read_manifest_from, write_manifest};
 pub use stream::EntryStream;
+pub use writer::{DirSlot, ManifestWriter, spool_file};
 
 use std::fmt;
 

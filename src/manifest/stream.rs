@@ -193,9 +193,9 @@ impl LinkIndex {
 }
 
 /// Reads a file from a position of its own, leaving the file's offset alone.
-struct At<'a> {
-    file: &'a File,
-    position: u64,
+pub(super) struct At<'a> {
+    pub(super) file: &'a File,
+    pub(super) position: u64,
 }
 
 impl Read for At<'_> {
