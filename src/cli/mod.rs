@@ -529,6 +529,9 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
     let mut options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
     let changed = args.verify.changed_paths()?;
     options.cache = args.cache.as_deref().and_then(|path| load_cache(path, &options, &args.verify, changed.as_deref()));
+    if let (Some(output), false) = (&args.output, args.b3sum) {
+        return scan_to_file(&args, output, &options, record);
+    }
     let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
     // With --cache, say what was read and what trusted (everything read on a first run).
     let verified = match &options.cache {
@@ -564,10 +567,10 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
         write_output(output, |out| Ok(write_manifest(&manifest, out)?))?;
         let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
         render::scan_summary(&mut summary, &manifest, &args.dir)?;
-        render::verified_summary(&mut summary, &manifest, verified)?;
+        render::verified_summary(&mut summary, manifest.header.scrub, verified)?;
     } else {
         render::scan_summary(&mut out, &manifest, &args.dir)?;
-        render::verified_summary(&mut out, &manifest, verified)?;
+        render::verified_summary(&mut out, manifest.header.scrub, verified)?;
     }
     // `--cache FILE` alone: FILE becomes this scan's manifest, for the next run.
     if args.output.is_none()
@@ -579,6 +582,53 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
     record.verified = verified.map(|v| vec![("dir", v)]).unwrap_or_default();
     let problems = report_problems(&manifest);
     Ok(if b3sum_trouble { EXIT_TROUBLE } else { problems })
+}
+
+/// `scan DIR -o FILE`: entries go to the manifest as the walk completes them (through a spool
+/// beside FILE, or in the temp directory for standard output), so memory does not grow with the
+/// tree.
+fn scan_to_file(args: &ScanArgs, output: &Path, options: &ScanOptions, record: &mut record::RunRecord) -> Result<u8> {
+    // `-o /dev/stdout` and the like are standard output too: the summary must not follow the
+    // manifest into it.
+    let to_stdout = output.as_os_str() == "-" || is_stdout(output);
+    let beside = output.parent().filter(|_| !to_stdout && !output.is_dir()).unwrap_or(Path::new("."));
+    let spool = cutover::manifest::spool_file(beside)
+        .or_else(|_| cutover::manifest::spool_file(&std::env::temp_dir()))
+        .context("cannot create a spool file for the manifest")?;
+    let (writer, tally) =
+        progress::with_progress("scanning", false, |p| cutover::scan::scan_streaming(&args.dir, options, p, spool))?;
+    let scrubbed = writer.header().scrub;
+    write_output(output, |out| Ok(writer.finish(out)?))?;
+    let verified = match &options.cache {
+        Some(cache) => Some(cache.verified()),
+        None => args.cache.as_ref().map(|_| cutover::scan::Verified {
+            verified_files: tally.files,
+            verified_bytes: tally.bytes,
+            trusted_files: 0,
+            trusted_bytes: 0,
+        }),
+    };
+    let stdout = std::io::stdout();
+    let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
+    render::scan_counts(&mut summary, tally.root, tally.entries, tally.files, tally.bytes, &args.dir)?;
+    render::verified_summary(&mut summary, scrubbed, verified)?;
+    record.checked = Some(record::Checked {
+        entries: tally.entries,
+        files: tally.files,
+        bytes: tally.bytes,
+        directories: tally.directories,
+        matched: None,
+    });
+    record.verified = verified.map(|v| vec![("dir", v)]).unwrap_or_default();
+    for (path, problem) in &tally.problems {
+        eprintln!("cutover: {}: {problem}", render::shown(path.as_bytes()));
+    }
+    if tally.problems.is_empty() {
+        Ok(EXIT_SAME)
+    } else {
+        eprintln!("cutover: {} entries could not be hashed", tally.problems.len());
+        Ok(EXIT_TROUBLE)
+    }
 }
 
 /// Writes an output file (`-` is standard output) as `>` would, except that a regular file (or
