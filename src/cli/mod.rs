@@ -807,22 +807,11 @@ pub(crate) fn load_pair(
 
 /// Refuses to compare trees scanned with different excludes: what one left out would show as
 /// missing or extra.
-fn check_same_scope(
-    source: &Header,
-    target: &Header,
-    asked: Option<&Excludes>,
-    one_file_system: bool,
-) -> Result<()> {
+fn check_same_scope(source: &Header, target: &Header, asked: Option<&Excludes>, one_file_system: bool) -> Result<()> {
     let (a, b) = (source.one_file_system, target.one_file_system);
     let how = |on: bool| if on { "staying on one filesystem (-x)" } else { "across mount points" };
     if a != b {
-        bail!(
-            "{} was scanned {} and {} {}: scan both the same way",
-            source.root,
-            how(a),
-            target.root,
-            how(b)
-        );
+        bail!("{} was scanned {} and {} {}: scan both the same way", source.root, how(a), target.root, how(b));
     }
     if one_file_system && !a {
         bail!("the manifests were scanned across mount points, which -x cannot undo: scan again with -x");
@@ -878,8 +867,7 @@ fn run_manifest_diff(args: &DiffArgs, record: &mut record::RunRecord) -> Result<
     let asked = args.scan.excludes()?;
     check_same_scope(&source_header, &target_header, asked.as_ref(), args.scan.one_file_system)?;
     let options = DiffOptions { meta: args.meta.set() };
-    let (report, tally) =
-        cutover::diff::diff_streams((&source_header, source), (&target_header, target), &options)?;
+    let (report, tally) = cutover::diff::diff_streams((&source_header, source), (&target_header, target), &options)?;
     record.tallied_comparison(&tally, &report);
     show_diff(args, &report)
 }

@@ -198,8 +198,7 @@ impl<'a> Merge<'a> {
         let mut open = vec![Subtree::of(root, report::Side::Target, marks)];
         loop {
             let next = t.next_inside(&root.path)?;
-            while open.len() > 1
-                && next.as_ref().is_none_or(|n| !n.borrow().path.is_inside(&open[open.len() - 1].path))
+            while open.len() > 1 && next.as_ref().is_none_or(|n| !n.borrow().path.is_inside(&open[open.len() - 1].path))
             {
                 let done = open.pop().expect("more than one open");
                 open.last_mut().expect("the root stays open").absorb(done, marks);

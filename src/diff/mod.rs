@@ -52,7 +52,12 @@ pub fn diff_streams<E: Borrow<Entry>, X>(
     let outcome = merge.run(source, target)?;
     let mut differences = merge.differences;
     hints::flag_lookalike_names(&mut differences);
-    let side = |header: &Header, hash| SideInfo { root: header.root.clone(), hash, chunk_size: header.chunk_size, verified: None };
+    let side = |header: &Header, hash| SideInfo {
+        root: header.root.clone(),
+        hash,
+        chunk_size: header.chunk_size,
+        verified: None,
+    };
     let report = Report {
         source: side(source_header, outcome.roots[0]),
         target: side(target_header, outcome.roots[1]),

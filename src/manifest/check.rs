@@ -124,7 +124,10 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), Inconsistency> {
             Some(first) => {
                 let Ok(index) = entries.binary_search_by(|e| e.path.cmp(first)) else {
                     let shown = first.display();
-                    return Err((entry.path.clone(), format!("a hard link to {shown:?}, which is not in the manifest")));
+                    return Err((
+                        entry.path.clone(),
+                        format!("a hard link to {shown:?}, which is not in the manifest"),
+                    ));
                 };
                 let to = &entries[index];
                 Some(LinkTarget { path: to.path.clone(), kind: to.kind, is_link: to.hard_link().is_some() })

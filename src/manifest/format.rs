@@ -552,7 +552,11 @@ impl<R: Read> Reader<R> {
     }
 
     /// One entry record, and the index of the entry it is a hard link to, if it is one.
-    pub(super) fn read_entry(&mut self, previous: &[u8], header: &Header) -> Result<(Entry, Option<u64>), ManifestError> {
+    pub(super) fn read_entry(
+        &mut self,
+        previous: &[u8],
+        header: &Header,
+    ) -> Result<(Entry, Option<u64>), ManifestError> {
         let chunk_size = header.chunk_size;
         let shared = self.varint()?;
         if shared > previous.len() as u64 {

@@ -96,7 +96,9 @@ impl EntryStream {
                 Some(first) if first >= index => {
                     return Err(self.reader.corrupt(format!("a hard link to entry {first}, not an earlier one")));
                 }
-                Some(first) if self.deferred.is_none() => Some(self.links.resolve(first, &self.reader, &self.header)?),
+                Some(first) if self.deferred.is_none() => {
+                    Some(self.links.resolve(first, &self.reader, &self.header)?)
+                }
                 _ => None,
             };
             // Past an inconsistency, the rest is only read for the end record's verdict.

@@ -111,7 +111,13 @@ impl ManifestWriter {
         let mut opened = entry.clone();
         opened.digest = None;
         self.record.clear();
-        encode_record(&mut self.record, &self.header, &Entry { xattrs: None, problem: None, ..opened.clone() }, &self.previous, None);
+        encode_record(
+            &mut self.record,
+            &self.header,
+            &Entry { xattrs: None, problem: None, ..opened.clone() },
+            &self.previous,
+            None,
+        );
         let digest_at = self.record.len() as u64;
         opened.digest = Some(Digest::default());
         self.record.clear();
@@ -193,7 +199,8 @@ impl ManifestWriter {
 pub fn spool_file(dir: &Path) -> io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    if let Ok(fd) = rustix::fs::open(dir, OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC, Mode::from_raw_mode(0o600)) {
+    if let Ok(fd) = rustix::fs::open(dir, OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))
+    {
         return Ok(File::from(fd));
     }
     for attempt in 0..100 {
@@ -226,9 +233,8 @@ mod tests {
                 let (slot, dir) = open.pop().unwrap();
                 writer.close_dir(slot, dir).unwrap();
             }
-            let first = entry.hard_link().map(|first| {
-                manifest.entries.binary_search_by(|e| e.path.cmp(first)).unwrap() as u64
-            });
+            let first =
+                entry.hard_link().map(|first| manifest.entries.binary_search_by(|e| e.path.cmp(first)).unwrap() as u64);
             if entry.kind == crate::manifest::Kind::Dir && entry.problem.is_none() {
                 open.push((writer.open_dir(entry).unwrap(), entry));
             } else {

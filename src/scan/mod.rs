@@ -348,7 +348,12 @@ mod tests {
                 let single = scan(root, &options).unwrap();
                 assert_eq!(unstamped(paired.entries.clone()), unstamped(single.entries.clone()), "{}", root.display());
                 let streamed = streamed(root, &options);
-                assert_eq!(unstamped(streamed.entries), unstamped(single.entries.clone()), "streamed {}", root.display());
+                assert_eq!(
+                    unstamped(streamed.entries),
+                    unstamped(single.entries.clone()),
+                    "streamed {}",
+                    root.display()
+                );
                 crate::manifest::check_tree(&single.entries).unwrap();
                 assert!(single.entries.iter().all(|e| e.problem.is_none() && e.digest.is_some()));
                 let mut expected = vec![Vec::new()];

@@ -70,13 +70,7 @@ impl<'w> Streamed<'w> {
     }
 
     pub fn new(writer: &'w mut ManifestWriter) -> Self {
-        Streamed {
-            writer,
-            inodes: HashMap::new(),
-            by_path: HashMap::new(),
-            tally: ScanTally::default(),
-            error: None,
-        }
+        Streamed { writer, inodes: HashMap::new(), by_path: HashMap::new(), tally: ScanTally::default(), error: None }
     }
 
     fn keep<T>(&mut self, result: std::io::Result<T>) -> Option<T> {

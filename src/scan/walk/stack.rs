@@ -205,7 +205,13 @@ impl Walker<'_> {
 
     /// Lists the directories `roots` (their entries go to the output) and, unless none could be
     /// listed, pushes their frame with every name visited but the subdirectories.
-    fn push_frame<S: Sink>(&self, stack: &mut Vec<Frame<S::Dir>>, roots: [Option<Root>; 2], depth: usize, sink: &mut S) {
+    fn push_frame<S: Sink>(
+        &self,
+        stack: &mut Vec<Frame<S::Dir>>,
+        roots: [Option<Root>; 2],
+        depth: usize,
+        sink: &mut S,
+    ) {
         let mut sides: [Option<Side<S::Dir>>; 2] = [None, None];
         let mut names = [None, None];
         let mut path = None;
