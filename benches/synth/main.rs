@@ -80,7 +80,7 @@ fn write(out: &Path, files: u64, changed: u64) -> std::io::Result<()> {
     };
     let spool = spool_file(out.parent().unwrap_or(Path::new(".")))?;
     let mut writer = ManifestWriter::new(header, spool);
-    let every = if changed == 0 { u64::MAX } else { (files / changed).max(1) };
+    let every = files.checked_div(changed).map_or(u64::MAX, |every| every.max(1));
     let mut root = open(&mut writer, RelPath::root())?;
     let dirs = files.div_ceil(PER_DIR);
     let mut file = 0;

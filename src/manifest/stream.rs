@@ -86,7 +86,7 @@ impl EntryStream {
                 return Ok(None);
             };
             let index = self.held;
-            if self.header.hard_links && index % CHECKPOINT_EVERY == 0 {
+            if self.header.hard_links && index.is_multiple_of(CHECKPOINT_EVERY) {
                 let previous = self.last.as_ref().map_or_else(Box::default, |p| p.as_bytes().into());
                 self.links.checkpoints.push(Checkpoint { offset: record_start, previous });
             }
