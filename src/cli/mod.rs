@@ -20,7 +20,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use cutover::diff::{DiffOptions, Report};
 use cutover::digest::ChunkSize;
 use cutover::exclude::Excludes;
-use cutover::manifest::{Header, Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
+use cutover::manifest::{EntryStream, Header, Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
 use cutover::scan::{Cache, Progress, ScanOptions, Scrub, b3sum_lines, scan_pair, scan_with_progress};
 use std::sync::Arc;
 
@@ -530,6 +530,9 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
     let mut options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
     let changed = args.verify.changed_paths()?;
     options.cache = args.cache.as_deref().and_then(|path| load_cache(path, &options, &args.verify, changed.as_deref()));
+    if let (Some(output), false) = (&args.output, args.b3sum) {
+        return scan_to_file(&args, output, &options, record);
+    }
     let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
     // With --cache, say what was read and what trusted (everything read on a first run).
     let verified = match &options.cache {
@@ -565,10 +568,10 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
         write_output(output, |out| Ok(write_manifest(&manifest, out)?))?;
         let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
         render::scan_summary(&mut summary, &manifest, &args.dir)?;
-        render::verified_summary(&mut summary, &manifest, verified)?;
+        render::verified_summary(&mut summary, manifest.header.scrub, verified)?;
     } else {
         render::scan_summary(&mut out, &manifest, &args.dir)?;
-        render::verified_summary(&mut out, &manifest, verified)?;
+        render::verified_summary(&mut out, manifest.header.scrub, verified)?;
     }
     // `--cache FILE` alone: FILE becomes this scan's manifest, for the next run.
     if args.output.is_none()
@@ -580,6 +583,53 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
     record.verified = verified.map(|v| vec![("dir", v)]).unwrap_or_default();
     let problems = report_problems(&manifest);
     Ok(if b3sum_trouble { EXIT_TROUBLE } else { problems })
+}
+
+/// `scan DIR -o FILE`: entries go to the manifest as the walk completes them (through a spool
+/// beside FILE, or in the temp directory for standard output), so memory does not grow with the
+/// tree.
+fn scan_to_file(args: &ScanArgs, output: &Path, options: &ScanOptions, record: &mut record::RunRecord) -> Result<u8> {
+    // `-o /dev/stdout` and the like are standard output too: the summary must not follow the
+    // manifest into it.
+    let to_stdout = output.as_os_str() == "-" || is_stdout(output);
+    let beside = output.parent().filter(|_| !to_stdout && !output.is_dir()).unwrap_or(Path::new("."));
+    let spool = cutover::manifest::spool_file(beside)
+        .or_else(|_| cutover::manifest::spool_file(&std::env::temp_dir()))
+        .context("cannot create a spool file for the manifest")?;
+    let (writer, tally) =
+        progress::with_progress("scanning", false, |p| cutover::scan::scan_streaming(&args.dir, options, p, spool))?;
+    let scrubbed = writer.header().scrub;
+    write_output(output, |out| Ok(writer.finish(out)?))?;
+    let verified = match &options.cache {
+        Some(cache) => Some(cache.verified()),
+        None => args.cache.as_ref().map(|_| cutover::scan::Verified {
+            verified_files: tally.files,
+            verified_bytes: tally.bytes,
+            trusted_files: 0,
+            trusted_bytes: 0,
+        }),
+    };
+    let stdout = std::io::stdout();
+    let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
+    render::scan_counts(&mut summary, tally.root, tally.entries, tally.files, tally.bytes, &args.dir)?;
+    render::verified_summary(&mut summary, scrubbed, verified)?;
+    record.checked = Some(record::Checked {
+        entries: tally.entries,
+        files: tally.files,
+        bytes: tally.bytes,
+        directories: tally.directories,
+        matched: None,
+    });
+    record.verified = verified.map(|v| vec![("dir", v)]).unwrap_or_default();
+    for (path, problem) in &tally.problems {
+        eprintln!("cutover: {}: {problem}", render::shown(path.as_bytes()));
+    }
+    if tally.problems.is_empty() {
+        Ok(EXIT_SAME)
+    } else {
+        eprintln!("cutover: {} entries could not be hashed", tally.problems.len());
+        Ok(EXIT_TROUBLE)
+    }
 }
 
 /// Writes an output file (`-` is standard output) as `>` would, except that a regular file (or
@@ -752,44 +802,33 @@ pub(crate) fn load_pair(
         }
         (false, false) => (load_manifest(source)?, load_manifest(target)?),
     };
-    check_same_scope(&source, &target, asked.as_ref(), scan.one_file_system)?;
+    check_same_scope(&source.header, &target.header, asked.as_ref(), scan.one_file_system)?;
     Ok((source, target))
 }
 
 /// Refuses to compare trees scanned with different excludes: what one left out would show as
 /// missing or extra.
-fn check_same_scope(
-    source: &Manifest,
-    target: &Manifest,
-    asked: Option<&Excludes>,
-    one_file_system: bool,
-) -> Result<()> {
-    let (a, b) = (source.header.one_file_system, target.header.one_file_system);
+fn check_same_scope(source: &Header, target: &Header, asked: Option<&Excludes>, one_file_system: bool) -> Result<()> {
+    let (a, b) = (source.one_file_system, target.one_file_system);
     let how = |on: bool| if on { "staying on one filesystem (-x)" } else { "across mount points" };
     if a != b {
-        bail!(
-            "{} was scanned {} and {} {}: scan both the same way",
-            source.header.root,
-            how(a),
-            target.header.root,
-            how(b)
-        );
+        bail!("{} was scanned {} and {} {}: scan both the same way", source.root, how(a), target.root, how(b));
     }
     if one_file_system && !a {
         bail!("the manifests were scanned across mount points, which -x cannot undo: scan again with -x");
     }
-    let shown = |m: &Manifest| format!("{:?}", m.header.exclude.texts());
-    if !source.header.exclude.same_patterns(&target.header.exclude) {
+    let shown = |h: &Header| format!("{:?}", h.exclude.texts());
+    if !source.exclude.same_patterns(&target.exclude) {
         bail!(
             "the two sides were scanned with different excludes ({} {}, {} {}): scan them with the same --exclude patterns",
-            source.header.root,
+            source.root,
             shown(source),
-            target.header.root,
+            target.root,
             shown(target)
         );
     }
     if let Some(asked) = asked
-        && !asked.same_patterns(&source.header.exclude)
+        && !asked.same_patterns(&source.exclude)
     {
         bail!(
             "the manifest was scanned with excludes {} and cannot be compared under {:?}: scan again with those",
@@ -806,12 +845,32 @@ fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
     if let Some(dir) = &args.state {
         return run_incremental_diff(&args, dir, record);
     }
+    if [&args.source, &args.target].iter().all(|side| side.as_os_str() != "-" && !is_dir(side)) {
+        return run_manifest_diff(&args, record);
+    }
     let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
         load_pair(&args.source, &args.target, &args.scan, args.meta.set(), p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
     record.comparison(&source, &report);
     show_diff(&args, &report)
+}
+
+/// `diff A.manifest B.manifest`: both read as streams and merged in path order, so memory
+/// stays bounded by the largest directory and the differences found, not by the trees.
+fn run_manifest_diff(args: &DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
+    let open = |path: &Path| -> Result<EntryStream> {
+        std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
+        Ok(EntryStream::open(path)?)
+    };
+    let (source, target) = (open(&args.source)?, open(&args.target)?);
+    let (source_header, target_header) = (source.header().clone(), target.header().clone());
+    let asked = args.scan.excludes()?;
+    check_same_scope(&source_header, &target_header, asked.as_ref(), args.scan.one_file_system)?;
+    let options = DiffOptions { meta: args.meta.set() };
+    let (report, tally) = cutover::diff::diff_streams((&source_header, source), (&target_header, target), &options)?;
+    record.tallied_comparison(&tally, &report);
+    show_diff(args, &report)
 }
 
 /// `diff SRC DST --state DIR`: both directories scanned with the last run's manifests as

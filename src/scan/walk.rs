@@ -8,6 +8,8 @@
 
 mod stack;
 
+pub(super) use stack::Sink;
+
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -32,6 +34,8 @@ pub(super) struct Walker<'a> {
     /// of the filesystem's clock, after it was read, could leave its stamp as it was.
     racy_from: Mtime,
     progress: &'a dyn Progress,
+    /// Directories less deep than this have their subdirectories walked in parallel.
+    parallel_depth: usize,
 }
 
 pub(super) fn kind_of(stat: &Stat) -> Kind {
@@ -94,6 +98,7 @@ impl<'a> Walker<'a> {
                 Mtime { sec: now.as_secs() as i64 - RACY_SECONDS, nsec: now.subsec_nanos() }
             },
             progress,
+            parallel_depth: stack::PARALLEL_DEPTH,
         }
     }
 

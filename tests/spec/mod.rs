@@ -15,6 +15,7 @@ mod ranges;
 mod reading;
 mod records;
 mod run_state;
+mod streaming;
 mod trouble;
 mod verdicts;
 mod xattrs;
