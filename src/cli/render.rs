@@ -52,6 +52,13 @@ pub fn size(bytes: u64) -> String {
 pub fn scan_summary(out: &mut dyn Write, manifest: &Manifest, dir: &Path) -> io::Result<()> {
     let files = manifest.entries.iter().filter(|e| e.kind == Kind::File);
     let (files, bytes) = files.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.size));
+    if let Some(shard) = manifest.header.shard {
+        let entries = manifest.entries.len() as u64;
+        let what =
+            format!("{}, {}, {}", count(entries, "entry", "entries"), count(files, "file", "files"), size(bytes));
+        let n = shard.count();
+        return writeln!(out, "part {shard} of {}: {what} (merge all {n} parts for the root hash)", dir.display());
+    }
     let root = manifest
         .root_digest()
         .map_or_else(|| "(incomplete: some entries could not be hashed)".to_string(), |d| d.to_hex());

@@ -20,7 +20,7 @@ use cutover::state::StateDir;
 
 use super::record::{Applied, Operations, RecordArg, RunRecord, Verify};
 use super::render::{count, shown, size};
-use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg, load_pair};
+use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -28,6 +28,10 @@ pub struct PlanArgs {
     source: PathBuf,
     /// The tree to repair: a directory, a manifest file, or '-'.
     target: PathBuf,
+    /// When a side is the parts of a sharded scan, all of them in a row: `plan src.*.part
+    /// dst.*.part` (or a quoted pattern per side, expanded by cutover).
+    #[arg(value_name = "PART")]
+    more: Vec<PathBuf>,
     /// Write the plan here ('-' for standard output); without it the plan is only shown.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -198,8 +202,10 @@ impl RepairArgs {
 pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
     record.root("source", &args.source);
     record.root("target", &args.target);
+    let named: Vec<PathBuf> = [&args.source, &args.target].into_iter().chain(&args.more).cloned().collect();
+    let sides = super::shard::sides(&named)?;
     let (source, target) = super::progress::with_progress("scanning", false, |p| {
-        load_pair(&args.source, &args.target, &args.scan, args.repair.meta.set(), p)
+        super::load_sides(sides, &args.scan, args.repair.meta.set(), p)
     })?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
     let (mut plan, report) = build_plan(&source, &target, &options);
