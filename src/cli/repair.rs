@@ -81,6 +81,11 @@ pub struct ApplyArgs {
     dry_run: bool,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    /// Carry out one part of the plan, while the other shards run theirs at once (on this
+    /// host or others); together they leave the target as one apply does. With --bundle,
+    /// the bundle of the same shard (`bundle --shard I/N`).
+    #[command(flatten)]
+    shard: super::shard::ShardArg,
     #[command(flatten)]
     record: RecordArg,
 }
@@ -128,6 +133,9 @@ pub struct BundleArgs {
     /// Where to write the bundle ('-' for standard output).
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
+    /// Bundle only what shard I of N of `apply --shard I/N` needs.
+    #[command(flatten)]
+    shard: super::shard::ShardArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,6 +267,12 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
         bail!("the plan and the bundle cannot both come from standard input");
     }
     let plan = load_plan(&args.plan)?;
+    let whole_id = plan_id(&plan);
+    let shard = args.shard.shard()?;
+    let plan = match shard {
+        Some(shard) => cutover::plan::shard_plan(plan, shard),
+        None => plan,
+    };
     record.root("source", args.source.as_deref().unwrap_or(Path::new(&plan.source.root)));
     record.root("target", args.target.as_deref().unwrap_or(Path::new(&plan.target.root)));
     if let Some(bundle) = &args.bundle {
@@ -275,7 +289,10 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
     if args.bundle.is_none() {
         state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.source.root)))?;
     }
-    let target = LockedTarget::open(&target, &state, "apply")?;
+    let target = match shard {
+        Some(_) => LockedTarget::open_shard(&target, &state, "apply --shard", &whole_id, &plan_id(&plan))?,
+        None => LockedTarget::open(&target, &state, "apply")?,
+    };
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let report = match &args.bundle {
         Some(bundle) => {
@@ -322,6 +339,10 @@ fn apply_verdict(report: &ApplyReport) -> u8 {
 
 pub fn run_bundle(args: BundleArgs) -> Result<u8> {
     let plan = load_plan(&args.plan)?;
+    let plan = match args.shard.shard()? {
+        Some(shard) => cutover::plan::shard_plan(plan, shard),
+        None => plan,
+    };
     let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
     let mut source: Box<dyn SourceData> = Box::new(DirSource::open(&root).map_err(anyhow::Error::msg)?);
     let bytes =

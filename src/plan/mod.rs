@@ -9,10 +9,12 @@
 mod build;
 mod format;
 mod guard;
+mod shard;
 
 pub use build::{PlanOptions, build_plan};
 pub use format::{PlanError, plan_checksum, read_plan, write_plan};
 pub use guard::{DeleteLimits, Refusal, check_deletes, check_target, planned_deletes};
+pub use shard::shard_plan;
 
 use serde::{Deserialize, Serialize};
 
