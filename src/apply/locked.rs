@@ -68,6 +68,12 @@ impl LockedTarget {
         Ok(LockedTarget { root, lock })
     }
 
+    /// For a shard whose own operations are done: whether it is the last of its run still
+    /// working, and so the one to set the directories' metadata (see `state::lock`).
+    pub fn finish_shard(&mut self) -> Result<bool, ApplyError> {
+        Ok(self.lock.finish_shard()?)
+    }
+
     /// The target as given.
     pub fn path(&self) -> &Path {
         self.root.path()

@@ -269,9 +269,12 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
     let plan = load_plan(&args.plan)?;
     let whole_id = plan_id(&plan);
     let shard = args.shard.shard()?;
-    let plan = match shard {
-        Some(shard) => cutover::plan::shard_plan(plan, shard),
-        None => plan,
+    let (plan, finish) = match shard {
+        Some(shard) => {
+            let (part, finish) = cutover::plan::shard_plan(plan, shard);
+            (part, Some(finish))
+        }
+        None => (plan, None),
     };
     record.root("source", args.source.as_deref().unwrap_or(Path::new(&plan.source.root)));
     record.root("target", args.target.as_deref().unwrap_or(Path::new(&plan.target.root)));
@@ -289,7 +292,7 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
     if args.bundle.is_none() {
         state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.source.root)))?;
     }
-    let target = match shard {
+    let mut target = match shard {
         Some(_) => LockedTarget::open_shard(&target, &state, "apply --shard", &whole_id, &plan_id(&plan))?,
         None => LockedTarget::open(&target, &state, "apply")?,
     };
@@ -316,6 +319,10 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
             apply(&plan, &mut source, &target, &options)?
         }
     };
+    let report = match finish {
+        Some(finish) => super::shard::finish_shard(report, &finish, &mut target, &options)?,
+        None => report,
+    };
     if let Some(operations) = record.operations.as_mut() {
         operations.applied = Some(Applied::of(&report));
     }
@@ -340,7 +347,7 @@ fn apply_verdict(report: &ApplyReport) -> u8 {
 pub fn run_bundle(args: BundleArgs) -> Result<u8> {
     let plan = load_plan(&args.plan)?;
     let plan = match args.shard.shard()? {
-        Some(shard) => cutover::plan::shard_plan(plan, shard),
+        Some(shard) => cutover::plan::shard_plan(plan, shard).0,
         None => plan,
     };
     let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));

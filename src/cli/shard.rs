@@ -5,7 +5,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use cutover::apply::source::SourceData;
+use cutover::apply::{ApplyOptions, ApplyReport, LockedTarget, apply};
+use cutover::digest::ByteRange;
 use cutover::manifest::{Manifest, merge_parts, read_manifest, read_manifest_from, write_manifest};
+use cutover::path::RelPath;
+use cutover::plan::Plan;
 use cutover::shard::Shard;
 
 use super::record::RunRecord;
@@ -223,6 +228,41 @@ fn matches(pattern: &[u8], name: &[u8]) -> bool {
             hit != negated && matches(after, tail)
         }
         Some((&literal, rest)) => name.first() == Some(&literal) && matches(rest, &name[1..]),
+    }
+}
+
+/// After a shard's own operations: when it is the last shard still working, the directories'
+/// metadata (`finish`), which no other shard will write into any more.
+pub fn finish_shard(
+    mut report: ApplyReport,
+    finish: &Plan,
+    target: &mut LockedTarget,
+    options: &ApplyOptions,
+) -> Result<ApplyReport> {
+    if !report.complete() || finish.operations.is_empty() || !target.finish_shard()? {
+        return Ok(report);
+    }
+    let more = apply(finish, &mut NoData, target, options)?;
+    report.done += more.done;
+    report.already_done += more.already_done;
+    report.problems.extend(more.problems);
+    report.stale_temps_removed += more.stale_temps_removed;
+    report.interrupted = report.interrupted.or(more.interrupted);
+    Ok(report)
+}
+
+/// The source of a plan that reads none: directory metadata only.
+struct NoData;
+
+impl SourceData for NoData {
+    fn read(
+        &mut self,
+        _op: usize,
+        path: &RelPath,
+        _range: ByteRange,
+        _sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), String> {
+        Err(format!("{}: no source data where only directory metadata is set", path.display()))
     }
 }
 

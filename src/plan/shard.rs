@@ -11,10 +11,9 @@
 //! - a plan that unshares hard links puts all of its owned operations in shard 1, since
 //!   writing one name of a shared inode changes the others.
 //!
-//! The other `mkdir`s and every directory's `meta` are done by every shard: `mkdir` before
-//! its own operations (a directory that a concurrent shard has just made counts as done), and
-//! the directories' metadata after them, so whichever shard finishes last leaves every
-//! directory's mode and mtime as planned after the last write into it.
+//! The other `mkdir`s are done by every shard before its own operations (a directory that a
+//! concurrent shard has just made counts as done). The other directories' `meta` operations
+//! are done by the shard that finishes last, alone, after every write into them.
 
 use std::collections::HashSet;
 
@@ -25,8 +24,10 @@ use crate::path::RelPath;
 use crate::shard::Shard;
 
 /// The operations of `plan` that shard `shard` carries out, in plan order, as a plan of their
-/// own (its totals are this part's; its checksum, and so its journal, differ from the whole's).
-pub fn shard_plan(mut plan: Plan, shard: Shard) -> Plan {
+/// own (its totals are this part's; its checksum, and so its journal, differ from the whole's),
+/// and the metadata of the directories, which every shard's operations may write into: the
+/// shard that finishes last sets them ([`crate::apply::LockedTarget::finish_shard`]).
+pub fn shard_plan(mut plan: Plan, shard: Shard) -> (Plan, Plan) {
     let all = std::mem::take(&mut plan.operations);
     let to_dir: HashSet<RelPath> = all
         .iter()
@@ -53,29 +54,60 @@ pub fn shard_plan(mut plan: Plan, shard: Shard) -> Plan {
         }
         (path, false)
     };
+    // A hard link joins the group of its own place with that of its inode's first name.
+    let mut groups = Groups::default();
+    for op in &all {
+        if let Operation::Link { to, to_bytes, .. } = op
+            && let (Ok(path), Ok(to)) = (op.rel(), RelPath::from_report(to, to_bytes.as_deref()))
+        {
+            groups.join(anchor(path).0, anchor(to).0);
+        }
+    }
+    let mut last = Vec::new();
     let operations: Vec<Operation> = all
         .into_iter()
-        .filter(|op| {
-            let Ok(path) = op.rel() else { return shard.index() == 1 };
+        .filter_map(|op| {
+            let Ok(path) = op.rel() else { return (shard.index() == 1).then_some(op) };
             let (key, below_change) = anchor(path);
-            let shared = matches!(op, Operation::Mkdir { .. } | Operation::Meta { kind: Kind::Dir, .. });
-            if shared && !below_change {
-                return true;
-            }
-            if unshares {
-                return shard.index() == 1;
-            }
-            let key = match op {
-                Operation::Link { to, to_bytes, .. } if !below_change => {
-                    RelPath::from_report(to, to_bytes.as_deref()).map(|to| anchor(to).0).unwrap_or(key)
+            match op {
+                Operation::Mkdir { .. } if !below_change => return Some(op),
+                Operation::Meta { kind: Kind::Dir, .. } if !below_change => {
+                    last.push(op);
+                    return None;
                 }
-                _ => key,
-            };
-            shard.owns_path(key.as_bytes())
+                _ => {}
+            }
+            let mine = if unshares { shard.index() == 1 } else { shard.owns_path(groups.find(key).as_bytes()) };
+            mine.then_some(op)
         })
         .collect();
     let chunk = ChunkSize::new(plan.chunk_size).unwrap_or(ChunkSize::DEFAULT);
+    let finish = Plan { totals: Totals::of(&last, chunk), operations: last, ..plan.clone() };
     plan.totals = Totals::of(&operations, chunk);
     plan.operations = operations;
-    plan
+    (plan, finish)
+}
+
+/// Paths that must go to one shard together, each group named by its least path.
+#[derive(Debug, Default)]
+struct Groups {
+    parent: std::collections::HashMap<RelPath, RelPath>,
+}
+
+impl Groups {
+    fn find(&self, mut path: RelPath) -> RelPath {
+        while let Some(up) = self.parent.get(&path) {
+            path = up.clone();
+        }
+        path
+    }
+
+    fn join(&mut self, a: RelPath, b: RelPath) {
+        let (a, b) = (self.find(a), self.find(b));
+        match a.cmp(&b) {
+            std::cmp::Ordering::Less => self.parent.insert(b, a),
+            std::cmp::Ordering::Greater => self.parent.insert(a, b),
+            std::cmp::Ordering::Equal => None,
+        };
+    }
 }

@@ -62,6 +62,27 @@ impl TreeLock {
         Ok(lock)
     }
 
+    /// Called by a shard whose own operations are done: `true` when it is the last shard of its
+    /// run still working, and then it holds the run's locks exclusive (no shard of the plan
+    /// starts until it is dropped); `false` when others still work, and then it has let go of
+    /// its share of the run, so that the last of them finds itself alone.
+    pub fn finish_shard(&mut self) -> Result<bool, StateError> {
+        let gate = open(&self.state, GATE)?;
+        flock(gate.as_fd(), FlockOperation::LockExclusive).map_err(lock_err(&self.state, GATE))?;
+        let Some(group) = self._shard.first() else { return Ok(true) };
+        match flock(group.as_fd(), FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                self._shard.push(gate.into());
+                Ok(true)
+            }
+            Err(Errno::WOULDBLOCK) => {
+                let _ = flock(group.as_fd(), FlockOperation::Unlock);
+                Ok(false)
+            }
+            Err(e) => Err(lock_err(&self.state, GATE)(e)),
+        }
+    }
+
     /// Whether this is one shard's lock of a sharded run.
     pub fn is_shared(&self) -> bool {
         !self._shard.is_empty()
