@@ -167,3 +167,40 @@ fn check_same_scan(name: &str, ours: &Header, first_name: &str, theirs: &Header)
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::{ScanOptions, scan};
+
+    fn parts(root: &std::path::Path) -> Vec<(String, Manifest)> {
+        (1..=2)
+            .map(|i| {
+                let shard = Some(Shard::new(i, 2).unwrap());
+                (format!("p{i}"), scan(root, &ScanOptions { shard, ..ScanOptions::default() }).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parts_merge_into_the_whole_scan_and_an_entry_in_two_parts_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..50 {
+            std::fs::create_dir_all(dir.path().join(format!("d{}", i % 3))).unwrap();
+            std::fs::write(dir.path().join(format!("d{}/f{i}", i % 3)), format!("{i}")).unwrap();
+        }
+        let whole = scan(dir.path(), &ScanOptions::default()).unwrap();
+        let unstamped = |m: &Manifest| m.entries.iter().map(|e| Entry { stamp: None, ..e.clone() }).collect::<Vec<_>>();
+        let merged = merge_parts(parts(dir.path())).unwrap();
+        assert_eq!(unstamped(&merged), unstamped(&whole));
+        assert_eq!(merged.header.shard, None);
+
+        let mut overlapping = parts(dir.path());
+        let stray = overlapping[0].1.entries.iter().find(|e| e.kind == Kind::File).unwrap().clone();
+        let into = &mut overlapping[1].1.entries;
+        let at = into.binary_search_by(|e| e.path.cmp(&stray.path)).unwrap_err();
+        into.insert(at, stray);
+        let err = merge_parts(overlapping).unwrap_err().to_string();
+        assert!(err.contains("is in both p1 and p2: the parts overlap"), "{err}");
+    }
+}

@@ -138,3 +138,39 @@ fn lock_names(state: &TreeState, prefix: &str) -> Result<Vec<String>, StateError
     }
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateDir;
+
+    fn open_dir(path: &std::path::Path) -> OwnedFd {
+        std::fs::File::open(path).unwrap().into()
+    }
+
+    #[test]
+    fn the_shards_of_one_plan_share_a_tree_and_nothing_else_does() {
+        let (tree, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let state = StateDir::at(dir.path());
+        let tree_state = || state.tree(tree.path()).unwrap();
+        let shard = |group: &str, member: &str| {
+            TreeLock::acquire_shared(open_dir(tree.path()), tree_state(), "apply --shard", group, member)
+        };
+        let busy = |result: Result<TreeLock, StateError>| matches!(result, Err(StateError::Busy(_)));
+        let mut one = shard("aa", "a1").unwrap();
+        let two = shard("aa", "a2").unwrap();
+        assert!(busy(shard("aa", "a1")), "the same shard twice");
+        assert!(busy(shard("bb", "b1")), "a shard of another plan");
+        assert!(busy(TreeLock::acquire(open_dir(tree.path()), tree_state(), "apply")), "a whole run");
+        assert!(!one.finish_shard().unwrap(), "shard 2 still works");
+        let mut two = two;
+        assert!(two.finish_shard().unwrap(), "shard 2 is the last");
+        drop((one, two));
+        // All gone: another plan's shards and whole runs may start; the old lock files go.
+        drop(shard("bb", "b1").unwrap());
+        assert!(!dir.path().join("trees").read_dir().unwrap().any(|key| {
+            std::fs::read_dir(key.unwrap().path()).unwrap().any(|f| f.unwrap().file_name() == "sharded.aa")
+        }));
+        drop(TreeLock::acquire(open_dir(tree.path()), tree_state(), "apply").unwrap());
+    }
+}
