@@ -40,18 +40,33 @@ if [[ $what == all || $what == scan ]]; then
     parallel -j"$n" "$BIN" -j "$per" scan "$tree" --shard {}/"$n" -o "$OUT/s$n.{}" ::: $(seq 1 "$n")
     "$BIN" merge "$OUT"/s"$n".* -o "$OUT/m$n"
   }
+  # The slowest of N shards each run alone, with all the CPUs: what N hosts would take.
+  slowest() {
+    local n=$1 worst=0 i s
+    for i in $(seq 1 "$n"); do
+      s=$(timed "$BIN" scan "$tree" --shard "$i/$n" -o "$OUT/alone.$i")
+      worst=$(awk -v a="$worst" -v b="$s" 'BEGIN { print (b > a) ? b : a }')
+    done
+    echo "$worst"
+  }
   declare -A t
   for ((r = 0; r < RUNS; r++)); do
     t[1]+="$(timed "$BIN" scan "$tree" -o "$OUT/single") "
     t[2]+="$(timed sharded 2) "
     t[4]+="$(timed sharded 4) "
+    t[a2]+="$(slowest 2) "
+    t[a4]+="$(slowest 4) "
   done
   one=$(tr ' ' '\n' <<<"${t[1]}" | grep . | median)
-  printf '\n%-28s %10s %10s %8s\n' "scan of $tree" "median s" "MB/s" "ratio"
-  for n in 1 2 4; do
+  printf '\n%-40s %10s %10s %8s\n' "scan of $tree" "median s" "MB/s" "ratio"
+  for n in 1 2 4 a2 a4; do
     m=$(tr ' ' '\n' <<<"${t[$n]}" | grep . | median)
-    label="$n shard(s)"; [[ $n == 1 ]] && label="1 (plain scan)"
-    awk -v l="$label" -v m="$m" -v b="$bytes" -v o="$one" 'BEGIN { printf "%-28s %10.2f %10.1f %8.2f\n", l, m, b / m / 1e6, m / o }'
+    case $n in
+      1) label="1 (plain scan)" ;;
+      a*) label="slowest of ${n#a} shards, each alone" ;;
+      *) label="$n shards at once here, + merge" ;;
+    esac
+    awk -v l="$label" -v m="$m" -v b="$bytes" -v o="$one" 'BEGIN { printf "%-40s %10.2f %10.1f %8.2f\n", l, m, b / m / 1e6, m / o }'
   done
   "$BIN" diff "$OUT/single" "$OUT/m4" >/dev/null && echo "(the merge of 4 parts is identical to the plain scan)"
 fi
