@@ -33,5 +33,6 @@ pub mod manifest;
 pub mod path;
 pub mod plan;
 pub mod scan;
+pub mod shard;
 pub mod state;
 pub mod time;

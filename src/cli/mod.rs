@@ -9,6 +9,7 @@ mod progress;
 mod record;
 mod render;
 mod repair;
+mod shard;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,8 @@ enum Command {
     Bundle(repair::BundleArgs),
     /// Plan, apply and verify in one step (both trees local); exit 0 only if they end identical.
     Repair(repair::RepairArgs),
+    /// Combine the parts of a sharded scan (`scan --shard I/N`) into one manifest.
+    Merge(shard::MergeArgs),
     /// Print the manual page (roff) to standard output: `cutover man | man -l -`.
     Man,
     /// Print a completion script for SHELL to standard output.
@@ -92,6 +95,10 @@ struct ScanArgs {
     verify: VerifyArg,
     #[command(flatten)]
     scan: ScanArg,
+    /// Scan one part of the tree (every directory, and the files this shard owns) and write it
+    /// with -o, for `cutover merge`.
+    #[command(flatten)]
+    shard: shard::ShardArg,
     #[command(flatten)]
     record: record::RecordArg,
 }
@@ -289,6 +296,7 @@ impl ScanArg {
             exclude: asked.or(theirs.map(|h| &h.exclude)).cloned().unwrap_or_default(),
             one_file_system: self.one_file_system || theirs.is_some_and(|h| h.one_file_system),
             cache: None,
+            shard: None,
         }
     }
 }
@@ -299,6 +307,10 @@ struct DiffArgs {
     source: PathBuf,
     /// The copy to check: a directory, a manifest file, or '-'.
     target: PathBuf,
+    /// When a side is the parts of a sharded scan, all of them in a row: `diff src.*.part
+    /// dst.*.part` (or a quoted pattern per side, expanded by cutover).
+    #[arg(value_name = "PART")]
+    more: Vec<PathBuf>,
     #[command(flatten)]
     meta: MetaArg,
     /// Output format.
@@ -388,6 +400,7 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => repair::run_apply(args, &mut record),
         Command::Bundle(args) => repair::run_bundle(args),
         Command::Repair(args) => repair::run_repair(args, &mut record),
+        Command::Merge(args) => shard::run_merge(args, &mut record),
         Command::Man => manual::run_man(Cli::command()),
         Command::Completions(args) => manual::run_completions(args, Cli::command()),
     };
@@ -460,6 +473,7 @@ impl Command {
             Command::Apply(_) => "apply",
             Command::Bundle(_) => "bundle",
             Command::Repair(_) => "repair",
+            Command::Merge(_) => "merge",
             Command::Man => "man",
             Command::Completions(_) => "completions",
         }
@@ -473,7 +487,7 @@ impl Command {
             Command::Plan(args) => Some(args.record()),
             Command::Apply(args) => Some(args.record()),
             Command::Repair(args) => Some(args.record()),
-            Command::Bundle(_) | Command::Man | Command::Completions(_) => None,
+            Command::Bundle(_) | Command::Merge(_) | Command::Man | Command::Completions(_) => None,
         }
     }
 
@@ -487,6 +501,7 @@ impl Command {
             Command::Apply(args) => args.trees(),
             Command::Bundle(args) => args.trees(),
             Command::Repair(args) => args.trees(),
+            Command::Merge(args) => args.trees(),
             Command::Man | Command::Completions(_) => vec![],
         }
     }
@@ -528,6 +543,12 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
     record.root("dir", &args.dir);
     let mut options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
+    options.shard = args.shard.shard()?;
+    if let Some(shard) = options.shard
+        && (args.output.is_none() || args.b3sum)
+    {
+        bail!("--shard {shard} scans part of the tree: write that part with -o PART (then `cutover merge` the parts)");
+    }
     let changed = args.verify.changed_paths()?;
     options.cache = args.cache.as_deref().and_then(|path| load_cache(path, &options, &args.verify, changed.as_deref()));
     if let (Some(output), false) = (&args.output, args.b3sum) {
@@ -611,7 +632,10 @@ fn scan_to_file(args: &ScanArgs, output: &Path, options: &ScanOptions, record: &
     };
     let stdout = std::io::stdout();
     let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
-    render::scan_counts(&mut summary, tally.root, tally.entries, tally.files, tally.bytes, &args.dir)?;
+    match options.shard {
+        Some(shard) => render::part_counts(&mut summary, shard, tally.entries, tally.files, tally.bytes, &args.dir)?,
+        None => render::scan_counts(&mut summary, tally.root, tally.entries, tally.files, tally.bytes, &args.dir)?,
+    }
     render::verified_summary(&mut summary, scrubbed, verified)?;
     record.checked = Some(record::Checked {
         entries: tally.entries,
@@ -763,23 +787,29 @@ fn load_manifest(path: &Path) -> Result<Manifest> {
         return Ok(read_manifest_from(std::io::stdin().lock(), Path::new("<stdin>"))?);
     }
     std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
-    Ok(read_manifest(path)?)
+    shard::whole(read_manifest(path)?, path)
 }
 
 fn is_dir(path: &Path) -> bool {
     path.as_os_str() != "-" && path.is_dir()
 }
 
-/// Loads both sides. A directory compared with a manifest is scanned at the manifest's chunk
-/// size and with its excludes (unless given), so their chunks and their scope line up.
-/// Directories are scanned with extended attributes when `meta` compares them.
-pub(crate) fn load_pair(
-    source: &Path,
-    target: &Path,
+/// Loads both sides, each a directory, a manifest file, '-', or a manifest read already (the
+/// parts of a sharded scan, merged). A directory compared with a manifest is scanned at the
+/// manifest's chunk size and with its excludes (unless given), so their chunks and their scope
+/// line up. Directories are scanned with extended attributes when `meta` compares them.
+pub(crate) fn load_sides(
+    [source_side, target_side]: [shard::Side; 2],
     scan: &ScanArg,
     meta: MetaSet,
     progress: &dyn Progress,
 ) -> Result<(Manifest, Manifest)> {
+    let (source, target) = (source_side.path(), target_side.path());
+    let load = |side: shard::Side| match side {
+        shard::Side::Path(path) => load_manifest(&path),
+        shard::Side::Read(manifest, _) => Ok(*manifest),
+    };
+    let is_dir = |side: &shard::Side| matches!(side, shard::Side::Path(path) if is_dir(path));
     let xattrs = meta.xattr;
     let stdin_users =
         [source.as_os_str(), target.as_os_str()].into_iter().chain(scan.exclude_from.iter().map(|p| p.as_os_str()));
@@ -787,20 +817,22 @@ pub(crate) fn load_pair(
         bail!("only one of the two sides and --exclude-from can be read from standard input");
     }
     let asked = scan.excludes()?;
-    let (source, target) = match (is_dir(source), is_dir(target)) {
+    let (source, target) = match (is_dir(&source_side), is_dir(&target_side)) {
         // Walked together: a file on both sides is read in one pass and equal bytes hashed once.
         (true, true) => scan_pair(source, target, &scan.options(xattrs, asked.as_ref(), None), progress)?,
         (true, false) => {
-            let target = load_manifest(target)?;
+            let source = source.to_path_buf();
+            let target = load(target_side)?;
             let options = scan.options(xattrs, asked.as_ref(), Some(&target.header));
-            (scan_with_progress(source, &options, progress)?, target)
+            (scan_with_progress(&source, &options, progress)?, target)
         }
         (false, true) => {
-            let source = load_manifest(source)?;
+            let target = target.to_path_buf();
+            let source = load(source_side)?;
             let options = scan.options(xattrs, asked.as_ref(), Some(&source.header));
-            (source, scan_with_progress(target, &options, progress)?)
+            (source, scan_with_progress(&target, &options, progress)?)
         }
-        (false, false) => (load_manifest(source)?, load_manifest(target)?),
+        (false, false) => (load(source_side)?, load(target_side)?),
     };
     check_same_scope(&source.header, &target.header, asked.as_ref(), scan.one_file_system)?;
     Ok((source, target))
@@ -845,12 +877,16 @@ fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
     if let Some(dir) = &args.state {
         return run_incremental_diff(&args, dir, record);
     }
-    if [&args.source, &args.target].iter().all(|side| side.as_os_str() != "-" && !is_dir(side)) {
+    let two_files = [&args.source, &args.target]
+        .iter()
+        .all(|side| side.as_os_str() != "-" && !is_dir(side) && !shard::is_pattern(side));
+    if args.more.is_empty() && two_files {
         return run_manifest_diff(&args, record);
     }
-    let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
-        load_pair(&args.source, &args.target, &args.scan, args.meta.set(), p)
-    })?;
+    let named: Vec<PathBuf> = [&args.source, &args.target].into_iter().chain(&args.more).cloned().collect();
+    let sides = shard::sides(&named)?;
+    let (source, target) =
+        progress::with_progress("scanning", args.quiet, |p| load_sides(sides, &args.scan, args.meta.set(), p))?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
     record.comparison(&source, &report);
     show_diff(&args, &report)
@@ -865,6 +901,16 @@ fn run_manifest_diff(args: &DiffArgs, record: &mut record::RunRecord) -> Result<
     };
     let (source, target) = (open(&args.source)?, open(&args.target)?);
     let (source_header, target_header) = (source.header().clone(), target.header().clone());
+    // A part of a sharded scan holds only some files, and its directory hashes cover only those.
+    for (header, path) in [(&source_header, &args.source), (&target_header, &args.target)] {
+        if let Some(shard) = header.shard {
+            bail!(
+                "{}: part {shard} of a sharded scan, which holds only some of the tree's files: give all {} parts, or merge them first (cutover merge)",
+                path.display(),
+                shard.count()
+            );
+        }
+    }
     let asked = args.scan.excludes()?;
     check_same_scope(&source_header, &target_header, asked.as_ref(), args.scan.one_file_system)?;
     let options = DiffOptions { meta: args.meta.set() };
@@ -876,7 +922,7 @@ fn run_manifest_diff(args: &DiffArgs, record: &mut record::RunRecord) -> Result<
 /// `diff SRC DST --state DIR`: both directories scanned with the last run's manifests as
 /// caches, which are then replaced by this run's.
 fn run_incremental_diff(args: &DiffArgs, dir: &Path, record: &mut record::RunRecord) -> Result<u8> {
-    if !is_dir(&args.source) || !is_dir(&args.target) {
+    if !is_dir(&args.source) || !is_dir(&args.target) || !args.more.is_empty() {
         bail!("--state needs two directories: it keeps their manifests from one run to the next");
     }
     let states = tree_states(dir, [&args.source, &args.target])?;

@@ -17,7 +17,7 @@ use cutover::state::StateDir;
 use super::plans::{Making, load_plan, plan_summary, plan_verdict, show_dry_run, show_plan};
 use super::record::{Applied, Operations, RecordArg, RunRecord, Verify};
 use super::render::{count, size};
-use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg, load_pair};
+use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -25,6 +25,10 @@ pub struct PlanArgs {
     source: PathBuf,
     /// The tree to repair: a directory, a manifest file, or '-'.
     target: PathBuf,
+    /// When a side is the parts of a sharded scan, all of them in a row: `plan src.*.part
+    /// dst.*.part` (or a quoted pattern per side, expanded by cutover).
+    #[arg(value_name = "PART")]
+    more: Vec<PathBuf>,
     /// Write the plan here ('-' for standard output); without it the plan is only shown.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -74,6 +78,11 @@ pub struct ApplyArgs {
     dry_run: bool,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    /// Carry out one part of the plan, while the other shards run theirs at once (on this
+    /// host or others); together they leave the target as one apply does. With --bundle,
+    /// the bundle of the same shard (`bundle --shard I/N`).
+    #[command(flatten)]
+    shard: super::shard::ShardArg,
     #[command(flatten)]
     record: RecordArg,
 }
@@ -121,6 +130,9 @@ pub struct BundleArgs {
     /// Where to write the bundle ('-' for standard output).
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
+    /// Bundle only what shard I of N of `apply --shard I/N` needs.
+    #[command(flatten)]
+    shard: super::shard::ShardArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -195,8 +207,10 @@ impl RepairArgs {
 pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
     record.root("source", &args.source);
     record.root("target", &args.target);
+    let named: Vec<PathBuf> = [&args.source, &args.target].into_iter().chain(&args.more).cloned().collect();
+    let sides = super::shard::sides(&named)?;
     let (source, target) = super::progress::with_progress("scanning", false, |p| {
-        load_pair(&args.source, &args.target, &args.scan, args.repair.meta.set(), p)
+        super::load_sides(sides, &args.scan, args.repair.meta.set(), p)
     })?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
     let identity = (args.target.as_os_str() != "-" && args.target.is_dir()).then(|| TreeIdentity::of(&args.target));
@@ -232,6 +246,15 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
         bail!("the plan and the bundle cannot both come from standard input");
     }
     let plan = load_plan(&args.plan)?;
+    let whole_id = plan.id.clone();
+    let shard = args.shard.shard()?;
+    let (plan, finish) = match shard {
+        Some(shard) => {
+            let (part, finish) = cutover::plan::shard_checked(plan, shard)?;
+            (part, Some(finish))
+        }
+        None => (plan, None),
+    };
     record.root("source", args.source.as_deref().unwrap_or(Path::new(&plan.head.source.root)));
     record.root("target", args.target.as_deref().unwrap_or(Path::new(&plan.head.target.root)));
     if let Some(bundle) = &args.bundle {
@@ -248,7 +271,10 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
     if args.bundle.is_none() {
         state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.head.source.root)))?;
     }
-    let target = LockedTarget::open(&target, &state, "apply")?;
+    let mut target = match shard {
+        Some(_) => LockedTarget::open_shard(&target, &state, "apply --shard", &whole_id, &plan.id)?,
+        None => LockedTarget::open(&target, &state, "apply")?,
+    };
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
     let report = match &args.bundle {
         Some(bundle) => {
@@ -271,6 +297,10 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
             let mut source = DirSource::open(&root).map_err(anyhow::Error::msg)?;
             apply(&plan, &mut source, &target, &options)?
         }
+    };
+    let report = match finish {
+        Some(finish) => super::shard::finish_shard(report, &finish, &mut target, &options)?,
+        None => report,
     };
     if let Some(operations) = record.operations.as_mut() {
         operations.applied = Some(Applied::of(&report));
@@ -295,6 +325,10 @@ fn apply_verdict(report: &ApplyReport) -> u8 {
 
 pub fn run_bundle(args: BundleArgs) -> Result<u8> {
     let plan = load_plan(&args.plan)?;
+    let plan = match args.shard.shard()? {
+        Some(shard) => cutover::plan::shard_checked(plan, shard)?.0,
+        None => plan,
+    };
     let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.head.source.root));
     let mut source: Box<dyn SourceData> = Box::new(DirSource::open(&root).map_err(anyhow::Error::msg)?);
     let bytes =

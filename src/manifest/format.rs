@@ -69,6 +69,18 @@ struct HeaderJson {
     /// The scrub slice this scan re-read, as `[slice, of]`; left out when it did not scrub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scrub: Option<(u64, u64)>,
+    /// On a part of a sharded scan only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shard: Option<ShardJson>,
+}
+
+/// A part's place in a sharded scan: shard `index` (1-based) of `count`, owned by `owner`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardJson {
+    index: u32,
+    count: u32,
+    owner: String,
 }
 
 /// Deserializes a field that is there, `null` or not, as `Some`; a missing one stays `None`.
@@ -116,6 +128,11 @@ pub(super) fn write_head<W: Write>(
         one_file_system: header.one_file_system,
         root_hash: Some(root.map(Digest::to_hex)),
         scrub: header.scrub,
+        shard: header.shard.map(|shard| ShardJson {
+            index: shard.index(),
+            count: shard.count(),
+            owner: crate::shard::OWNER_RULE.into(),
+        }),
     };
     serde_json::to_writer(&mut *out, &json)?;
     out.write_all(b"\n")
@@ -534,7 +551,22 @@ impl<R: Read> Reader<R> {
         }
         let exclude =
             crate::exclude::Excludes::new(&json.exclude).map_err(|e| self.corrupt(format!("bad header: {e}")))?;
+        let shard = match &json.shard {
+            None => None,
+            Some(shard) if shard.owner != crate::shard::OWNER_RULE => {
+                return Err(self.corrupt(format!(
+                    "bad header: a part of a sharded scan whose entries are owned by rule {:?}; this cutover knows {:?}",
+                    shard.owner,
+                    crate::shard::OWNER_RULE
+                )));
+            }
+            Some(shard) => Some(
+                crate::shard::Shard::new(shard.index, shard.count)
+                    .map_err(|e| self.corrupt(format!("bad header: {e}")))?,
+            ),
+        };
         let header = Header {
+            shard,
             tool: json.tool,
             exclude,
             one_file_system: json.one_file_system,

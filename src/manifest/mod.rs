@@ -7,11 +7,13 @@
 
 mod check;
 mod format;
+mod merge;
 mod stream;
 mod writer;
 
 pub use check::{LinkTarget, TreeCheck, check_tree};
 pub use format::{ManifestError, read_manifest, read_manifest_from, write_manifest};
+pub use merge::{MergeError, merge_parts};
 pub use stream::EntryStream;
 pub use writer::{DirSlot, ManifestWriter, spool_file};
 
@@ -324,6 +326,10 @@ pub struct Header {
     pub stamps: bool,
     /// The scrub slice this scan re-read from data, as (slice, of): see [`crate::scan::Cache`].
     pub scrub: Option<(u64, u64)>,
+    /// Set on a part of a sharded scan: it holds every directory but only the other entries
+    /// its shard owns, and its directory hashes cover only those. [`merge_parts`] makes the
+    /// whole manifest from all parts.
+    pub shard: Option<crate::shard::Shard>,
     /// RFC 3339 UTC times of the scan.
     pub started: String,
     pub finished: String,
@@ -475,7 +481,7 @@ pub fn link_hard_links(entries: &mut [Entry]) {
 
 /// Takes every directory's node hash again from its children, deepest first, in one pass and
 /// without recursion. A directory with a problem keeps no digest.
-fn rehash_dirs(entries: &mut [Entry]) {
+pub(crate) fn rehash_dirs(entries: &mut [Entry]) {
     fn close(entries: &mut [Entry], open: &mut Vec<(usize, DirNode)>) {
         let (dir, node) = open.pop().expect("called with an open directory");
         if entries[dir].problem.is_none() {

@@ -15,12 +15,14 @@ mod build;
 mod format;
 mod guard;
 mod read;
+mod shard;
 mod write;
 
 pub use build::{PlanOptions, PlanOutput, build_plan, build_plan_into};
 pub use format::{PlanError, plan_checksum};
 pub use guard::{DeleteLimits, Refusal, check_deletes, check_target};
 pub use read::{CheckedPlan, Operations, read_plan};
+pub use shard::{shard_checked, shard_plan};
 pub use write::{PlanWriter, write_plan};
 
 use serde::{Deserialize, Serialize};

@@ -5,6 +5,7 @@
 
 mod cache;
 mod hash;
+mod shard;
 mod stream;
 mod walk;
 mod xattr;
@@ -38,6 +39,9 @@ pub struct ScanOptions {
     /// An earlier manifest of the same tree: files it vouches for are not read (see
     /// [`Cache`]). Ignored by [`scan_pair`], which has two trees.
     pub cache: Option<std::sync::Arc<Cache>>,
+    /// Read only the files this shard owns (every directory is still listed): the manifest is
+    /// then a part, for `manifest::merge_parts`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Default for ScanOptions {
@@ -48,6 +52,7 @@ impl Default for ScanOptions {
             exclude: Excludes::default(),
             one_file_system: false,
             cache: None,
+            shard: None,
         }
     }
 }
@@ -131,7 +136,7 @@ pub fn scan_pair(
     let started = crate::time::now_rfc3339();
     let (source_fd, source_entry) = open_root(source)?;
     let (target_fd, target_entry) = open_root(target)?;
-    let options = &ScanOptions { cache: None, ..options.clone() };
+    let options = &ScanOptions { cache: None, shard: None, ..options.clone() };
     let walker = walk::Walker::new(options, progress);
     let [mut source_entries, mut target_entries] =
         walker.walk_pair([source_fd, target_fd], [source_entry, target_entry]);
@@ -190,6 +195,7 @@ fn header(root: &Path, options: &ScanOptions, started: String) -> Header {
         hard_links: true,
         rdev: true,
         stamps: true,
+        shard: options.shard,
         scrub: options.cache.as_ref().and_then(|cache| match cache.scrub() {
             Scrub::Slice { slice, of } => Some((slice, of)),
             _ => None,

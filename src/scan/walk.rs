@@ -29,6 +29,7 @@ pub(super) struct Walker<'a> {
     exclude: &'a Excludes,
     one_file_system: bool,
     cache: Option<&'a Cache>,
+    shard: Option<crate::shard::Shard>,
     /// A file whose ctime is this late or later is recorded without a stamp: it was changed
     /// less than a second before the scan started, or during it, so a change in the same tick
     /// of the filesystem's clock, after it was read, could leave its stamp as it was.
@@ -93,6 +94,7 @@ impl<'a> Walker<'a> {
             exclude: &options.exclude,
             one_file_system: options.one_file_system,
             cache: options.cache.as_deref(),
+            shard: options.shard,
             racy_from: {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 Mtime { sec: now.as_secs() as i64 - RACY_SECONDS, nsec: now.subsec_nanos() }
@@ -100,6 +102,10 @@ impl<'a> Walker<'a> {
             progress,
             parallel_depth: stack::PARALLEL_DEPTH,
         }
+    }
+
+    pub(super) fn shard(&self) -> Option<crate::shard::Shard> {
+        self.shard
     }
 
     /// Whether, staying on one filesystem, the directory `name` (of device `dev`) inside
@@ -125,7 +131,7 @@ impl<'a> Walker<'a> {
     /// type decides.
     fn included(&self, dir: &OwnedFd, entry: &mut Entry, names: Names) -> Names {
         if self.exclude.is_empty() {
-            return names;
+            return self.owned(dir, &entry.path, names);
         }
         let path = &entry.path;
         let kept = |(name, listed): &(CString, FileType)| {
@@ -142,7 +148,7 @@ impl<'a> Walker<'a> {
         let listed = names.len();
         let names: Names = names.into_iter().filter(kept).collect();
         entry.holds_excluded = names.len() < listed;
-        names
+        self.owned(dir, &entry.path, names)
     }
 }
 
@@ -166,7 +172,7 @@ impl Walker<'_> {
     fn visit(&self, dir: &OwnedFd, path: RelPath, name: &CStr, listed: FileType) -> Option<Visited> {
         let path = match listed {
             FileType::RegularFile => match self.visit_file(dir, path, name) {
-                Ok(entry) => return Some(Visited::Leaf(entry)),
+                Ok(entry) => return entry.map(Visited::Leaf),
                 Err(path) => path,
             },
             _ => path,
@@ -181,6 +187,9 @@ impl Walker<'_> {
             }
         };
         let mut entry = entry_from_stat(path, &stat);
+        if !self.owns(&entry) {
+            return None;
+        }
         match entry.kind {
             Kind::File => self.hash_into(dir, name, &stat, &mut entry),
             Kind::Dir => return Some(Visited::Dir(entry, stat.st_dev)),
@@ -231,25 +240,31 @@ impl Walker<'_> {
     /// stat from the open file saves a path lookup per file (measured 1-2% on many small files).
     /// Gives `path` back if it cannot be opened or is no longer a regular file, for the general
     /// path to report.
-    fn visit_file(&self, dir: &OwnedFd, path: RelPath, name: &CStr) -> Result<Entry, RelPath> {
+    fn visit_file(&self, dir: &OwnedFd, path: RelPath, name: &CStr) -> Result<Option<Entry>, RelPath> {
         // With a cache, a file it vouches for is not even opened: its stat decides.
         if let Some(cache) = self.cache
             && let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
             && kind_of(&stat) == Kind::File
         {
             let mut entry = entry_from_stat(path.clone(), &stat);
+            if !self.owns(&entry) {
+                return Ok(None);
+            }
             if cache.trust(&mut entry) {
                 self.drop_racy_stamp(&mut entry);
                 self.progress.file_done(entry.size);
-                return Ok(entry);
+                return Ok(Some(entry));
             }
         }
         let Ok(fd) = rustix::fs::openat(dir, name, FILE_FLAGS, Mode::empty()) else { return Err(path) };
         match rustix::fs::fstat(&fd) {
             Ok(stat) if kind_of(&stat) == Kind::File => {
                 let mut entry = entry_from_stat(path, &stat);
+                if !self.owns(&entry) {
+                    return Ok(None);
+                }
                 self.hash_open(fd, &stat, &mut entry);
-                Ok(entry)
+                Ok(Some(entry))
             }
             _ => Err(path),
         }
