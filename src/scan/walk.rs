@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::hash::{FileHash, HashError, hash_file, hash_pair};
+use super::prefetch::{self, Prefetcher};
 use super::xattr::read_xattrs;
 use super::{Cache, Progress, ScanOptions};
 use crate::digest::{ChunkSize, Digest};
@@ -32,6 +33,9 @@ pub(super) struct Walker<'a> {
     /// of the filesystem's clock, after it was read, could leave its stamp as it was.
     racy_from: Mtime,
     progress: &'a dyn Progress,
+    /// Reads ahead of the hashing once the tree turns out not to be in the page cache; none with
+    /// a cache, whose point is not to read most files.
+    prefetch: Option<Prefetcher>,
 }
 
 pub(super) fn kind_of(stat: &Stat) -> Kind {
@@ -94,7 +98,26 @@ impl<'a> Walker<'a> {
                 Mtime { sec: now.as_secs() as i64 - RACY_SECONDS, nsec: now.subsec_nanos() }
             },
             progress,
+            prefetch: options.cache.is_none().then(|| Prefetcher::new(&options.exclude, options.one_file_system)),
         }
+    }
+
+    /// The walk has listed the directory open as `dir` (whose entry is `entry`), keeping `names`.
+    pub(super) fn listed(&self, dir: &OwnedFd, entry: &Entry, names: &Names) {
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.announce(dir, &entry.path, names);
+        }
+    }
+
+    /// A file of `size` bytes has been read and hashed on this thread.
+    fn hashed(&self, size: u64) {
+        if let Some(prefetch) = &self.prefetch {
+            if prefetch::cold_here() {
+                prefetch.saw_miss();
+            }
+            prefetch.hashed(size);
+        }
+        self.progress.file_done(size);
     }
 
     /// Whether, staying on one filesystem, the directory `name` (of device `dev`) inside
@@ -262,7 +285,7 @@ impl Walker<'_> {
     fn hash_open(&self, fd: OwnedFd, before: &Stat, entry: &mut Entry) {
         self.hash_checked(fd, before, entry);
         self.drop_racy_stamp(entry);
-        self.progress.file_done(entry.size);
+        self.hashed(entry.size);
     }
 
     fn drop_racy_stamp(&self, entry: &mut Entry) {
@@ -346,7 +369,7 @@ impl Walker<'_> {
 const RACY_SECONDS: i64 = 1;
 
 /// How regular files are opened: never through a symlink, and a FIFO swapped in cannot block us.
-const FILE_FLAGS: OFlags =
+pub(super) const FILE_FLAGS: OFlags =
     OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK).union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
 
 /// A name listed in the source directory, the target directory or both, with each side's type.
@@ -404,18 +427,18 @@ impl Walker<'_> {
         self.settle(&fd_b, &stat_b, entry_b, hash_b);
         for entry in &mut entries {
             self.drop_racy_stamp(entry);
-            self.progress.file_done(entry.size);
+            self.hashed(entry.size);
         }
         Some(entries)
     }
 }
 
 /// Names in a directory with the type its listing gives.
-type Names = Vec<(CString, FileType)>;
+pub(super) type Names = Vec<(CString, FileType)>;
 
 /// The names in `dir` other than `.` and `..` with the type the listing gives (`Unknown` on
 /// file systems that do not say), sorted by bytes.
-fn list_names(dir: &OwnedFd) -> std::io::Result<Names> {
+pub(super) fn list_names(dir: &OwnedFd) -> std::io::Result<Names> {
     let fd = rustix::io::dup(dir)?;
     let mut reader = rustix::fs::Dir::new(fd)?;
     let mut names = Vec::new();

@@ -1,0 +1,477 @@
+//! Reading ahead of the hashers when the tree is not in the page cache.
+//!
+//! Hashing threads (`-j`, one per CPU by default) wait on every cold read, so on their own they
+//! keep only as many requests in flight as there are CPUs, while local SSDs and virtual disks
+//! want dozens. A [`Prefetcher`] decouples the two: a pool of I/O threads that only open, list
+//! and announce (`posix_fadvise(POSIX_FADV_WILLNEED)`), never hash, walks one directory level
+//! ahead of the hashers:
+//!
+//! - when the walk lists a directory it [`announce`](Prefetcher::announce)s it; the pool then
+//!   lists each of its subdirectories (so the walk finds them listed) and asks the kernel for the
+//!   first [`FILE_AHEAD`] bytes of the files in them (opening a file reads its inode, so that is
+//!   fetched too);
+//! - the pool stays at most [`FILES_AHEAD`] files and [`BYTES_AHEAD`] bytes ahead of what the
+//!   hashers have finished, so a tree larger than memory does not push its own pages out before
+//!   they are hashed;
+//! - large files are read ahead in windows by the hashing thread itself ([`Ahead`]).
+//!
+//! It costs nothing on a warm tree: the pool starts only once a hashing read found a file's bytes
+//! missing from the page cache ([`read_cached`], a `preadv2(RWF_NOWAIT)` in place of the first
+//! `pread`), and it stops again after [`WARM_RUN`] files in a row that it found cached.
+//!
+//! Nothing here changes the source: files are opened read-only (`O_NOFOLLOW | O_NONBLOCK`, as the
+//! walk opens them) and `WILLNEED` only fills the page cache.
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::CString;
+use std::num::NonZeroU64;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::time::Duration;
+
+use rustix::fs::{Advice, FileType, Mode, OFlags};
+
+use super::walk::{FILE_FLAGS, Names, list_names};
+use crate::exclude::Excludes;
+use crate::path::RelPath;
+
+/// I/O threads: requests the pool can have waiting on the storage at once (each thread blocks on
+/// one open or listing; the data itself is announced and read by the kernel asynchronously).
+const THREADS: usize = 32;
+/// Files announced but not hashed yet, at most.
+const FILES_AHEAD: i64 = 8192;
+/// Bytes announced but not hashed yet, at most.
+const BYTES_AHEAD: i64 = 256 << 20;
+/// Bytes of each file announced by the pool; the rest of a larger file is read ahead by the
+/// thread hashing it ([`Ahead`]).
+pub(super) const FILE_AHEAD: u64 = 4 << 20;
+/// Files found cached in a row after which the pool stops until a hashing read misses again.
+const WARM_RUN: u32 = 4096;
+/// Names of one directory handed to one I/O thread at a time.
+const BATCH: usize = 16;
+
+/// Reads ahead of a scan's hashers once the tree turns out to be cold; see the module docs.
+#[derive(Debug)]
+pub(super) struct Prefetcher {
+    shared: Arc<Shared>,
+    start: Once,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Prefetcher {
+    pub(super) fn new(exclude: &Excludes, one_file_system: bool) -> Prefetcher {
+        Prefetcher {
+            shared: Arc::new(Shared {
+                active: AtomicBool::new(false),
+                stop: AtomicBool::new(false),
+                bytes_ahead: AtomicI64::new(0),
+                files_ahead: AtomicI64::new(0),
+                dirs_open: Arc::new(AtomicI64::new(0)),
+                queue: Mutex::new(Queue::default()),
+                work: Condvar::new(),
+                room: Condvar::new(),
+                exclude: exclude.clone(),
+                one_file_system,
+            }),
+            start: Once::new(),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A hashing read found bytes missing from the page cache: start (or restart) the pool.
+    pub(super) fn saw_miss(&self) {
+        if self.shared.active.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // Counted afresh: while stopped, the hashers did not count what they read.
+        self.shared.bytes_ahead.store(0, Ordering::Relaxed);
+        self.shared.files_ahead.store(0, Ordering::Relaxed);
+        self.start.call_once(|| {
+            let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in 0..THREADS {
+                let shared = Arc::clone(&self.shared);
+                let spawned = std::thread::Builder::new()
+                    .name("cutover-prefetch".into())
+                    .stack_size(256 << 10)
+                    .spawn(move || shared.serve());
+                // Without threads the scan is as it was: slower on cold storage, never wrong.
+                threads.extend(spawned.ok());
+            }
+        });
+    }
+
+    /// The walk has listed the directory open as `dir` at `path`, keeping `names`.
+    pub(super) fn announce(&self, dir: &OwnedFd, path: &RelPath, names: &Names) {
+        if !self.shared.active.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(dir) = self.shared.hold(|| rustix::io::fcntl_dupfd_cloexec(dir, 0)) else { return };
+        let job = Job::Listed { dir, path: path.clone(), names: names.clone() };
+        self.shared.push(vec![job]);
+    }
+
+    /// A hashing thread finished a file of `size` bytes.
+    pub(super) fn hashed(&self, size: u64) {
+        if self.shared.active.load(Ordering::Relaxed) {
+            // Never below zero: the hashers also read files the pool never announced, and those
+            // must not make room for more than the limits.
+            let less = |n: i64| move |ahead: i64| Some((ahead - n).max(0));
+            let bytes = size.min(FILE_AHEAD) as i64;
+            let before = self.shared.bytes_ahead.fetch_update(Ordering::Relaxed, Ordering::Relaxed, less(bytes));
+            let files = self.shared.files_ahead.fetch_update(Ordering::Relaxed, Ordering::Relaxed, less(1));
+            // Woken once, when the hashers have caught up to the low mark (see `wait_for_room`).
+            let crossed = |before: Result<i64, i64>, n: i64, limit: i64| {
+                before.is_ok_and(|before| before > limit / 2 && before - n <= limit / 2)
+            };
+            if crossed(before, bytes, BYTES_AHEAD) || crossed(files, 1, FILES_AHEAD) {
+                self.shared.room.notify_all();
+            }
+        }
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        {
+            let _queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.work.notify_all();
+            self.shared.room.notify_all();
+        }
+        for thread in self.threads.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    active: AtomicBool,
+    stop: AtomicBool,
+    /// Bytes and files announced or queued minus those hashed since (may go below zero: the
+    /// hashers also read files the pool never saw).
+    bytes_ahead: AtomicI64,
+    files_ahead: AtomicI64,
+    /// Directories the pool holds open.
+    dirs_open: Arc<AtomicI64>,
+    queue: Mutex<Queue>,
+    work: Condvar,
+    room: Condvar,
+    exclude: Excludes,
+    one_file_system: bool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Directories (device, inode) whose files the pool announced before the walk listed them.
+    expanded: HashSet<(u64, u64)>,
+    /// Files found cached in a row.
+    warm: u32,
+}
+
+/// A directory the pool holds open, counted so that it never holds more than [`DIRS_OPEN`].
+#[derive(Debug)]
+struct Dir {
+    fd: OwnedFd,
+    open: Arc<AtomicI64>,
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Directories the pool holds open at most (each queued job keeps its directory open).
+const DIRS_OPEN: i64 = 256;
+
+#[derive(Debug)]
+enum Job {
+    /// A directory the walk has just listed: announce its files unless done already, and
+    /// expand its subdirectories.
+    Listed { dir: Arc<Dir>, path: RelPath, names: Names },
+    /// A subdirectory of a listed directory: list it and announce its files.
+    Expand { parent: Arc<Dir>, dev: u64, path: RelPath, name: CString },
+    /// Files of one directory to announce.
+    Files { dir: Arc<Dir>, names: Vec<CString> },
+}
+
+impl Shared {
+    /// Puts `jobs` at the front of the queue, in order: the newest work is nearest to where the
+    /// walk is (it walks depth first), and what it has passed sinks to the back.
+    fn push(&self, jobs: Vec<Job>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let n = jobs.len();
+        for job in jobs.into_iter().rev() {
+            queue.jobs.push_front(job);
+        }
+        match n {
+            0 => {}
+            1 => self.work.notify_one(),
+            _ => self.work.notify_all(),
+        }
+    }
+
+    /// A directory opened by `open`, unless the pool holds too many already.
+    fn hold(&self, open: impl FnOnce() -> rustix::io::Result<OwnedFd>) -> Option<Arc<Dir>> {
+        if self.dirs_open.fetch_add(1, Ordering::Relaxed) >= DIRS_OPEN {
+            self.dirs_open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        match open() {
+            Ok(fd) => Some(Arc::new(Dir { fd, open: Arc::clone(&self.dirs_open) })),
+            Err(_) => {
+                self.dirs_open.fetch_sub(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// One I/O thread: takes jobs until the scan is over.
+    fn serve(&self) {
+        loop {
+            let job = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if self.stop.load(Ordering::Relaxed) {
+                        queue.jobs.clear();
+                        return;
+                    }
+                    if !self.active.load(Ordering::Relaxed) {
+                        queue.jobs.clear();
+                    }
+                    if let Some(job) = queue.jobs.pop_front() {
+                        break job;
+                    }
+                    queue = self.work.wait(queue).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            match job {
+                Job::Listed { dir, path, names } => self.listed(dir, &path, names),
+                Job::Expand { parent, dev, path, name } => {
+                    if !self.wait_for_room() {
+                        continue;
+                    }
+                    if let Err(job) = self.expand(parent, dev, path, name) {
+                        // Too many directories open: later, once queued files have closed some.
+                        std::thread::sleep(Duration::from_millis(1));
+                        self.queue.lock().unwrap_or_else(|e| e.into_inner()).jobs.push_back(job);
+                    }
+                }
+                Job::Files { dir, names } => self.files(&dir.fd, names),
+            }
+        }
+    }
+
+    fn listed(&self, dir: Arc<Dir>, path: &RelPath, names: Names) {
+        let Ok(stat) = rustix::fs::fstat(&dir.fd) else { return };
+        #[allow(clippy::unnecessary_cast)] // st_dev and st_ino are not u64 everywhere
+        let (dev, ino) = (stat.st_dev as u64, stat.st_ino as u64);
+        let done = self.queue.lock().unwrap_or_else(|e| e.into_inner()).expanded.remove(&(dev, ino));
+        let mut jobs = Vec::new();
+        if !done {
+            jobs.extend(self.files_of(&dir, &names));
+        }
+        for (name, listed) in names {
+            if listed == FileType::Directory {
+                let path = path.join(name.to_bytes());
+                jobs.push(Job::Expand { parent: Arc::clone(&dir), dev, path, name });
+            }
+        }
+        self.push(jobs);
+    }
+
+    /// Lists the subdirectory `name` of `parent` (on device `parent_dev`) and announces its
+    /// files; gives the job back when the pool holds too many directories to open another.
+    fn expand(&self, parent: Arc<Dir>, parent_dev: u64, path: RelPath, name: CString) -> Result<(), Job> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if self.dirs_open.load(Ordering::Relaxed) >= DIRS_OPEN {
+            return Err(Job::Expand { parent, dev: parent_dev, path, name });
+        }
+        let Some(dir) = self.hold(|| rustix::fs::openat(&parent.fd, name.as_c_str(), flags, Mode::empty())) else {
+            return Ok(());
+        };
+        drop(parent);
+        let Ok(stat) = rustix::fs::fstat(&dir.fd) else { return Ok(()) };
+        #[allow(clippy::unnecessary_cast)] // st_dev and st_ino are not u64 everywhere
+        let (dev, ino) = (stat.st_dev as u64, stat.st_ino as u64);
+        if self.one_file_system && dev != parent_dev {
+            return Ok(());
+        }
+        if !self.queue.lock().unwrap_or_else(|e| e.into_inner()).expanded.insert((dev, ino)) {
+            return Ok(());
+        }
+        let Ok(names) = list_names(&dir.fd) else { return Ok(()) };
+        let kept = |(name, listed): &(CString, FileType)| {
+            self.exclude.is_empty()
+                || !self.exclude.excludes(&path.join(name.to_bytes()), *listed == FileType::Directory)
+        };
+        let names: Names = names.into_iter().filter(kept).collect();
+        let jobs: Vec<Job> = self.files_of(&dir, &names).collect();
+        self.push(jobs);
+        Ok(())
+    }
+
+    /// Jobs announcing the regular files among `names`, a batch each; they count as ahead from now.
+    fn files_of<'a>(&self, dir: &'a Arc<Dir>, names: &'a Names) -> impl Iterator<Item = Job> + 'a {
+        let files: Vec<CString> =
+            names.iter().filter(|(_, t)| *t == FileType::RegularFile).map(|(n, _)| n.clone()).collect();
+        let batches: Vec<Vec<CString>> = files.chunks(BATCH).map(<[CString]>::to_vec).collect();
+        batches.into_iter().map(|names| Job::Files { dir: Arc::clone(dir), names })
+    }
+
+    /// Announces the first bytes of each of `names` in `dir`, staying within the budget.
+    fn files(&self, dir: &OwnedFd, names: Vec<CString>) {
+        for name in names {
+            if !self.wait_for_room() {
+                return;
+            }
+            let Ok(fd) = rustix::fs::openat(dir, name.as_c_str(), FILE_FLAGS, Mode::empty()) else { continue };
+            let Ok(stat) = rustix::fs::fstat(&fd) else { continue };
+            if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile || stat.st_size <= 0 {
+                continue;
+            }
+            let len = (stat.st_size as u64).min(FILE_AHEAD);
+            if cached(fd.as_fd(), 0) {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                queue.warm += 1;
+                if queue.warm >= WARM_RUN {
+                    queue.warm = 0;
+                    self.active.store(false, Ordering::Relaxed);
+                }
+                continue;
+            }
+            self.queue.lock().unwrap_or_else(|e| e.into_inner()).warm = 0;
+            self.bytes_ahead.fetch_add(len as i64, Ordering::Relaxed);
+            self.files_ahead.fetch_add(1, Ordering::Relaxed);
+            let _ = rustix::fs::fadvise(&fd, 0, NonZeroU64::new(len), Advice::WillNeed);
+        }
+    }
+
+    /// Waits while the pool is too far ahead of the hashers; false when it should stop instead.
+    /// Once at a limit it waits until the hashers are down to half of it, so that the hashers
+    /// wake the pool once per half-limit, not once per file.
+    fn wait_for_room(&self) -> bool {
+        let over = |factor: i64| {
+            self.bytes_ahead.load(Ordering::Relaxed) > BYTES_AHEAD / factor
+                || self.files_ahead.load(Ordering::Relaxed) > FILES_AHEAD / factor
+        };
+        if !over(1) {
+            return !self.stop.load(Ordering::Relaxed) && self.active.load(Ordering::Relaxed);
+        }
+        loop {
+            if self.stop.load(Ordering::Relaxed) || !self.active.load(Ordering::Relaxed) {
+                return false;
+            }
+            if !over(2) {
+                return true;
+            }
+            let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            // Timed: the hashers notify without taking the lock, so a wake-up can be missed.
+            let _ = self.room.wait_timeout(queue, Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether the page at `offset` of `fd` is in the page cache (a one-byte read that does not wait).
+fn cached(fd: impl AsFd, offset: u64) -> bool {
+    let mut byte = [0u8];
+    matches!(
+        rustix::io::preadv2(fd, &mut [std::io::IoSliceMut::new(&mut byte)], offset, rustix::io::ReadWriteFlags::NOWAIT),
+        Ok(_) | Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS)
+    )
+}
+
+thread_local! {
+    /// A read on this thread found bytes missing from the page cache since [`cold_here`].
+    static MISSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Files hashed on this thread in the current run of [`MISS_RUN`], and those that missed.
+    static RECENT: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Files of which [`MISSES`] must have missed the page cache for a tree to count as cold: a warm
+/// tree loses a page here and there (0.2% of the files of a kernel tree, on a busy machine).
+const MISS_RUN: u32 = 256;
+const MISSES: u32 = 8;
+
+/// Called once per file hashed on this thread: whether the files hashed here lately missed the
+/// page cache often enough to call the tree cold.
+pub(super) fn cold_here() -> bool {
+    let missed = MISSED.with(|missed| missed.replace(false));
+    RECENT.with(|recent| {
+        let (files, misses) = recent.get();
+        let (files, misses) = (files + 1, misses + u32::from(missed));
+        let cold = misses >= MISSES;
+        recent.set(if cold || files >= MISS_RUN { (0, 0) } else { (files, misses) });
+        cold
+    })
+}
+
+/// Reads into `buf` from `offset` what the page cache holds, without waiting for the storage, and
+/// notes a miss if it holds less (the caller reads the rest as usual); gives the bytes read.
+pub(super) fn read_cached(fd: impl AsFd, buf: &mut [u8], offset: u64) -> usize {
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return 0;
+    }
+    let flags = rustix::io::ReadWriteFlags::NOWAIT;
+    match rustix::io::preadv2(fd, &mut [std::io::IoSliceMut::new(buf)], offset, flags) {
+        Ok(n) => {
+            if n < buf.len() {
+                MISSED.with(|missed| missed.set(true));
+            }
+            n
+        }
+        Err(rustix::io::Errno::AGAIN) => {
+            MISSED.with(|missed| missed.set(true));
+            0
+        }
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Whether the first, middle and last pages of a file of `len` bytes are in the page cache; notes
+/// a miss if not.
+pub(super) fn looks_cached(fd: impl AsFd, len: u64) -> bool {
+    let cached = len == 0 || [0, len / 2, len - 1].into_iter().all(|offset| cached(fd.as_fd(), offset));
+    if !cached {
+        MISSED.with(|missed| missed.set(true));
+    }
+    cached
+}
+
+/// Reads a large file ahead of the thread hashing it, window by window.
+#[derive(Debug)]
+pub(super) struct Ahead<'a> {
+    fd: std::os::fd::BorrowedFd<'a>,
+    len: u64,
+    /// Announced up to here.
+    until: u64,
+}
+
+/// Bytes announced in one `WILLNEED`.
+pub(super) const WINDOW: u64 = 16 << 20;
+/// How far ahead of the hashing position a large file is announced.
+const LEAD: u64 = 128 << 20;
+
+impl<'a> Ahead<'a> {
+    pub(super) fn new(fd: std::os::fd::BorrowedFd<'a>, len: u64) -> Ahead<'a> {
+        Ahead { fd, len, until: 0 }
+    }
+
+    /// Hashing has reached `at`: announce up to `LEAD` bytes beyond it.
+    pub(super) fn reached(&mut self, at: u64) {
+        let goal = (at + LEAD).min(self.len);
+        while self.until < goal {
+            let n = WINDOW.min(self.len - self.until);
+            let _ = rustix::fs::fadvise(self.fd, self.until, NonZeroU64::new(n), Advice::WillNeed);
+            self.until += n;
+        }
+    }
+}
