@@ -442,6 +442,37 @@ mod tests {
         }
     }
 
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn hashing_window_by_window_with_read_ahead_gives_the_hashes_of_hashing_at_once() {
+        use std::os::fd::AsFd;
+        let window = prefetch::WINDOW as usize;
+        let data = pattern(2 * window + (5 << 20) + 333);
+        let mut other = data.clone();
+        other[window + 17] ^= 1;
+        for chunk in [1024u64, 1 << 20, 32 << 20, 64 << 20] {
+            let chunk = ChunkSize::new(chunk).unwrap();
+            for len in [MAP_MIN as usize, window - 1, window, window + 1, data.len()] {
+                let (file, copy) = (file_with(&data[..len]), file_with(&other[..len]));
+                let (map, map_copy) = (
+                    mapped::Mapping::new(file.as_fd(), len as u64).unwrap(),
+                    mapped::Mapping::new(copy.as_fd(), len as u64).unwrap(),
+                );
+                let at_once = hash_mapped(&map, chunk).unwrap();
+                let ahead = hash_mapped_ahead(file.as_fd(), &map, chunk).unwrap();
+                assert_eq!(ahead.root, blake3::hash(&data[..len]).into(), "{chunk:?} len {len}");
+                assert_eq!((ahead.root, &ahead.chunks), (at_once.root, &at_once.chunks), "{chunk:?} len {len}");
+                let pair = hash_bytes_pair(map.bytes(), map_copy.bytes(), chunk);
+                let pair_ahead =
+                    hash_bytes_pair_ahead([file.as_fd(), copy.as_fd()], [map.bytes(), map_copy.bytes()], chunk);
+                for (x, y) in pair.iter().zip(&pair_ahead) {
+                    assert_eq!((x.root, &x.chunks), (y.root, &y.chunks), "{chunk:?} len {len}");
+                }
+                assert_eq!(pair_ahead[1].root, blake3::hash(&other[..len]).into(), "{chunk:?} len {len}");
+            }
+        }
+    }
+
     /// A sparse file and its dense bytes: data segments that start and end off every chunk
     /// and page boundary, a hole at the start of a chunk, and a hole to the end of the file.
     fn sparse_file(len: u64, data: &[(u64, usize)]) -> (std::fs::File, Vec<u8>) {

@@ -475,3 +475,123 @@ impl<'a> Ahead<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::manifest::Entry;
+    use crate::scan::walk::Walker;
+    use crate::scan::{ScanOptions, Silent, open_root};
+
+    fn write(root: &Path, rel: &str, len: usize, seed: u32) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let bytes: Vec<u8> =
+            (0..len as u32).map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Directories three levels deep with files of many sizes (one larger than FILE_AHEAD), an
+    /// excluded directory, a symlink, a FIFO and an empty file.
+    fn tree(root: &Path, seed: u32) {
+        for d in 0..6 {
+            for e in 0..4 {
+                for f in 0..9 {
+                    write(root, &format!("d{d}/e{e}/f{f}"), 37 * f * f + d * 1000 + e, seed + f as u32);
+                }
+                write(root, &format!("d{d}/e{e}/deeper/g"), 5000 + d, seed);
+            }
+            write(root, &format!("d{d}/top"), 70_000 + d, seed);
+        }
+        write(root, "big", (FILE_AHEAD as usize) + (3 << 20) + 11, seed);
+        write(root, "skip/inside/x", 10, seed);
+        write(root, "empty", 0, seed);
+        std::os::unix::fs::symlink("d0/top", root.join("link")).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, &root.join("fifo"), rustix::fs::FileType::Fifo, Mode::from(0o644), 0)
+            .unwrap();
+    }
+
+    fn without_stamps(mut entries: Vec<Entry>) -> Vec<Entry> {
+        entries.iter_mut().for_each(|entry| entry.stamp = None);
+        entries
+    }
+
+    /// (path, ctime, mtime, size) of everything below `root`: a write or a change of metadata
+    /// anywhere would show in a ctime.
+    fn states(root: &Path) -> Vec<(PathBuf, i64, i64, i64, u64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for item in std::fs::read_dir(&dir).unwrap() {
+                let path = item.unwrap().path();
+                let meta = path.symlink_metadata().unwrap();
+                out.push((path.clone(), meta.ctime(), meta.ctime_nsec(), meta.mtime_nsec(), meta.size()));
+                if meta.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn walk(roots: &[&Path], options: &ScanOptions, pool: bool) -> Vec<Vec<Entry>> {
+        let walker = Walker::new(options, &Silent);
+        if pool {
+            walker.prefetch_now();
+        }
+        let opened: Vec<_> = roots.iter().map(|root| open_root(root).unwrap()).collect();
+        let mut opened = opened.into_iter();
+        let sides = match roots.len() {
+            1 => {
+                let (fd, entry) = opened.next().unwrap();
+                vec![walker.walk_dir(fd, entry)]
+            }
+            _ => {
+                let ((a, ea), (b, eb)) = (opened.next().unwrap(), opened.next().unwrap());
+                walker.walk_pair([a, b], [ea, eb]).into()
+            }
+        };
+        sides.into_iter().map(without_stamps).collect()
+    }
+
+    #[test]
+    fn scans_with_the_read_ahead_pool_running_give_the_same_entries_and_leave_the_trees_as_they_were() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        tree(a.path(), 1);
+        tree(b.path(), 1);
+        write(b.path(), "d2/e1/f4", 999, 7);
+        write(b.path(), "big", (FILE_AHEAD as usize) + (3 << 20) + 11, 2);
+        std::fs::remove_dir_all(b.path().join("d4/e0")).unwrap();
+        let before = [states(a.path()), states(b.path())];
+        let options = ScanOptions { exclude: Excludes::new(["skip"]).unwrap(), ..ScanOptions::default() };
+        for roots in [&[a.path()][..], &[b.path()][..], &[a.path(), b.path()][..]] {
+            let plain = walk(roots, &options, false);
+            let ahead = walk(roots, &options, true);
+            assert_eq!(plain, ahead, "{roots:?}");
+            assert!(!plain[0].iter().any(|e| e.path.as_bytes().starts_with(b"skip/")));
+        }
+        assert_eq!([states(a.path()), states(b.path())], before);
+    }
+
+    #[test]
+    fn a_tree_is_called_cold_after_enough_misses_among_recent_files_not_after_one() {
+        let miss = || MISSED.with(|missed| missed.set(true));
+        RECENT.with(|recent| recent.set((0, 0)));
+        // One miss now and then, as pages of a warm tree are reclaimed: never cold.
+        for i in 0..10 * MISS_RUN {
+            if i % (MISS_RUN / 4) == 0 {
+                miss();
+            }
+            assert!(!cold_here(), "file {i}");
+        }
+        // Misses in a row: cold at the MISSES-th.
+        for i in 1..=MISSES {
+            miss();
+            assert_eq!(cold_here(), i == MISSES, "miss {i}");
+        }
+    }
+}

@@ -109,6 +109,15 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// Starts the read-ahead pool whether or not the tree is cold (for tests: every scan result
+    /// must be the same with it as without).
+    #[cfg(test)]
+    pub(super) fn prefetch_now(&self) {
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.saw_miss();
+        }
+    }
+
     /// A file of `size` bytes has been read and hashed on this thread.
     fn hashed(&self, size: u64) {
         if let Some(prefetch) = &self.prefetch {
