@@ -510,7 +510,7 @@ mod tests {
         write(root, "skip/inside/x", 10, seed);
         write(root, "empty", 0, seed);
         std::os::unix::fs::symlink("d0/top", root.join("link")).unwrap();
-        rustix::fs::mknodat(rustix::fs::CWD, &root.join("fifo"), rustix::fs::FileType::Fifo, Mode::from(0o644), 0)
+        rustix::fs::mknodat(rustix::fs::CWD, root.join("fifo"), rustix::fs::FileType::Fifo, Mode::from(0o644), 0)
             .unwrap();
     }
 
