@@ -3,8 +3,8 @@
 //! Hashing threads (`-j`, one per CPU by default) wait on every cold read, so on their own they
 //! keep only as many requests in flight as there are CPUs, while local SSDs and virtual disks
 //! want dozens. A [`Prefetcher`] decouples the two: a pool of I/O threads that only open, list
-//! and announce (`posix_fadvise(POSIX_FADV_WILLNEED)`), never hash, walks one directory level
-//! ahead of the hashers:
+//! and announce (`posix_fadvise(POSIX_FADV_WILLNEED)`), never hash, works one directory level
+//! ahead of the walk:
 //!
 //! - when the walk lists a directory it [`announce`](Prefetcher::announce)s it; the pool then
 //!   lists each of its subdirectories (so the walk finds them listed) and asks the kernel for the
@@ -13,14 +13,15 @@
 //! - the pool stays at most [`FILES_AHEAD`] files and [`BYTES_AHEAD`] bytes ahead of what the
 //!   hashers have finished, so a tree larger than memory does not push its own pages out before
 //!   they are hashed;
-//! - large files are read ahead in windows by the hashing thread itself ([`Ahead`]).
+//! - large files are read ahead in windows by the thread hashing them ([`Ahead`]).
 //!
-//! It costs nothing on a warm tree: the pool starts only once a hashing read found a file's bytes
-//! missing from the page cache ([`read_cached`], a `preadv2(RWF_NOWAIT)` in place of the first
-//! `pread`), and it stops again after [`WARM_RUN`] files in a row that it found cached.
+//! It costs nothing on a warm tree: the first read of each file takes only what the page cache
+//! holds ([`read_cached`], a `preadv2(RWF_NOWAIT)` in place of the first `pread`), and the pool
+//! starts once [`MISSES`] of the last [`MISS_RUN`] files hashed on one thread missed
+//! ([`cold_here`]); it stops again after [`WARM_RUN`] files in a row that it found cached.
 //!
 //! Nothing here changes the source: files are opened read-only (`O_NOFOLLOW | O_NONBLOCK`, as the
-//! walk opens them) and `WILLNEED` only fills the page cache.
+//! walk opens them) and `WILLNEED` only fills the page cache. See docs/design.md, "Reading files".
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::CString;
@@ -31,6 +32,10 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::Duration;
 
 use rustix::fs::{Advice, FileType, Mode, OFlags};
+
+mod cold;
+use cold::cached;
+pub(super) use cold::{Ahead, WINDOW, cold_here, looks_cached, read_cached};
 
 use super::walk::{FILE_FLAGS, Names, list_names};
 use crate::exclude::Excludes;
@@ -61,6 +66,7 @@ pub(super) struct Prefetcher {
 
 impl Prefetcher {
     pub(super) fn new(exclude: &Excludes, one_file_system: bool) -> Prefetcher {
+        let (threads, dirs_max) = descriptor_share();
         Prefetcher {
             shared: Arc::new(Shared {
                 active: AtomicBool::new(false),
@@ -68,6 +74,8 @@ impl Prefetcher {
                 bytes_ahead: AtomicI64::new(0),
                 files_ahead: AtomicI64::new(0),
                 dirs_open: Arc::new(AtomicI64::new(0)),
+                dirs_max,
+                threads,
                 queue: Mutex::new(Queue::default()),
                 work: Condvar::new(),
                 room: Condvar::new(),
@@ -81,7 +89,7 @@ impl Prefetcher {
 
     /// A hashing read found bytes missing from the page cache: start (or restart) the pool.
     pub(super) fn saw_miss(&self) {
-        if self.shared.active.swap(true, Ordering::Relaxed) {
+        if self.shared.threads == 0 || self.shared.active.swap(true, Ordering::Relaxed) {
             return;
         }
         // Counted afresh: while stopped, the hashers did not count what they read.
@@ -89,7 +97,7 @@ impl Prefetcher {
         self.shared.files_ahead.store(0, Ordering::Relaxed);
         self.start.call_once(|| {
             let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-            for _ in 0..THREADS {
+            for _ in 0..self.shared.threads {
                 let shared = Arc::clone(&self.shared);
                 let spawned = std::thread::Builder::new()
                     .name("cutover-prefetch".into())
@@ -153,8 +161,10 @@ struct Shared {
     /// hashers also read files the pool never saw).
     bytes_ahead: AtomicI64,
     files_ahead: AtomicI64,
-    /// Directories the pool holds open.
+    /// Directories the pool holds open, and at most.
     dirs_open: Arc<AtomicI64>,
+    dirs_max: i64,
+    threads: usize,
     queue: Mutex<Queue>,
     work: Condvar,
     room: Condvar,
@@ -171,7 +181,7 @@ struct Queue {
     warm: u32,
 }
 
-/// A directory the pool holds open, counted so that it never holds more than [`DIRS_OPEN`].
+/// A directory the pool holds open, counted so that it never holds more than `Shared::dirs_max`.
 #[derive(Debug)]
 struct Dir {
     fd: OwnedFd,
@@ -186,6 +196,20 @@ impl Drop for Dir {
 
 /// Directories the pool holds open at most (each queued job keeps its directory open).
 const DIRS_OPEN: i64 = 256;
+
+/// I/O threads and directories held open: [`THREADS`] and [`DIRS_OPEN`], or fewer, so that the
+/// pool never takes more than a quarter of the descriptors the process may open (each thread
+/// holds one file at a time) and the walk (which needs about 64 per tree) is never refused one.
+/// (0, 0), the pool off, under a limit of 1024 descriptors.
+fn descriptor_share() -> (usize, i64) {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    if limit < 1024 {
+        return (0, 0);
+    }
+    let share = (limit / 4).min(THREADS as u64 + DIRS_OPEN as u64);
+    let threads = (share / 3).min(THREADS as u64);
+    (threads as usize, (share - threads) as i64)
+}
 
 #[derive(Debug)]
 enum Job {
@@ -216,7 +240,7 @@ impl Shared {
 
     /// A directory opened by `open`, unless the pool holds too many already.
     fn hold(&self, open: impl FnOnce() -> rustix::io::Result<OwnedFd>) -> Option<Arc<Dir>> {
-        if self.dirs_open.fetch_add(1, Ordering::Relaxed) >= DIRS_OPEN {
+        if self.dirs_open.fetch_add(1, Ordering::Relaxed) >= self.dirs_max {
             self.dirs_open.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
@@ -287,7 +311,7 @@ impl Shared {
     /// files; gives the job back when the pool holds too many directories to open another.
     fn expand(&self, parent: Arc<Dir>, parent_dev: u64, path: RelPath, name: CString) -> Result<(), Job> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        if self.dirs_open.load(Ordering::Relaxed) >= DIRS_OPEN {
+        if self.dirs_open.load(Ordering::Relaxed) >= self.dirs_max {
             return Err(Job::Expand { parent, dev: parent_dev, path, name });
         }
         let Some(dir) = self.hold(|| rustix::fs::openat(&parent.fd, name.as_c_str(), flags, Mode::empty())) else {
@@ -371,107 +395,6 @@ impl Shared {
             let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             // Timed: the hashers notify without taking the lock, so a wake-up can be missed.
             let _ = self.room.wait_timeout(queue, Duration::from_millis(50));
-        }
-    }
-}
-
-/// Whether the page at `offset` of `fd` is in the page cache (a one-byte read that does not wait).
-fn cached(fd: impl AsFd, offset: u64) -> bool {
-    let mut byte = [0u8];
-    matches!(
-        rustix::io::preadv2(fd, &mut [std::io::IoSliceMut::new(&mut byte)], offset, rustix::io::ReadWriteFlags::NOWAIT),
-        Ok(_) | Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS)
-    )
-}
-
-thread_local! {
-    /// A read on this thread found bytes missing from the page cache since [`cold_here`].
-    static MISSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Files hashed on this thread in the current run of [`MISS_RUN`], and those that missed.
-    static RECENT: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// Files of which [`MISSES`] must have missed the page cache for a tree to count as cold: a warm
-/// tree loses a page here and there (0.2% of the files of a kernel tree, on a busy machine).
-const MISS_RUN: u32 = 256;
-const MISSES: u32 = 8;
-
-/// Called once per file hashed on this thread: whether the files hashed here lately missed the
-/// page cache often enough to call the tree cold.
-pub(super) fn cold_here() -> bool {
-    let missed = MISSED.with(|missed| missed.replace(false));
-    RECENT.with(|recent| {
-        let (files, misses) = recent.get();
-        let (files, misses) = (files + 1, misses + u32::from(missed));
-        let cold = misses >= MISSES;
-        recent.set(if cold || files >= MISS_RUN { (0, 0) } else { (files, misses) });
-        cold
-    })
-}
-
-/// Reads into `buf` from `offset` what the page cache holds, without waiting for the storage, and
-/// notes a miss if it holds less (the caller reads the rest as usual); gives the bytes read.
-pub(super) fn read_cached(fd: impl AsFd, buf: &mut [u8], offset: u64) -> usize {
-    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if UNSUPPORTED.load(Ordering::Relaxed) {
-        return 0;
-    }
-    let flags = rustix::io::ReadWriteFlags::NOWAIT;
-    match rustix::io::preadv2(fd, &mut [std::io::IoSliceMut::new(buf)], offset, flags) {
-        Ok(n) => {
-            if n < buf.len() {
-                MISSED.with(|missed| missed.set(true));
-            }
-            n
-        }
-        Err(rustix::io::Errno::AGAIN) => {
-            MISSED.with(|missed| missed.set(true));
-            0
-        }
-        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-            UNSUPPORTED.store(true, Ordering::Relaxed);
-            0
-        }
-        Err(_) => 0,
-    }
-}
-
-/// Whether the first, middle and last pages of a file of `len` bytes are in the page cache; notes
-/// a miss if not.
-pub(super) fn looks_cached(fd: impl AsFd, len: u64) -> bool {
-    let cached = len == 0 || [0, len / 2, len - 1].into_iter().all(|offset| cached(fd.as_fd(), offset));
-    if !cached {
-        MISSED.with(|missed| missed.set(true));
-    }
-    cached
-}
-
-/// Reads a large file ahead of the thread hashing it, window by window.
-#[derive(Debug)]
-pub(super) struct Ahead<'a> {
-    fd: std::os::fd::BorrowedFd<'a>,
-    len: u64,
-    /// Announced up to here.
-    until: u64,
-}
-
-/// Bytes announced in one `WILLNEED`.
-pub(super) const WINDOW: u64 = 16 << 20;
-/// How far ahead of the hashing position a large file is announced.
-const LEAD: u64 = 128 << 20;
-
-impl<'a> Ahead<'a> {
-    pub(super) fn new(fd: std::os::fd::BorrowedFd<'a>, len: u64) -> Ahead<'a> {
-        Ahead { fd, len, until: 0 }
-    }
-
-    /// Hashing has reached `at`: announce up to `LEAD` bytes beyond it.
-    pub(super) fn reached(&mut self, at: u64) {
-        let goal = (at + LEAD).min(self.len);
-        while self.until < goal {
-            let n = WINDOW.min(self.len - self.until);
-            let _ = rustix::fs::fadvise(self.fd, self.until, NonZeroU64::new(n), Advice::WillNeed);
-            self.until += n;
         }
     }
 }
@@ -575,23 +498,5 @@ mod tests {
             assert!(!plain[0].iter().any(|e| e.path.as_bytes().starts_with(b"skip/")));
         }
         assert_eq!([states(a.path()), states(b.path())], before);
-    }
-
-    #[test]
-    fn a_tree_is_called_cold_after_enough_misses_among_recent_files_not_after_one() {
-        let miss = || MISSED.with(|missed| missed.set(true));
-        RECENT.with(|recent| recent.set((0, 0)));
-        // One miss now and then, as pages of a warm tree are reclaimed: never cold.
-        for i in 0..10 * MISS_RUN {
-            if i % (MISS_RUN / 4) == 0 {
-                miss();
-            }
-            assert!(!cold_here(), "file {i}");
-        }
-        // Misses in a row: cold at the MISSES-th.
-        for i in 1..=MISSES {
-            miss();
-            assert_eq!(cold_here(), i == MISSES, "miss {i}");
-        }
     }
 }
