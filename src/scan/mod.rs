@@ -5,6 +5,7 @@
 
 mod cache;
 mod hash;
+mod prefetch;
 mod shard;
 mod stream;
 mod walk;

@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::hash::{FileHash, HashError, hash_file, hash_pair};
+use super::prefetch::{self, Prefetcher};
 use super::xattr::read_xattrs;
 use super::{Cache, Progress, ScanOptions};
 use crate::digest::{ChunkSize, Digest};
@@ -37,6 +38,9 @@ pub(super) struct Walker<'a> {
     progress: &'a dyn Progress,
     /// Directories less deep than this have their subdirectories walked in parallel.
     parallel_depth: usize,
+    /// Reads ahead of the hashing once the tree turns out not to be in the page cache; none with
+    /// a cache, whose point is not to read most files.
+    prefetch: Option<Prefetcher>,
 }
 
 pub(super) fn kind_of(stat: &Stat) -> Kind {
@@ -101,7 +105,35 @@ impl<'a> Walker<'a> {
             },
             progress,
             parallel_depth: stack::PARALLEL_DEPTH,
+            prefetch: options.cache.is_none().then(|| Prefetcher::new(&options.exclude, options.one_file_system)),
         }
+    }
+
+    /// The walk has listed the directory open as `dir` (whose entry is `entry`), keeping `names`.
+    pub(super) fn listed(&self, dir: &OwnedFd, entry: &Entry, names: &Names) {
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.announce(dir, &entry.path, names);
+        }
+    }
+
+    /// Starts the read-ahead pool whether or not the tree is cold (for tests: every scan result
+    /// must be the same with it as without).
+    #[cfg(test)]
+    pub(super) fn prefetch_now(&self) {
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.saw_miss();
+        }
+    }
+
+    /// A file of `size` bytes has been read and hashed on this thread.
+    fn hashed(&self, size: u64) {
+        if let Some(prefetch) = &self.prefetch {
+            if prefetch::cold_here() {
+                prefetch.saw_miss();
+            }
+            prefetch.hashed(size);
+        }
+        self.progress.file_done(size);
     }
 
     pub(super) fn shard(&self) -> Option<crate::shard::Shard> {
@@ -282,7 +314,7 @@ impl Walker<'_> {
     fn hash_open(&self, fd: OwnedFd, before: &Stat, entry: &mut Entry) {
         self.hash_checked(fd, before, entry);
         self.drop_racy_stamp(entry);
-        self.progress.file_done(entry.size);
+        self.hashed(entry.size);
     }
 
     fn drop_racy_stamp(&self, entry: &mut Entry) {
@@ -366,7 +398,7 @@ impl Walker<'_> {
 const RACY_SECONDS: i64 = 1;
 
 /// How regular files are opened: never through a symlink, and a FIFO swapped in cannot block us.
-const FILE_FLAGS: OFlags =
+pub(super) const FILE_FLAGS: OFlags =
     OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK).union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
 
 /// A name listed in the source directory, the target directory or both, with each side's type.
@@ -424,18 +456,18 @@ impl Walker<'_> {
         self.settle(&fd_b, &stat_b, entry_b, hash_b);
         for entry in &mut entries {
             self.drop_racy_stamp(entry);
-            self.progress.file_done(entry.size);
+            self.hashed(entry.size);
         }
         Some(entries)
     }
 }
 
 /// Names in a directory with the type its listing gives.
-type Names = Vec<(CString, FileType)>;
+pub(super) type Names = Vec<(CString, FileType)>;
 
 /// The names in `dir` other than `.` and `..` with the type the listing gives (`Unknown` on
 /// file systems that do not say), sorted by bytes.
-fn list_names(dir: &OwnedFd) -> std::io::Result<Names> {
+pub(super) fn list_names(dir: &OwnedFd) -> std::io::Result<Names> {
     let fd = rustix::io::dup(dir)?;
     let mut reader = rustix::fs::Dir::new(fd)?;
     let mut names = Vec::new();

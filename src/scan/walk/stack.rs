@@ -220,7 +220,9 @@ impl Walker<'_> {
             self.record_xattrs(&fd, &mut entry);
             match list_names(&fd) {
                 Ok(listed) => {
-                    names[k] = Some(self.included(&fd, &mut entry, listed));
+                    let kept = self.included(&fd, &mut entry, listed);
+                    self.listed(&fd, &entry, &kept);
+                    names[k] = Some(kept);
                     self.progress.dir_done();
                     // Only a directory on the stack of the sequential walk can lose its descriptor
                     // and have to be recognised again.
