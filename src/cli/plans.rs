@@ -39,34 +39,17 @@ impl Making<'_> {
         build_plan_into(self.source, self.target, self.options, output, std::io::BufWriter::new(out))
     }
 
-    /// Writes the plan to a private temporary file and reads it back checked, to show or
-    /// apply it without holding its operations.
+    /// Makes the plan into a checked plan (its operations kept in a private temporary file),
+    /// to show or apply it without holding them.
     pub(super) fn checked(self) -> Result<(CheckedPlan, cutover::diff::Report)> {
-        let mut file = tempfile::tempfile().context("creating a temporary file for the plan")?;
-        let (_, _, report) = self.write(&mut file).context("writing the plan to a temporary file")?;
-        let plan = CheckedPlan::open(std::io::BufReader::new(ReadFrom::start(&file)), Path::new("<plan>"))?;
-        Ok((plan, report))
-    }
-}
-
-/// Reads a file from an offset of its own (the file's shared position untouched).
-struct ReadFrom<'a> {
-    file: &'a std::fs::File,
-    at: u64,
-}
-
-impl<'a> ReadFrom<'a> {
-    fn start(file: &'a std::fs::File) -> Self {
-        ReadFrom { file, at: 0 }
-    }
-}
-
-impl std::io::Read for ReadFrom<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
+        let holes = self.holes;
+        let mut prepare = |op: &mut Operation, chunk: ChunkSize| {
+            if let Some(holes) = &holes {
+                record_holes(op, chunk, holes);
+            }
+        };
+        let output = PlanOutput { identity: self.identity, prepare: &mut prepare };
+        Ok(CheckedPlan::build(self.source, self.target, self.options, output)?)
     }
 }
 

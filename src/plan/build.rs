@@ -62,6 +62,17 @@ pub fn build_plan_into(
     output: PlanOutput<'_>,
     out: impl Write,
 ) -> std::io::Result<(PlanHead, Tally, Report)> {
+    build_plan_summed(source, target, options, output, out).map(|(head, tally, _, report)| (head, tally, report))
+}
+
+/// [`build_plan_into`], also returning the plan's checksum.
+pub(super) fn build_plan_summed(
+    source: &Manifest,
+    target: &Manifest,
+    options: &PlanOptions,
+    output: PlanOutput<'_>,
+    out: impl Write,
+) -> std::io::Result<(PlanHead, Tally, String, Report)> {
     let report = diff(source, target, &DiffOptions { meta: options.meta });
     let side = |info: &crate::diff::SideInfo, m: &Manifest| PlanSide {
         root: info.root.clone(),
@@ -96,9 +107,9 @@ pub fn build_plan_into(
         }
     }
     head.unrepairable = builder.finish()?;
-    let (tally, _) = writer.finish(&head)?;
+    let (tally, checksum) = writer.finish(&head)?;
     head.totals = tally.totals;
-    Ok((head, tally, report))
+    Ok((head, tally, checksum, report))
 }
 
 /// The operations that make `target` equal to `source`, all in memory, and the diff they were

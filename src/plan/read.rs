@@ -17,8 +17,10 @@ use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::format::{HashWriter, OPERATIONS, OrderCheck, head_members, operation_json, write_members};
-use super::{Operation, PLAN_FORMAT, Plan, PlanError, PlanHead, Tally};
+use super::{Operation, PLAN_FORMAT, Plan, PlanError, PlanHead, PlanOptions, PlanOutput, Tally};
+use crate::diff::Report;
 use crate::digest::ChunkSize;
+use crate::manifest::Manifest;
 use crate::path::RelPath;
 
 /// A plan file that passed every check, with its operations kept aside to be read in order.
@@ -35,6 +37,10 @@ pub struct CheckedPlan {
     /// The operations, one compact JSON per line.
     spill: std::fs::File,
     file: String,
+    /// The spill is a whole plan as [`super::PlanWriter`] writes it: a first line before the
+    /// operations, each operation on a line of its own ending in `,` but the last, then a line
+    /// starting with `]`.
+    written: bool,
 }
 
 impl CheckedPlan {
@@ -107,12 +113,49 @@ impl CheckedPlan {
             return Err(malformed(format!("totals {:?} are not those of its operations", head.totals)));
         }
         let id = typed.map(|typed| typed.finish()[..32].to_string()).unwrap_or_default();
-        Ok(CheckedPlan { head, tally, id, followers, spill, file })
+        Ok(CheckedPlan { head, tally, id, followers, spill, file, written: false })
+    }
+
+    /// Makes the plan that turns `target` into `source` and keeps it checked, without a plan
+    /// file to read back: each operation is copied aside as the plan writer takes it, and the
+    /// writer checks what reading would (paths, order, links, chunks; the totals are its own
+    /// count). For `repair`, which plans and applies at once.
+    pub fn build(
+        source: &Manifest,
+        target: &Manifest,
+        options: &PlanOptions,
+        output: PlanOutput<'_>,
+    ) -> Result<(CheckedPlan, Report), PlanError> {
+        let file = "<plan>".to_string();
+        let io = |cause: std::io::Error| PlanError::Io { file: file.clone(), cause };
+        let spill = tempfile::tempfile().map_err(io)?;
+        let copy = std::io::BufWriter::new(spill.try_clone().map_err(io)?);
+        let mut followers: HashMap<RelPath, Vec<RelPath>> = HashMap::new();
+        let outer = output.prepare;
+        let mut prepare = |op: &mut Operation, chunk: ChunkSize| {
+            outer(op, chunk);
+            if let Operation::Link { to, to_bytes, .. } = &*op
+                && let (Ok(path), Ok(to)) = (op.at().rel(), RelPath::from_report(to, to_bytes.as_deref()))
+            {
+                followers.entry(to).or_default().push(path);
+            }
+        };
+        let output = PlanOutput { identity: output.identity, prepare: &mut prepare };
+        // The plan as the writer lays it out (one operation per line) is the spill itself.
+        let (head, tally, checksum, report) =
+            super::build::build_plan_summed(source, target, options, output, copy).map_err(io)?;
+        let id = checksum[..32].to_string();
+        Ok((CheckedPlan { head, tally, id, followers, spill, file, written: true }, report))
     }
 
     /// The operations in plan order, read one at a time from the checked copy.
     pub fn operations(&self) -> Operations<'_> {
-        Operations { lines: BufReader::new(AtReader { file: &self.spill, at: 0 }), line: Vec::new(), plan: self }
+        Operations {
+            lines: BufReader::new(AtReader { file: &self.spill, at: 0 }),
+            line: Vec::new(),
+            plan: self,
+            started: !self.written,
+        }
     }
 
     /// The names `link` operations make other names of the inode whose first name is `first`.
@@ -138,22 +181,31 @@ pub struct Operations<'a> {
     lines: BufReader<AtReader<'a>>,
     line: Vec<u8>,
     plan: &'a CheckedPlan,
+    /// The line before the first operation (of a written plan) was passed.
+    started: bool,
 }
 
 impl Iterator for Operations<'_> {
     type Item = Result<Operation, PlanError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.line.clear();
         let file = || self.plan.file.clone();
-        match self.lines.read_until(b'\n', &mut self.line) {
-            Ok(0) => None,
-            Ok(_) => Some(
-                serde_json::from_slice(&self.line)
-                    .map_err(|e| PlanError::Malformed { file: file(), why: format!("re-reading its operations: {e}") }),
-            ),
-            Err(cause) => Some(Err(PlanError::Io { file: file(), cause })),
+        loop {
+            self.line.clear();
+            match self.lines.read_until(b'\n', &mut self.line) {
+                Ok(0) => return None,
+                Ok(_) if !std::mem::replace(&mut self.started, true) => continue,
+                Ok(_) if self.plan.written && self.line.starts_with(b"]") => return None,
+                Ok(_) => break,
+                Err(cause) => return Some(Err(PlanError::Io { file: file(), cause })),
+            }
         }
+        let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+        let line = line.strip_suffix(b",").unwrap_or(line);
+        Some(
+            serde_json::from_slice(line)
+                .map_err(|e| PlanError::Malformed { file: file(), why: format!("re-reading its operations: {e}") }),
+        )
     }
 }
 
