@@ -42,14 +42,17 @@ measure() {
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# runs NAME ENTRIES CMD... -- RUNS interleaved runs of cutover (and BEFORE); prints a table row
+# runs NAME ENTRIES LIMIT CMD... -- RUNS interleaved runs of cutover (and BEFORE, when ENTRIES <=
+# LIMIT), each after $PREP (untimed) when set; prints a table row
 runs() {
-  local name=$1 entries=$2; shift 2
+  local name=$1 entries=$2 limit=$3; shift 3
   local at=() am=() bt=() bm=() r i
   for ((i = 1; i <= RUNS; i++)); do
+    [[ -n ${PREP:-} ]] && bash -c "$PREP"
     r=$(measure "$name-after" "$CUTOVER" "$@") || return 1
     at+=("${r% *}"); am+=("${r#* }")
-    if [[ -n ${BEFORE:-} ]] && ((entries <= BEFORE_MAX)); then
+    if [[ -n ${BEFORE:-} ]] && ((entries <= limit)); then
+      [[ -n ${PREP:-} ]] && bash -c "$PREP"
       r=$(measure "$name-before" "$BEFORE" "$@") || return 1
       bt+=("${r% *}"); bm+=("${r#* }")
     fi
@@ -79,7 +82,7 @@ for sc in "${scenarios[@]}"; do
         [[ -e $a ]] || { echo "== writing $a" >&2; "$SYNTH" "$a" "$n"; }
         [[ -e $b ]] || { echo "== writing $b ($CHANGED files changed)" >&2; "$SYNTH" "$b" "$n" "$CHANGED"; }
         echo "== diff of two $n-entry manifests ($(du -h "$a" | cut -f1) each)" >&2
-        runs "diff" "$n" diff -q "$a" "$b"
+        runs "diff" "$n" "$BEFORE_MAX" diff -q "$a" "$b"
       done
       ;;
     scan)
@@ -88,10 +91,12 @@ for sc in "${scenarios[@]}"; do
         echo "== generating $d (once; slow)" >&2
         rm -rf -- "$d"; python3 benches/gen.py memory "$d" "$SCAN_FILES"; date -u +%FT%TZ >"$d.done"
       fi
-      find "$d" -type f -print0 | xargs -0 -r cat >/dev/null   # warm
-      entries=$(( SCAN_FILES + SCAN_FILES / 100 + 1 ))
-      echo "== scan of $SCAN_FILES files writing a manifest" >&2
-      runs "scan -o" "$entries" scan "$d" -o "$BENCH_DIR/out/scan-$SCAN_FILES.manifest"
+      m=$BENCH_DIR/out/scan-$SCAN_FILES.manifest
+      echo "== scan of $SCAN_FILES files writing a manifest (the tree warmed before every run)" >&2
+      PREP="find '$d' -type f -print0 | xargs -0 -r cat >/dev/null" runs "scan -o" 1 "$SCAN_FILES" scan "$d" -o "$m"
+      # The entry count, for the per-entry figure, from the manifest's header line.
+      entries=$(head -n 2 "$m" | tail -n 1 | python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["entries"])')
+      rows[-1]=$(awk -v row="${rows[-1]}" -v e="$entries" 'BEGIN { n = split(row, c, "|"); printf "| scan -o | %d |%s|%s| %.1f B |", e, c[4], c[5], c[5] * 1048576 / e; for (i = 7; i < n; i++) printf "%s|", c[i] }')
       ;;
     *) echo "memory-stream.sh: unknown scenario '$sc' (diff scan)" >&2; exit 2 ;;
   esac

@@ -20,9 +20,12 @@ use crate::digest::Digest;
 use crate::path::RelPath;
 
 /// A hard link's record holds the index of its first name. To find that name again without
-/// keeping every path, the stream remembers where every `CHECKPOINT_EVERY`th record starts
-/// (and the path before it, which its prefix compression needs) and reads forward from there.
-const CHECKPOINT_EVERY: u64 = 256;
+/// keeping every path, the stream remembers where every so many records one starts (and the
+/// path before it, which its prefix compression needs) and reads forward from there: every
+/// `CHECKPOINT_EVERY`th record at first; when `CHECKPOINTS_KEPT` are held, every other one is
+/// dropped and the spacing doubled, so their memory does not grow with the manifest.
+const CHECKPOINT_EVERY: u64 = if cfg!(test) { 2 } else { 256 };
+const CHECKPOINTS_KEPT: usize = if cfg!(test) { 8 } else { 1 << 14 };
 /// First names found again, kept for the next names of the same inode; emptied when full.
 const RESOLVED_KEPT: usize = 1 << 16;
 
@@ -63,7 +66,12 @@ impl EntryStream {
             last: None,
             held: 0,
             check: TreeCheck::new(),
-            links: LinkIndex { file: again, checkpoints: Vec::new(), resolved: HashMap::new() },
+            links: LinkIndex {
+                file: again,
+                every: CHECKPOINT_EVERY,
+                checkpoints: Vec::new(),
+                resolved: HashMap::new(),
+            },
             deferred: None,
             done: false,
         })
@@ -86,9 +94,9 @@ impl EntryStream {
                 return Ok(None);
             };
             let index = self.held;
-            if self.header.hard_links && index.is_multiple_of(CHECKPOINT_EVERY) {
+            if self.header.hard_links && index.is_multiple_of(self.links.every) {
                 let previous = self.last.as_ref().map_or_else(Box::default, |p| p.as_bytes().into());
-                self.links.checkpoints.push(Checkpoint { offset: record_start, previous });
+                self.links.add(Checkpoint { offset: record_start, previous });
             }
             self.held += 1;
             self.last = Some(entry.path.clone());
@@ -155,17 +163,31 @@ struct Checkpoint {
 struct LinkIndex {
     /// The manifest opened a second time, read by position.
     file: File,
+    /// Checkpoint `i` is at record `i * every`.
+    every: u64,
     checkpoints: Vec<Checkpoint>,
     resolved: HashMap<u64, LinkTarget>,
 }
 
 impl LinkIndex {
+    fn add(&mut self, checkpoint: Checkpoint) {
+        self.checkpoints.push(checkpoint);
+        if self.checkpoints.len() >= CHECKPOINTS_KEPT {
+            let mut i = 0;
+            self.checkpoints.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.every *= 2;
+        }
+    }
+
     /// The entry at record `index`, an earlier record than the one being read by `main`.
     fn resolve(&mut self, index: u64, main: &Reader<File>, header: &Header) -> Result<LinkTarget, ManifestError> {
         if let Some(known) = self.resolved.get(&index) {
             return Ok(known.clone());
         }
-        let checkpoint = &self.checkpoints[(index / CHECKPOINT_EVERY) as usize];
+        let checkpoint = &self.checkpoints[(index / self.every) as usize];
         let at = At { file: &self.file, position: checkpoint.offset };
         let mut reader = Reader {
             input: BufReader::with_capacity(1 << 14, at),
@@ -174,7 +196,7 @@ impl LinkIndex {
             file: main.file.clone(),
         };
         let mut previous = checkpoint.previous.to_vec();
-        let mut record = index - index % CHECKPOINT_EVERY;
+        let mut record = index - index % self.every;
         let target = loop {
             if reader.byte()? != TAG_ENTRY {
                 return Err(main.corrupt(format!("entry {index} changed while the manifest was being read")));
@@ -205,5 +227,30 @@ impl Read for At<'_> {
         let n = self.file.read_at(buf, self.position)?;
         self.position += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_links_are_found_again_however_far_back_after_the_checkpoints_thinned() {
+        let tree = tempfile::tempdir().unwrap();
+        for i in 0..400 {
+            let path = tree.path().join(format!("d{}/f{i:03}", i % 5));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("{i}")).unwrap();
+        }
+        for (i, first) in ["d0/f000", "d1/f001", "d2/f202", "d4/f399"].iter().enumerate() {
+            std::fs::hard_link(tree.path().join(first), tree.path().join(format!("z{i}"))).unwrap();
+            std::fs::hard_link(tree.path().join(first), tree.path().join(format!("d4/z{i}"))).unwrap();
+        }
+        let manifest = crate::scan::scan(tree.path(), &crate::scan::ScanOptions::default()).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        crate::manifest::write_manifest(&manifest, file.as_file()).unwrap();
+        let streamed: Vec<Entry> = EntryStream::open(file.path()).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(streamed, crate::manifest::read_manifest(file.path()).unwrap().entries);
+        assert_eq!(streamed.iter().filter(|e| e.hard_link().is_some()).count(), 8);
     }
 }
