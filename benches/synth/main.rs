@@ -75,6 +75,7 @@ fn write(out: &Path, files: u64, changed: u64) -> std::io::Result<()> {
         rdev: true,
         stamps: false,
         scrub: None,
+        shard: None,
         started: "2026-12-02T00:00:00.000Z".into(),
         finished: "2026-12-02T00:00:00.000Z".into(),
     };
