@@ -155,3 +155,56 @@ fn shards_of_one_plan_with_different_counts_do_not_all_succeed_leaving_work_undo
         diff.stdout_text()
     );
 }
+
+/// A part given on standard input (`ssh host cat src.1.part | cutover plan --delete - tgt`)
+/// was taken as a whole manifest, where the same part named as a file is refused: the plan
+/// then removed every target file the other parts hold, and apply deleted them (exit 0).
+#[test]
+fn a_part_on_standard_input_is_refused_as_a_part_named_as_a_file_is() {
+    let source = Tree::new();
+    for i in 0..20 {
+        source.file(&format!("d{i}/f"), format!("file {i}"));
+    }
+    let target = source.copy();
+    let work = Tree::new();
+    let part = work.at("src.1.part");
+    cutover(["scan", "--shard", "1/2", "-o"]).arg(&part).arg(source.path()).run().expect_code(0);
+    let bytes = std::fs::read(&part).unwrap();
+    let diff = cutover(["diff", "-"]).arg(target.path()).stdin(bytes.clone()).run();
+    assert_eq!(diff.code(), 2, "a single part on stdin gave a verdict: {}", diff.stdout_text());
+    assert!(diff.stderr.contains("part 1/2 of a sharded scan"), "{}", diff.stderr);
+    let plan = work.at("plan.json");
+    let made = cutover(["plan", "--delete", "-o"]).arg(&plan).arg("-").arg(target.path()).stdin(bytes).run();
+    assert_eq!(made.code(), 2, "a plan made from a single part on stdin: {}", made.stdout_text());
+    assert!(!plan.exists());
+}
+
+/// `scan --cache PART --changed-from LIST` took every entry of an unlisted directory from the
+/// cache as it is: from a part, that is only the files its shard owns. The new manifest, a whole
+/// one by its header, lacked the rest, and a diff against the very tree it scanned called them
+/// extra (a `plan --delete` removes them). A cache must be a scan of the same shard (or none).
+#[test]
+fn a_part_is_not_used_as_the_cache_of_a_scan_of_another_shard() {
+    let tree = Tree::new();
+    for i in 0..10 {
+        for j in 0..4 {
+            tree.file(&format!("d{i}/f{j}"), format!("{i}{j}"));
+        }
+    }
+    let work = Tree::new();
+    let part = work.at("p1");
+    cutover(["scan", "--shard", "1/2", "-o"]).arg(&part).arg(tree.path()).run().expect_code(0);
+    std::fs::write(work.at("list"), "d1/f1\n").unwrap();
+    let manifest = work.at("new.manifest");
+    cutover(["scan", "--cache"])
+        .arg(&part)
+        .arg("--changed-from")
+        .arg(work.at("list"))
+        .arg("-o")
+        .arg(&manifest)
+        .arg(tree.path())
+        .run()
+        .expect_code(0);
+    let diff = cutover(["diff"]).arg(&manifest).arg(tree.path()).run();
+    assert_eq!(diff.code(), 0, "a scan of a tree differs from the tree: {}", diff.stdout_text());
+}
