@@ -784,7 +784,8 @@ fn report_problems(manifest: &Manifest) -> u8 {
 /// Reads a manifest named on the command line (`-` is standard input).
 fn load_manifest(path: &Path) -> Result<Manifest> {
     if path.as_os_str() == "-" {
-        return Ok(read_manifest_from(std::io::stdin().lock(), Path::new("<stdin>"))?);
+        let stdin = Path::new("<stdin>");
+        return shard::whole(read_manifest_from(std::io::stdin().lock(), stdin)?, stdin);
     }
     std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
     shard::whole(read_manifest(path)?, path)

@@ -107,6 +107,10 @@ impl Cache {
             Some("it was scanned with extended attributes set differently")
         } else if header.one_file_system != options.one_file_system {
             Some("its one-file-system setting differs")
+        } else if header.shard.is_some() && header.shard != options.shard {
+            // A part holds only its shard's files: entries taken from it as they are (with
+            // --changed-from) would leave the others out of this scan.
+            Some("it is a part of a sharded scan, which holds only the files of its own shard")
         } else {
             None
         };
