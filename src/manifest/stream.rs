@@ -49,7 +49,18 @@ impl EntryStream {
     /// Opens the manifest at `path` and reads its header.
     pub fn open(path: &Path) -> Result<Self, ManifestError> {
         let io = |cause| ManifestError::Io { file: path.display().to_string(), cause };
-        let file = File::open(path).map_err(io)?;
+        let mut file = File::open(path).map_err(io)?;
+        // Hard links' first names are found again by position, which a pipe or socket cannot
+        // do: such input is first copied into a private temporary file.
+        if !file.metadata().map_err(io)?.is_file() {
+            let mut copy = tempfile::tempfile().map_err(|cause| ManifestError::Io {
+                file: format!("{} (copying it to a temporary file, as it is not a regular file)", path.display()),
+                cause,
+            })?;
+            std::io::copy(&mut file, &mut copy).map_err(io)?;
+            std::io::Seek::rewind(&mut copy).map_err(io)?;
+            file = copy;
+        }
         let again = file.try_clone().map_err(io)?;
         let mut reader = Reader {
             input: BufReader::with_capacity(1 << 16, file),
