@@ -135,7 +135,6 @@ fn a_manifest_with_hard_links_read_from_a_pipe_is_compared() {
 /// (Run at once, the same happens: both exit 0 with entries still missing.) Another count of
 /// the same plan must be refused, as the shards of another plan are.
 #[test]
-#[ignore = "not fixed yet: the shared lock of a sharded apply does not record the shard count"]
 fn shards_of_one_plan_with_different_counts_do_not_all_succeed_leaving_work_undone() {
     let source = Tree::new();
     for d in 0..4 {

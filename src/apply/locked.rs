@@ -28,12 +28,13 @@ impl LockedTarget {
     }
 
     /// [`LockedTarget::open`] for one shard of a sharded run: the shards of plan `group` share
-    /// the target, each shard (`member`, the id of its part) once (see `state::lock`).
+    /// the target, each shard (`member`, the id of its part) once, all cut into the same number
+    /// of shards (see `state::lock`).
     pub fn open_shard(
         target: &Path,
         state: &StateDir,
         command: &str,
-        group: &str,
+        group: (&str, u32),
         member: &str,
     ) -> Result<LockedTarget, ApplyError> {
         Self::open_as(target, state, command, Some((group, member)))
@@ -43,7 +44,7 @@ impl LockedTarget {
         target: &Path,
         state: &StateDir,
         command: &str,
-        shard: Option<(&str, &str)>,
+        shard: Option<((&str, u32), &str)>,
     ) -> Result<LockedTarget, ApplyError> {
         let root = TargetRoot::open(target)?;
         state.check_outside(target)?;

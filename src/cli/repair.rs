@@ -272,7 +272,9 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
         state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.head.source.root)))?;
     }
     let mut target = match shard {
-        Some(_) => LockedTarget::open_shard(&target, &state, "apply --shard", &whole_id, &plan.id)?,
+        Some(shard) => {
+            LockedTarget::open_shard(&target, &state, "apply --shard", (&whole_id, shard.count()), &plan.id)?
+        }
         None => LockedTarget::open(&target, &state, "apply")?,
     };
     let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };

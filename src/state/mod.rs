@@ -42,6 +42,10 @@ pub enum StateError {
     #[error(transparent)]
     Busy(#[from] lock::Busy),
     #[error(
+        "shards of this plan were started on {tree} with --shard I/{was}; this one says I/{now}: run every shard with the same count (or the whole plan without --shard)"
+    )]
+    ShardCount { tree: String, was: u32, now: u32 },
+    #[error(
         "the state directory {state} lies inside {tree}, where its files would be written into the tree: choose another with --state DIR"
     )]
     Inside { state: String, tree: String },

@@ -19,6 +19,7 @@ use crate::state::{StateError, TreeState};
 const GATE: &str = "gate";
 const GROUP_PREFIX: &str = "sharded.";
 const MEMBER_PREFIX: &str = "shard.";
+const COUNT_PREFIX: &str = "shards.";
 
 impl TreeLock {
     /// Locks `dir` for shard `member` (the id of its part of the plan) of the sharded run of
@@ -28,11 +29,12 @@ impl TreeLock {
         dir: OwnedFd,
         state: TreeState,
         command: &str,
-        group: &str,
+        (group, count): (&str, u32),
         member: &str,
     ) -> Result<TreeLock, StateError> {
         let gate = open(&state, GATE)?;
         flock(gate.as_fd(), FlockOperation::LockExclusive).map_err(lock_err(&state, GATE))?;
+        check_count(&state, group, count)?;
         let locked = match flock(&dir, FlockOperation::NonBlockingLockShared) {
             Ok(()) => dir,
             Err(Errno::WOULDBLOCK) => return Err(busy(&state).into()),
@@ -86,6 +88,28 @@ impl TreeLock {
     /// Whether this is one shard's lock of a sharded run.
     pub fn is_shared(&self) -> bool {
         !self._shard.is_empty()
+    }
+}
+
+/// The shard count of plan `group` is kept in `shards.<plan id>`, by the first shard to start:
+/// shards cut with another count would leave operations that no shard owns, and every shard
+/// would still finish with nothing left to do. (Left in place: small, and a plan is applied
+/// once.)
+fn check_count(state: &TreeState, group: &str, count: u32) -> Result<(), StateError> {
+    use std::io::{Read, Write};
+    let name = format!("{COUNT_PREFIX}{group}");
+    let mut file = open(state, &name)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(crate::state::io_err("read", &state.dir().join(&name)))?;
+    match text.trim().parse::<u32>() {
+        Ok(was) if was != count => {
+            Err(StateError::ShardCount { tree: state.tree().display().to_string(), was, now: count })
+        }
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let write = |file: &mut std::fs::File| writeln!(file, "{count}").and_then(|()| file.sync_all());
+            write(&mut file).map_err(crate::state::io_err("write", &state.dir().join(&name)))
+        }
     }
 }
 
@@ -154,7 +178,7 @@ mod tests {
         let state = StateDir::at(dir.path());
         let tree_state = || state.tree(tree.path()).unwrap();
         let shard = |group: &str, member: &str| {
-            TreeLock::acquire_shared(open_dir(tree.path()), tree_state(), "apply --shard", group, member)
+            TreeLock::acquire_shared(open_dir(tree.path()), tree_state(), "apply --shard", (group, 2), member)
         };
         let busy = |result: Result<TreeLock, StateError>| matches!(result, Err(StateError::Busy(_)));
         let mut one = shard("aa", "a1").unwrap();
