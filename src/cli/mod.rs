@@ -2,6 +2,8 @@
 //! about clap, terminals and process exit codes; the library gets plain values.
 
 mod html;
+mod inputs;
+mod itemize;
 mod manual;
 mod metrics;
 mod progress;
@@ -46,6 +48,16 @@ struct Cli {
     /// on the storage, as rclone's --checkers does.
     #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     jobs: Option<u16>,
+    /// Print nothing but errors: no summary, no warnings, no progress (files asked for, and
+    /// data sent to standard output with `-o -` or `--b3sum`, are still written). The exit
+    /// code tells the verdict.
+    #[arg(short, long, global = true, conflicts_with = "progress")]
+    quiet: bool,
+    /// Show progress on standard error also when it is not a terminal: a plain line every few
+    /// seconds and one at the end of each phase, for logs. On a terminal progress is shown
+    /// anyway.
+    #[arg(long, global = true)]
+    progress: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,10 +153,10 @@ impl VerifyArg {
             }
             let path = cutover::path::RelPath::parse(line).map_err(|e| {
                 anyhow::anyhow!(
-                    "{}: entry {}: {:?} is not a path relative to the tree's root: {e}",
+                    "{}: entry {}: '{}' is not a path relative to the tree's root: {e}",
                     file.display(),
                     number + 1,
-                    String::from_utf8_lossy(line)
+                    render::shown(line)
                 )
             })?;
             paths.push(path);
@@ -159,6 +171,13 @@ impl VerifyArg {
             (false, Some(of)) => Scrub::next(of, cache.header.scrub),
             (false, None) => Scrub::Off,
         }
+    }
+}
+
+/// A warning on stderr, unless `-q`.
+pub(crate) fn warn(text: impl std::fmt::Display) {
+    if !progress::quiet() {
+        eprintln!("cutover: warning: {text}");
     }
 }
 
@@ -185,13 +204,13 @@ pub(crate) fn state_cache(
     let manifest = match state.last_manifest()? {
         Ok(manifest) => manifest,
         Err(e) => {
-            eprintln!("cutover: warning: {e}; not used as a cache: every file of {} is read", state.tree().display());
+            warn(format_args!("{e}; not used as a cache: every file of {} is read", state.tree().display()));
             return None;
         }
     };
     let scrub = verify.scrub(&manifest);
     Cache::new(Arc::new(manifest), options, scrub)
-        .map_err(|why| eprintln!("cutover: warning: the last manifest of {}: {why}", state.tree().display()))
+        .map_err(|why| warn(format_args!("the last manifest of {}: {why}", state.tree().display())))
         .ok()
         .map(|cache| Arc::new(with_changed(cache, changed)))
 }
@@ -219,7 +238,7 @@ pub(crate) fn load_cache(
             return None;
         }
         Err(e) => {
-            eprintln!("cutover: warning: {e}; not used as a cache: every file is read");
+            warn(format_args!("{e}; not used as a cache: every file is read"));
             return None;
         }
     };
@@ -227,7 +246,7 @@ pub(crate) fn load_cache(
     match Cache::new(Arc::new(manifest), options, scrub) {
         Ok(cache) => Some(Arc::new(with_changed(cache, changed))),
         Err(why) => {
-            eprintln!("cutover: warning: {}: {why}", path.display());
+            warn(format_args!("{}: {why}", path.display()));
             None
         }
     }
@@ -303,9 +322,6 @@ struct DiffArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
-    /// Print nothing; only the exit code tells.
-    #[arg(short, long)]
-    quiet: bool,
     /// Also write the report as one self-contained HTML page (docs/report.md).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
@@ -368,6 +384,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(EXIT_TROUBLE);
     }
     let cli = Cli::parse();
+    progress::configure(cli.quiet, cli.progress);
     let jobs = cli
         .jobs
         .map(usize::from)
@@ -529,7 +546,8 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
     let mut options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
     let changed = args.verify.changed_paths()?;
     options.cache = args.cache.as_deref().and_then(|path| load_cache(path, &options, &args.verify, changed.as_deref()));
-    let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
+    let totals = options.cache.as_ref().map(|cache| progress::Totals::of_tree(cache.manifest()));
+    let manifest = progress::with_progress(progress::SCANNING, totals, |p| scan_with_progress(&args.dir, &options, p))?;
     // With --cache, say what was read and what trusted (everything read on a first run).
     let verified = match &options.cache {
         Some(cache) => Some(cache.verified()),
@@ -562,10 +580,14 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
         let to_stdout = output.as_os_str() == "-" || is_stdout(output);
         drop(out);
         write_output(output, |out| Ok(write_manifest(&manifest, out)?))?;
-        let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
+        let mut summary: Box<dyn Write> = match (progress::quiet(), to_stdout) {
+            (true, _) => Box::new(std::io::sink()),
+            (false, true) => Box::new(std::io::stderr()),
+            (false, false) => Box::new(stdout.lock()),
+        };
         render::scan_summary(&mut summary, &manifest, &args.dir)?;
         render::verified_summary(&mut summary, &manifest, verified)?;
-    } else {
+    } else if !progress::quiet() {
         render::scan_summary(&mut out, &manifest, &args.dir)?;
         render::verified_summary(&mut out, &manifest, verified)?;
     }
@@ -693,26 +715,27 @@ fn is_stdout(path: &Path) -> bool {
 
 /// Prints every entry that could not be hashed; EXIT_TROUBLE when there was one.
 fn report_problems(manifest: &Manifest) -> u8 {
-    let mut count = 0;
+    let mut count = 0u64;
     for (entry, problem) in manifest.problems() {
         count += 1;
         eprintln!("cutover: {}: {problem}", render::shown(entry.path.as_bytes()));
     }
     if count > 0 {
-        eprintln!("cutover: {count} entries could not be hashed");
+        eprintln!("cutover: {} could not be hashed", render::count(count, "entry", "entries"));
         EXIT_TROUBLE
     } else {
         EXIT_SAME
     }
 }
 
-/// Reads a manifest named on the command line (`-` is standard input).
-fn load_manifest(path: &Path) -> Result<Manifest> {
+/// Reads a manifest named on the command line (`-` is standard input) for `command`; a file
+/// that is something else is named as such.
+fn load_manifest(path: &Path, command: &str) -> Result<Manifest> {
     if path.as_os_str() == "-" {
         return Ok(read_manifest_from(std::io::stdin().lock(), Path::new("<stdin>"))?);
     }
     std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
-    Ok(read_manifest(path)?)
+    read_manifest(path).map_err(|e| inputs::explain(path, inputs::Wanted::Side, command, e))
 }
 
 fn is_dir(path: &Path) -> bool {
@@ -727,6 +750,7 @@ pub(crate) fn load_pair(
     target: &Path,
     scan: &ScanArg,
     meta: MetaSet,
+    command: &str,
     progress: &dyn Progress,
 ) -> Result<(Manifest, Manifest)> {
     let xattrs = meta.xattr;
@@ -740,16 +764,16 @@ pub(crate) fn load_pair(
         // Walked together: a file on both sides is read in one pass and equal bytes hashed once.
         (true, true) => scan_pair(source, target, &scan.options(xattrs, asked.as_ref(), None), progress)?,
         (true, false) => {
-            let target = load_manifest(target)?;
+            let target = load_manifest(target, command)?;
             let options = scan.options(xattrs, asked.as_ref(), Some(&target.header));
             (scan_with_progress(source, &options, progress)?, target)
         }
         (false, true) => {
-            let source = load_manifest(source)?;
+            let source = load_manifest(source, command)?;
             let options = scan.options(xattrs, asked.as_ref(), Some(&source.header));
             (source, scan_with_progress(target, &options, progress)?)
         }
-        (false, false) => (load_manifest(source)?, load_manifest(target)?),
+        (false, false) => (load_manifest(source, command)?, load_manifest(target, command)?),
     };
     check_same_scope(&source, &target, asked.as_ref(), scan.one_file_system)?;
     Ok((source, target))
@@ -777,7 +801,7 @@ fn check_same_scope(
     if one_file_system && !a {
         bail!("the manifests were scanned across mount points, which -x cannot undo: scan again with -x");
     }
-    let shown = |m: &Manifest| format!("{:?}", m.header.exclude.texts());
+    let shown = |m: &Manifest| quoted_list(&m.header.exclude.texts());
     if !source.header.exclude.same_patterns(&target.header.exclude) {
         bail!(
             "the two sides were scanned with different excludes ({} {}, {} {}): scan them with the same --exclude patterns",
@@ -791,12 +815,20 @@ fn check_same_scope(
         && !asked.same_patterns(&source.header.exclude)
     {
         bail!(
-            "the manifest was scanned with excludes {} and cannot be compared under {:?}: scan again with those",
+            "the manifest was scanned with excludes {} and cannot be compared under {}: scan again with those",
             shown(source),
-            asked.texts()
+            quoted_list(&asked.texts())
         );
     }
     Ok(())
+}
+
+/// Patterns for a message: `'*.tmp', 'cache/'`, or `none`.
+fn quoted_list<S: AsRef<str>>(items: &[S]) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    items.iter().map(|item| format!("'{}'", render::shown(item.as_ref().as_bytes()))).collect::<Vec<_>>().join(", ")
 }
 
 fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
@@ -805,8 +837,8 @@ fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
     if let Some(dir) = &args.state {
         return run_incremental_diff(&args, dir, record);
     }
-    let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
-        load_pair(&args.source, &args.target, &args.scan, args.meta.set(), p)
+    let (source, target) = progress::with_progress(progress::SCANNING, None, |p| {
+        load_pair(&args.source, &args.target, &args.scan, args.meta.set(), "diff", p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
     record.comparison(&source, &report);
@@ -824,7 +856,7 @@ fn run_incremental_diff(args: &DiffArgs, dir: &Path, record: &mut record::RunRec
     let options = args.scan.options(args.meta.set().xattr, asked.as_ref(), None);
     let changed = args.verify.changed_paths()?;
     let caches = states.each_ref().map(|state| state_cache(state, &options, &args.verify, changed.as_deref()));
-    let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
+    let (source, target) = progress::with_progress(progress::SCANNING, cache_totals(&caches), |p| {
         cutover::scan::scan_pair_cached(&args.source, &args.target, &options, caches.clone(), p)
     })?;
     states[0].store_manifest(&source)?;
@@ -845,8 +877,8 @@ fn show_diff(args: &DiffArgs, report: &Report) -> Result<u8> {
         let title = format!("cutover diff {} {}", args.source.display(), args.target.display());
         html::write_page(path, &title, &[html::Section { heading: "Differences", report }])?;
     }
-    if !args.quiet {
-        warn_uncompared(args.meta.set(), report);
+    warn_uncompared(args.meta.set(), report);
+    if !progress::quiet() {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let written = render::report(&mut out, report, args.format).and_then(|()| out.flush());
@@ -860,8 +892,16 @@ fn show_diff(args: &DiffArgs, report: &Report) -> Result<u8> {
     Ok(diff_exit_code(report))
 }
 
+/// The files both caches hold, for the ETA of a scan of both trees; `None` without both.
+pub(crate) fn cache_totals(caches: &[Option<Arc<Cache>>; 2]) -> Option<progress::Totals> {
+    progress::Totals::sum(caches.iter().map(|c| c.as_ref().map(|c| progress::Totals::of_tree(c.manifest()))))
+}
+
 /// Says which requested metadata could not be compared because a manifest did not record it.
 pub(crate) fn warn_uncompared(asked: MetaSet, report: &Report) {
+    if progress::quiet() {
+        return;
+    }
     for (path, side) in &report.not_entered {
         let whose = if *side == "both" { "on both sides".to_string() } else { format!("in the {side}") };
         eprintln!(

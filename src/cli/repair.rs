@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use cutover::apply::source::{BundleSource, DirSource, SourceData, record_holes, roots_overlap, write_bundle};
-use cutover::apply::{ApplyOptions, ApplyReport, LockedTarget, Outcome, apply, plan_id};
+use cutover::apply::{ApplyOptions, ApplyReport, Event, LockedTarget, Observer, Outcome, apply, plan_id};
 use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
 use cutover::manifest::Kind;
@@ -18,6 +18,9 @@ use cutover::plan::{
 use cutover::scan::{Cache, Scrub, scan_pair_cached};
 use cutover::state::StateDir;
 
+use super::inputs::{Wanted, explain};
+use super::itemize::{ItemizeArg, Items};
+use super::progress::{self, APPLYING, SCANNING, Totals, VERIFYING};
 use super::record::{Applied, Operations, RecordArg, RunRecord, Verify};
 use super::render::{count, shown, size};
 use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg, load_pair};
@@ -75,8 +78,11 @@ pub struct ApplyArgs {
     /// Show what the plan would do and change nothing (with `--format json`: the plan itself).
     #[arg(long)]
     dry_run: bool,
+    /// Output format: `jsonl` streams one line per operation as it is done, then a summary line.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    #[command(flatten)]
+    items: ItemizeArg,
     #[command(flatten)]
     record: RecordArg,
 }
@@ -102,14 +108,14 @@ impl Limits {
     /// the whole plan.
     fn warn(&self, plan: &Plan) {
         if let Err(refusal) = check_deletes(plan, false, self.delete_limits()) {
-            eprintln!("warning: apply will refuse this plan: {refusal}");
+            super::warn(format_args!("apply will refuse this plan: {refusal}"));
         } else if let Some(limit) = self.max_delete
             && planned_deletes(plan) > limit
         {
-            eprintln!(
-                "warning: the plan deletes {} entries: with --max-delete {limit}, apply stops removing at {limit} and lists the rest",
-                planned_deletes(plan)
-            );
+            super::warn(format_args!(
+                "the plan deletes {}: with --max-delete {limit}, apply stops removing at {limit} and lists the rest",
+                count(planned_deletes(plan), "entry", "entries")
+            ));
         }
     }
 }
@@ -147,8 +153,11 @@ pub struct RepairArgs {
     /// Show the plan and change nothing (with `--format json`: the plan itself, as `plan -o` writes it).
     #[arg(long)]
     dry_run: bool,
+    /// Output format: `jsonl` streams one line per operation as it is done, then a summary line.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    #[command(flatten)]
+    items: ItemizeArg,
     /// Also write an HTML page of the differences found and of what remained at verify.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
@@ -198,8 +207,8 @@ impl RepairArgs {
 pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
     record.root("source", &args.source);
     record.root("target", &args.target);
-    let (source, target) = super::progress::with_progress("scanning", false, |p| {
-        load_pair(&args.source, &args.target, &args.scan, args.repair.meta.set(), p)
+    let (source, target) = progress::with_progress(SCANNING, None, |p| {
+        load_pair(&args.source, &args.target, &args.scan, args.repair.meta.set(), "plan", p)
     })?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
     let (mut plan, report) = build_plan(&source, &target, &options);
@@ -218,10 +227,11 @@ pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
     match (&args.output, args.dry_run) {
         (Some(path), false) => {
             super::write_output(path, |out| Ok(write_plan(&plan, out)?))?;
-            if path.as_os_str() != "-" {
+            if path.as_os_str() != "-" && !progress::quiet() {
                 plan_summary(&mut std::io::stderr(), &plan)?;
             }
         }
+        _ if progress::quiet() => {}
         _ => show_plan(&mut stdout.lock(), &plan)?,
     }
     Ok(plan_verdict(&plan, &report))
@@ -239,20 +249,22 @@ fn plan_verdict(plan: &Plan, report: &cutover::diff::Report) -> u8 {
     }
 }
 
-fn load_plan(path: &Path) -> Result<Plan> {
+/// Reads the plan `command` was given; a file that is something else is named as such.
+fn load_plan(path: &Path, command: &str) -> Result<Plan> {
     if path.as_os_str() == "-" {
         return Ok(read_plan(std::io::stdin().lock(), Path::new("<stdin>"))?);
     }
     let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    Ok(read_plan(std::io::BufReader::new(file), path)?)
+    read_plan(std::io::BufReader::new(file), path).map_err(|e| explain(path, Wanted::Plan, command, e))
 }
 
 pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
+    args.items.check(args.format, progress::quiet())?;
     record.root("plan", &args.plan);
     if args.plan.as_os_str() == "-" && args.bundle.as_ref().is_some_and(|b| b.as_os_str() == "-") {
         bail!("the plan and the bundle cannot both come from standard input");
     }
-    let plan = load_plan(&args.plan)?;
+    let plan = load_plan(&args.plan, "apply")?;
     record.root("source", args.source.as_deref().unwrap_or(Path::new(&plan.source.root)));
     record.root("target", args.target.as_deref().unwrap_or(Path::new(&plan.target.root)));
     if let Some(bundle) = &args.bundle {
@@ -260,7 +272,9 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
     }
     record.operations = Some(Operations::of_plan(&plan));
     if args.dry_run {
-        show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
+        if !progress::quiet() {
+            show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
+        }
         return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
     }
     let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.target.root));
@@ -270,36 +284,78 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
         state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.source.root)))?;
     }
     let target = LockedTarget::open(&target, &state, "apply")?;
-    let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
-    let report = match &args.bundle {
+    let source_root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
+    let source_name = match &args.bundle {
+        Some(bundle) => format!("bundle {}", bundle.display()),
+        None => source_root.display().to_string(),
+    };
+    let start = super::itemize::start_line("apply", &plan, &source_name, &target.path().display().to_string());
+    let items = Items::open(&args.items, args.format, progress::quiet(), start)?;
+    let report = observed(&plan, &items, &args.limits, |options| match &args.bundle {
         Some(bundle) => {
             let chunk = ChunkSize::new(plan.chunk_size).map_err(anyhow::Error::msg)?;
             let id = plan_id(&plan);
             if bundle.as_os_str() == "-" {
                 let mut source =
                     BundleSource::open(std::io::stdin().lock(), "<stdin>", &id, chunk).map_err(anyhow::Error::msg)?;
-                apply(&plan, &mut source, &target, &options)?
+                Ok(apply(&plan, &mut source, &target, options)?)
             } else {
                 let file = std::fs::File::open(bundle).with_context(|| format!("{}: cannot open", bundle.display()))?;
                 let name = bundle.display().to_string();
                 let reader = std::io::BufReader::with_capacity(1 << 20, file);
-                let mut source = BundleSource::open(reader, &name, &id, chunk).map_err(anyhow::Error::msg)?;
-                apply(&plan, &mut source, &target, &options)?
+                let mut source = BundleSource::open(reader, &name, &id, chunk)
+                    .map_err(|why| explain(bundle, Wanted::Bundle, "--bundle", anyhow::Error::msg(why)))?;
+                Ok(apply(&plan, &mut source, &target, options)?)
             }
         }
         None => {
-            let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
-            let mut source = DirSource::open(&root).map_err(anyhow::Error::msg)?;
-            apply(&plan, &mut source, &target, &options)?
+            let mut source = DirSource::open(&source_root).map_err(anyhow::Error::msg)?;
+            Ok(apply(&plan, &mut source, &target, options)?)
+        }
+    });
+    let report = report.and_then(|report| {
+        items.finish(super::itemize::end_line(Ok(&report)))?;
+        Ok(report)
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = items.finish(super::itemize::end_line(Err(format!("{e:#}"))));
+            return Err(e);
         }
     };
     if let Some(operations) = record.operations.as_mut() {
         operations.applied = Some(Applied::of(&report));
     }
-    show_apply(&mut std::io::stdout().lock(), &report, args.format)?;
+    if !progress::quiet() {
+        show_apply(&mut std::io::stdout().lock(), &report, args.format)?;
+    }
     Ok(match report.interrupted {
         Some(signal) => signal.exit_code(),
         None => apply_verdict(&report),
+    })
+}
+
+/// Runs `apply` (called with the options to give it) with each operation's outcome told to
+/// `items` and to the progress meter as it happens; then the held removals and batch failures.
+fn observed(
+    plan: &Plan,
+    items: &Items,
+    limits: &Limits,
+    apply: impl FnOnce(&ApplyOptions<'_>) -> Result<ApplyReport>,
+) -> Result<ApplyReport> {
+    let totals = Totals { items: plan.operations.len() as u64, bytes: plan.totals.copy_bytes };
+    progress::with_progress(APPLYING, Some(totals), |meter| {
+        let tell = |event: Event<'_>| {
+            items.event(&event);
+            let written = if matches!(event.op, Operation::Remove { .. }) { 0 } else { event.bytes };
+            meter.add(written);
+        };
+        let options =
+            ApplyOptions { max_delete: limits.max_delete, force: limits.force, observer: Some(Observer(&tell)) };
+        let report = apply(&options)?;
+        items.after(plan, &report);
+        Ok(report)
     })
 }
 
@@ -315,16 +371,24 @@ fn apply_verdict(report: &ApplyReport) -> u8 {
 }
 
 pub fn run_bundle(args: BundleArgs) -> Result<u8> {
-    let plan = load_plan(&args.plan)?;
+    let plan = load_plan(&args.plan, "bundle")?;
     let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
     let mut source: Box<dyn SourceData> = Box::new(DirSource::open(&root).map_err(anyhow::Error::msg)?);
     let bytes =
         super::write_output(&args.output, |out| write_bundle(&plan, source.as_mut(), out).map_err(anyhow::Error::msg))?;
-    eprintln!("bundle: {} of source data for {} operations", size(bytes), plan.operations.len());
+    if super::progress::quiet() {
+        return Ok(EXIT_SAME);
+    }
+    eprintln!(
+        "bundle: {} of source data for {}",
+        size(bytes),
+        count(plan.operations.len() as u64, "operation", "operations")
+    );
     Ok(EXIT_SAME)
 }
 
 pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
+    args.items.check(args.format, progress::quiet())?;
     record.root("source", &args.source);
     record.root("target", &args.target);
     create_missing_target(&args.source, &args.target, args.dry_run)?;
@@ -367,7 +431,8 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
         }
         None => [None, None],
     };
-    let (source, target) = super::progress::with_progress("scanning", false, |p| {
+    let totals = super::cache_totals(&caches);
+    let (source, target) = progress::with_progress(SCANNING, totals, |p| {
         scan_pair_cached(&args.source, &args.target, &scan_options, caches, p)
     })?;
     let (mut plan, report) = build_plan(
@@ -384,27 +449,42 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
     if args.dry_run {
         args.limits.warn(&plan);
         super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, None)?;
-        show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
+        if !progress::quiet() {
+            show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
+        }
         return Ok(plan_verdict(&plan, &report));
     }
     let locked = locked.context("the target is not locked")?;
-    let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
-    let mut applied = apply(&plan, &mut data, &locked, &options)?;
+    let start = super::itemize::start_line(
+        "repair",
+        &plan,
+        &args.source.display().to_string(),
+        &args.target.display().to_string(),
+    );
+    let items = Items::open(&args.items, args.format, progress::quiet(), start)?;
+    let applied = observed(&plan, &items, &args.limits, |options| Ok(apply(&plan, &mut data, &locked, options)?));
+    let ended = super::itemize::end_line(applied.as_ref().map_err(|e| format!("{e:#}")));
+    let logged = items.finish(ended);
+    let mut applied = applied?;
+    logged?;
     applied.stale_temps_removed += stale_temps;
     if let Some(operations) = record.operations.as_mut() {
         operations.applied = Some(Applied::of(&applied));
     }
     if let Some(signal) = applied.interrupted {
-        show_apply(&mut std::io::stdout().lock(), &applied, args.format)?;
+        if !progress::quiet() {
+            show_apply(&mut std::io::stdout().lock(), &applied, args.format)?;
+        }
         return Ok(signal.exit_code());
     }
+    let verify_totals = Totals::sum([&source, &target].map(|first| Some(Totals::of_tree(first))));
     // Both sides again: a source that changed during the repair must not pass as verified.
     // Each side's first scan is the cache: what apply wrote (or anyone changed since) has a
     // new ctime and is read again; what nobody touched is trusted by the same rule as
     // `scan --cache`.
     let verify_caches = [source, target]
         .map(|first| Cache::new(std::sync::Arc::new(first), &scan_options, Scrub::Off).ok().map(std::sync::Arc::new));
-    let (source_after, target_after) = super::progress::with_progress("verifying", false, |p| {
+    let (source_after, target_after) = progress::with_progress(VERIFYING, verify_totals, |p| {
         scan_pair_cached(&args.source, &args.target, &scan_options, verify_caches.clone(), p)
     })?;
     if let Some(states) = &states {
@@ -420,8 +500,14 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
     // Everything is decided before anything is printed, so a closed pipe cannot cut a repair short.
     let printed = (|| -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
+        if progress::quiet() {
+            return Ok(());
+        }
         if args.format != Format::Human {
             let mut doc = apply_json(&applied);
+            if args.format == Format::Jsonl {
+                doc["type"] = json!("summary");
+            }
             doc["unrepairable"] = json!(plan.unrepairable);
             let found = verify.to_json();
             doc["verify"] = json!({
@@ -439,9 +525,18 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
                 writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
             }
             if remaining == 0 {
-                writeln!(out, "verified: the target is identical to the source ({})", verify.compared_text())?;
+                writeln!(
+                    out,
+                    "verified: the target is identical to the source: {}",
+                    super::render::checked_text(&verify)
+                )?;
             } else {
-                writeln!(out, "verify: {remaining} differences remain (run `cutover diff` to see them)")?;
+                writeln!(
+                    out,
+                    "verify: {} {} (run `cutover diff` to see them)",
+                    count(remaining as u64, "difference", "differences"),
+                    if remaining == 1 { "remains" } else { "remain" }
+                )?;
             }
         }
         out.flush()
@@ -520,7 +615,7 @@ pub fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
             .unwrap_or_else(|e| format!("<{e}>"));
         let detail = match op {
             Operation::Remove { expect, entries, bytes, .. } => {
-                format!("{}, {entries} entries, {}", expect.kind, size(*bytes))
+                format!("{}, {}, {}", expect.kind, count(*entries, "entry", "entries"), size(*bytes))
             }
             Operation::Mkdir { .. } => String::new(),
             Operation::Copy { source, replaces, .. } => {
@@ -611,7 +706,11 @@ fn apply_json(report: &ApplyReport) -> serde_json::Value {
 
 fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std::io::Result<()> {
     if format != Format::Human {
-        serde_json::to_writer(&mut *out, &apply_json(report))?;
+        let mut doc = apply_json(report);
+        if format == Format::Jsonl {
+            doc["type"] = json!("summary");
+        }
+        serde_json::to_writer(&mut *out, &doc)?;
         return writeln!(out);
     }
     let (skipped, failed): (Vec<_>, Vec<_>) =

@@ -8,7 +8,9 @@
 mod hints;
 mod report;
 
-pub use report::{Change, Difference, HardLinkChange, MetaChange, Report, SideInfo, Summary, mtime_text, rdev_text};
+pub use report::{
+    Change, Difference, HardLinkChange, MetaChange, Report, SideInfo, Summary, TreeCounts, mtime_text, rdev_text,
+};
 
 use crate::digest::{ByteRange, ChunkSize, push_merged};
 use crate::manifest::{Entry, Kind, Manifest, MetaSet};
@@ -42,6 +44,7 @@ pub fn diff(source: &Manifest, target: &Manifest, options: &DiffOptions) -> Repo
     let mut differences = merge.differences;
     hints::flag_lookalike_names(&mut differences);
     Report {
+        checked: report::TreeCounts::of(source),
         source: SideInfo::of(source),
         target: SideInfo::of(target),
         compared: meta,

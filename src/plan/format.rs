@@ -80,7 +80,11 @@ fn validate(plan: &Plan, file: &str) -> Result<(), PlanError> {
     crate::exclude::Excludes::new(&plan.exclude)
         .map_err(|why| PlanError::Malformed { file: file.to_string(), why: format!("exclude: {why}") })?;
     if Totals::of(&plan.operations, chunk) != plan.totals {
-        let why = format!("totals {:?} are not those of its operations", plan.totals);
+        let t = &plan.totals;
+        let why = format!(
+            "its totals ({} operations, {} bytes to copy, {} entries and {} bytes to delete) are not those of its operations",
+            t.operations, t.copy_bytes, t.delete_entries, t.delete_bytes
+        );
         return Err(PlanError::Malformed { file: file.to_string(), why });
     }
     // Removals, then creations in path order, then metadata in reverse path order (docs/plan.md):
