@@ -216,3 +216,26 @@ fn one_of_something_is_said_in_the_singular_and_no_rust_name_shows() {
         assert!(!said.contains(rust), "{rust:?} in:\n{said}");
     }
 }
+
+/// On a terminal (a pty made by `script`), progress is the line that redraws itself and is
+/// cleared at the end, never the plain lines meant for logs; `-q` leaves the terminal empty.
+#[test]
+fn on_a_terminal_progress_clears_itself_and_quiet_prints_nothing() {
+    let (source, _) = pair();
+    let on_a_pty = |args: &str| {
+        let command = format!("{} {args} {}", env!("CARGO_BIN_EXE_cutover"), source.path().display());
+        let out = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("CUTOVER_STATE_DIR", crate::support::test_state_dir())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script (util-linux) runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, shown) = on_a_pty("scan --progress");
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(!shown.contains("done in"), "plain progress lines on a terminal: {shown:?}");
+    assert!(shown.contains("3 files"), "{shown:?}");
+    let (code, quiet) = on_a_pty("scan -q");
+    assert_eq!((code, quiet.as_str()), (Some(0), ""));
+}
