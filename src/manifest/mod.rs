@@ -506,18 +506,19 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), (RelPath, String)> {
 /// first name of its inode.
 fn check_hard_link(entries: &[Entry], entry: &Entry, first: &RelPath) -> Result<(), String> {
     let shown = first.display();
+    let shown = crate::path::Quoted(&shown);
     let Ok(index) = entries.binary_search_by(|e| e.path.cmp(first)) else {
-        return Err(format!("a hard link to {shown:?}, which is not in the manifest"));
+        return Err(format!("a hard link to {shown}, which is not in the manifest"));
     };
     let to = &entries[index];
     if to.path >= entry.path {
-        return Err(format!("a hard link to {shown:?}, which is not an earlier entry"));
+        return Err(format!("a hard link to {shown}, which is not an earlier entry"));
     }
     if entry.kind == Kind::Dir || to.kind != entry.kind {
-        return Err(format!("a hard link from a {} to a {} ({shown:?})", entry.kind, to.kind));
+        return Err(format!("a hard link from a {} to a {} ({shown})", entry.kind, to.kind));
     }
     if to.hard_link().is_some() {
-        return Err(format!("a hard link to {shown:?}, which is itself a hard link to an earlier name"));
+        return Err(format!("a hard link to {shown}, which is itself a hard link to an earlier name"));
     }
     Ok(())
 }
