@@ -168,8 +168,13 @@ impl Items {
     /// What apply decided outside any one operation, at its end: removals `--max-delete`
     /// held back, and a batch that could not be made durable or journaled.
     pub fn after(&self, plan: &Plan, report: &ApplyReport) {
+        let key = |at: &'_ OpPath| (at.path.clone(), at.path_bytes.clone());
+        let removals: std::collections::HashMap<_, usize> = match report.held_deletes.is_empty() {
+            true => Default::default(),
+            false => plan.operations.iter().enumerate().map(|(i, op)| (key(op.at()), i)).collect(),
+        };
         for (at, _) in &report.held_deletes {
-            let index = plan.operations.iter().position(|op| op.at() == at);
+            let index = removals.get(&key(at)).copied();
             let dir = index.is_some_and(|i| is_dir(&plan.operations[i]));
             let reason = Some("beyond --max-delete");
             self.item(&Item { index, op: "remove", at, dir, bytes: 0, result: "held", reason });

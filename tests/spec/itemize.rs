@@ -203,3 +203,40 @@ fn itemize_on_repair_and_the_options_that_contradict_it() {
     // Refused before anything was written.
     assert!(target.at("old/gone.txt").exists());
 }
+
+/// An outside judge: the files `rsync -rlcn -i --delete` would transfer are exactly those `-i`
+/// says were copied or patched, and the subtrees it would delete those removed.
+#[test]
+fn itemized_copies_and_removals_are_what_rsync_would_transfer_and_delete() {
+    let (source, target) = pair();
+    let mut from = source.path().as_os_str().to_owned();
+    from.push("/");
+    let rsync = std::process::Command::new("rsync")
+        .args(["-rlcn", "-i", "--delete"])
+        .arg(&from)
+        .arg(target.path())
+        .output()
+        .expect("rsync is installed");
+    assert!(rsync.status.success(), "{}", String::from_utf8_lossy(&rsync.stderr));
+    let said = String::from_utf8(rsync.stdout).unwrap();
+    let mut transferred: Vec<String> =
+        said.lines().filter(|l| l.starts_with(">f")).map(|l| l[12..].to_string()).collect();
+    let deleted: Vec<String> =
+        said.lines().filter_map(|l| l.strip_prefix("*deleting ")).map(|p| p.trim().to_string()).collect();
+    // rsync lists every deleted name; cutover removes each subtree once, at its top.
+    let mut tops: Vec<String> = deleted
+        .iter()
+        .filter(|p| !deleted.iter().any(|q| q != *p && q.ends_with('/') && p.starts_with(q.as_str())))
+        .cloned()
+        .collect();
+    let run = cutover(["repair", "--delete", "-i"]).arg(source.path()).arg(target.path()).run().expect_code(0);
+    let lines = items(&run.stdout_text());
+    let mut copied: Vec<String> =
+        lines.iter().filter(|l| l.0 == "done" && (l.1 == "copy" || l.1 == "patch")).map(|l| l.3.clone()).collect();
+    let mut removed: Vec<String> = lines.iter().filter(|l| l.1 == "remove").map(|l| l.3.clone()).collect();
+    for list in [&mut transferred, &mut copied, &mut tops, &mut removed] {
+        list.sort();
+    }
+    assert_eq!(copied, transferred, "rsync said:\n{said}");
+    assert_eq!(removed, tops, "rsync said:\n{said}");
+}
