@@ -237,6 +237,7 @@ fn itemized_copies_and_removals_are_what_rsync_would_transfer_and_delete() {
     for list in [&mut transferred, &mut copied, &mut tops, &mut removed] {
         list.sort();
     }
+    assert_eq!(copied.len(), 3, "{}", run.stdout_text());
     assert_eq!(copied, transferred, "rsync said:\n{said}");
     assert_eq!(removed, tops, "rsync said:\n{said}");
 }

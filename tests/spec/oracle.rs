@@ -220,7 +220,8 @@ fn the_run_record_reader_written_from_the_docs_accepts_every_kind_of_run_and_ref
 
     // The reader is no rubber stamp: each forgery is refused.
     let original: serde_json::Value = serde_json::from_slice(&std::fs::read(record("diff")).unwrap()).unwrap();
-    let forgeries: [(&str, fn(&mut serde_json::Value)); 5] = [
+    type Forgery = fn(&mut serde_json::Value);
+    let forgeries: [(&str, Forgery); 5] = [
         ("outcome", |doc| doc["outcome"] = "ok".into()),
         ("total", |doc| doc["differences"]["total"] = 0.into()),
         ("matched", |doc| doc["checked"]["matched"]["files"] = 1_000_000.into()),
