@@ -1,6 +1,7 @@
 //! The command line: argument types, loading each side, exit codes. Only this layer knows
 //! about clap, terminals and process exit codes; the library gets plain values.
 
+mod apply_view;
 mod html;
 mod inputs;
 mod itemize;
