@@ -55,7 +55,8 @@ pub(super) fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()>
                         format!("{}+{}", r.offset, r.length)
                     })
                     .collect();
-                format!("{} chunks, {}: {}", chunks.len(), size(op.copy_bytes(chunk)), ranges.join(" "))
+                let chunks = count(chunks.len() as u64, "chunk", "chunks");
+                format!("{chunks}, {}: {}", size(op.copy_bytes(chunk)), ranges.join(" "))
             }
             Operation::Symlink { link, .. } => format!("→ {link}"),
             Operation::Link { to, to_bytes, replaces, .. } => {
