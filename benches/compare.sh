@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Side-by-side wall-clock comparison of cutover against peer tools.
-# usage: benches/compare.sh [big|cold|small|cold-small|diff|memory|repair ...]   (default: big small diff)
+# usage: benches/compare.sh [big|cold|small|cold-small|diff|memory|repair|cold-diff|cold-big ...]
+#        (default: big small diff)
 # env:   RUNS=5  BENCH_DIR=/tmp/bench-data  CUTOVER=target/release/cutover
 #        MEMORY_FILES=1000000
+#        BASELINE=path/to/an/older/cutover: also time it, interleaved, and print new/old ratios
+#        COLD_JOBS="16 64": the -j values cold-diff tries besides the default
 set -euo pipefail
 export LC_ALL=C   # '.' as decimal point in $EPOCHREALTIME and printf
 
 # Resolve a user-given CUTOVER against the caller's cwd, then work from the repo root.
 [[ -n ${CUTOVER:-} && $CUTOVER != /* ]] && CUTOVER="$PWD/$CUTOVER"
+[[ -n ${BASELINE:-} && $BASELINE != /* ]] && BASELINE="$PWD/$BASELINE"
 cd "$(dirname "$0")/.."
 CUTOVER=${CUTOVER:-$PWD/target/release/cutover}
 RUNS=${RUNS:-5}
@@ -17,7 +21,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scenarios=(big small diff)
 (($#)) && scenarios=("$@")
 for sc in "${scenarios[@]}"; do
-  [[ $sc =~ ^(big|cold|small|cold-small|diff|memory|repair)$ ]] || { echo "compare.sh: unknown scenario '$sc' (big cold small cold-small diff memory repair)" >&2; exit 2; }
+  [[ $sc =~ ^(big|cold|small|cold-small|diff|memory|repair|cold-diff|cold-big)$ ]] || { echo "compare.sh: unknown scenario '$sc' (big cold small cold-small diff memory repair cold-diff cold-big)" >&2; exit 2; }
 done
 mkdir -p "$BENCH_DIR/out"
 results=()   # rows: scenario|cutover median|peer|peer median
@@ -80,15 +84,21 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if
 # compare SCENARIO CUTOVER_CMD PEER_NAME PEER_CMD -- interleave RUNS runs of each; $PREP, when
 # set, runs untimed before every run, and $POST, when set, judges the result after every run
 compare() {
-  local sc=$1 ccmd=$2 pname=$3 pcmd=$4 c_ok=$have_cutover ct=() pt=() t i
+  local sc=$1 ccmd=$2 pname=$3 pcmd=$4 c_ok=$have_cutover ct=() pt=() bt=() t i
+  local bcmd=${BASELINE:+${ccmd//$CUTOVER/$BASELINE}}
   echo "== $sc: cutover: $ccmd"
   echo "   $pname: $pcmd"
+  [[ -n $bcmd ]] && echo "   baseline: $bcmd"
   for ((i = 1; i <= RUNS; i++)); do
     local line="   run $i:"
     if ((c_ok)); then
       [[ -n ${PREP:-} ]] && bash -c "$PREP"
       if t=$(timed "$sc-cutover" "$ccmd"); then ct+=("$t"); line+=" cutover ${t}s"; else c_ok=0; fi
       if ((c_ok)) && [[ -n ${POST:-} ]] && ! bash -c "$POST"; then echo "!! $sc: cutover's result failed the check: $POST" >&2; c_ok=0; fi
+    fi
+    if [[ -n $bcmd ]]; then
+      [[ -n ${PREP:-} ]] && bash -c "$PREP"
+      t=$(timed "$sc-baseline" "$bcmd") && { bt+=("$t"); line+="  baseline ${t}s"; }
     fi
     [[ -n ${PREP:-} ]] && bash -c "$PREP"
     t=$(timed "$sc-$pname" "$pcmd") || return 1
@@ -100,6 +110,7 @@ compare() {
   ((${#ct[@]})) && cm=$(printf '%s\n' "${ct[@]}" | median)
   pm=$(printf '%s\n' "${pt[@]}" | median)
   results+=("$sc|$cm|$pname|$pm")
+  ((${#bt[@]})) && results+=("$sc|$cm|baseline|$(printf '%s\n' "${bt[@]}" | median)")
   last_cm=$cm
 }
 
@@ -199,6 +210,75 @@ bench_repair() {
     awk -v r="$(tail -n 1 "$BENCH_DIR/out/plan.rss")" -v n="$ops" 'BEGIN {
       printf "   plan: %d operations, peak RSS %.1f MiB = %.0f bytes/operation\n", n, r / 1024, r * 1024 / n }'
   fi
+}
+
+# Empties the page cache (dentries and inodes too) before a cold run: as root through
+# /proc/sys/vm/drop_caches, otherwise file by file (POSIX_FADV_DONTNEED, data only).
+cold_prep() {
+  if [[ -w /proc/sys/vm/drop_caches ]]; then
+    echo "sync; echo 3 > /proc/sys/vm/drop_caches"
+  else
+    echo "!! not root: dropping the files' data only (directories and inodes stay cached)" >&2
+    echo "$(declare -f evict); evict $*"
+  fi
+}
+
+# interleave SCENARIO LABEL=CMD... -- RUNS rounds of every command in turn, $PREP before each;
+# prints each median and every ratio to the first command
+interleave() {
+  local sc=$1; shift
+  local -a labels=() cmds=() i k
+  for k in "$@"; do labels+=("${k%%=*}"); cmds+=("${k#*=}"); done
+  declare -A times=()
+  echo "== $sc (load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
+  for k in "${!labels[@]}"; do echo "   ${labels[k]}: ${cmds[k]}"; done
+  for ((i = 1; i <= RUNS; i++)); do
+    local line="   run $i:" t
+    for k in "${!labels[@]}"; do
+      [[ -n ${PREP:-} ]] && bash -c "$PREP"
+      t=$(timed "$sc-${labels[k]}" "${cmds[k]}") || continue
+      times[$k]+="$t "; line+=" ${labels[k]} ${t}s"
+    done
+    echo "$line"
+  done
+  echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  local first; first=$(printf '%s\n' ${times[0]} | median)
+  for k in "${!labels[@]}"; do
+    local m; m=$(printf '%s\n' ${times[$k]} | median)
+    results+=("$sc|$first|${labels[k]}|$m")
+    printf '   %-22s median %8.3f s   first/this %6.3f\n' "${labels[k]}" "$m" "$(awk -v a="$first" -v b="$m" 'BEGIN { print a / b }')"
+  done
+}
+
+# cold-diff: `cutover diff` of two real source trees (Linux 6.1 and 6.12, ~80k and ~87k files)
+# read from the storage: the page cache is emptied before every run of every command. cutover
+# with its default flags is timed against cutover -j N (each N of COLD_JOBS) and rsync -rcn.
+bench_cold-diff() {
+  need rsync "apt-get install -y rsync"
+  linux_trees
+  local a=$BENCH_DIR/linux/6.1 b=$BENCH_DIR/linux/6.12 j
+  local -a runs=("default=$CUTOVER diff '$a' '$b'")
+  for j in ${COLD_JOBS:-16 64}; do runs+=("j$j=$CUTOVER -j $j diff '$a' '$b'"); done
+  [[ -n ${BASELINE:-} ]] && runs+=("baseline=$BASELINE diff '$a' '$b'")
+  runs+=("rsync=rsync -rcn --delete '$a/' '$b/'")
+  PREP=$(cold_prep "$a" "$b") interleave cold-diff "${runs[@]}"
+}
+
+# cold-big: four 1 GiB files of random bytes read from the storage, by `cutover scan` and by
+# dd with O_DIRECT (the device's sequential rate, one file after the other), and by fio when
+# installed (O_DIRECT, 32 reads of 1 MiB in flight).
+bench_cold-big() {
+  local d=$BENCH_DIR/coldbig i
+  if [[ ! -e $d.done ]]; then
+    echo "== generating $d: 4 x 1 GiB of random bytes (once)"
+    mkdir -p "$d" && for i in 0 1 2 3; do head -c 1G /dev/urandom >"$d/f$i"; done && sync && date >"$d.done"
+  fi
+  local -a runs=("scan=$CUTOVER scan '$d'"
+    "dd-direct=for f in '$d'/f*; do dd if=\$f of=/dev/null bs=1M iflag=direct status=none; done")
+  command -v fio >/dev/null && runs+=("fio-qd32=fio --name=seq --rw=read --bs=1M --direct=1 --ioengine=libaio --iodepth=32 --filename=$d/f0:$d/f1:$d/f2:$d/f3 --output=/dev/null")
+  [[ -n ${BASELINE:-} ]] && runs+=("baseline=$BASELINE scan '$d'")
+  PREP=$(cold_prep "$d") interleave cold-big "${runs[@]}"
+  echo "   (4 GiB each run: MB/s = 4295 / seconds)"
 }
 
 bench_memory() {

@@ -10,11 +10,14 @@
 //! 2. [`manifest`] writes and reads that tree, so each side can be scanned on its own host.
 //! 3. [`diff`] merges two manifests in one pass, skipping subtrees whose directory hashes agree,
 //!    and produces a [`diff::Report`] naming every difference with its divergent byte ranges.
-//! 4. [`plan`] turns two manifests into a [`plan::Plan`]: plain, versioned, checksummed data
-//!    saying which operations make the target equal to the source, each with the
-//!    preconditions it must still find and the result it must leave.
-//! 5. [`apply`] carries out a plan, re-checking before and verifying after every write, never
-//!    writing outside the target root nor through a symlink.
+//! 4. [`plan`] turns two manifests into a plan: plain, versioned, checksummed data saying which
+//!    operations make the target equal to the source, each with the preconditions it must
+//!    still find and the result it must leave. It is written as a stream
+//!    ([`plan::build_plan_into`], [`plan::PlanWriter`]) and read back checked whole before
+//!    use ([`plan::CheckedPlan`]), so neither side holds the operations.
+//! 5. [`apply`] carries out a checked plan one batch at a time, re-checking before and
+//!    verifying after every write, never writing outside the target root nor through a
+//!    symlink.
 //!
 //! Digests, chunk sizes and ranges are newtypes in [`digest`]; the CLI in `src/cli` is the only
 //! place that knows about arguments, terminals and exit codes. What outlives a run (locks,
@@ -30,5 +33,6 @@ pub mod manifest;
 pub mod path;
 pub mod plan;
 pub mod scan;
+pub mod shard;
 pub mod state;
 pub mod time;

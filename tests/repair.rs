@@ -629,6 +629,52 @@ fn a_source_chunk_changed_after_planning_leaves_the_target_file_unpatched() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn a_plan_is_written_one_operation_per_line_and_reads_the_same_in_any_json_layout() {
+    let (source, target, work) = (Tree::new(), Tree::new(), Tree::new());
+    source.file("a.txt", b"new").file("d/b.txt", b"b").file("d/e/c.txt", b"c");
+    target.file("a.txt", b"old").file("gone.txt", b"x");
+    let p = work.at("plan.json");
+    plan(source.path(), target.path(), &p, &["--delete"]).expect_code(1);
+    let doc = read_json(&p);
+    let ops = operations(&p);
+
+    // As written (docs/plan.md): the compact, sorted JSON the checksum covers, a line break
+    // before each operation and before the closing bracket, and the checksum member last.
+    let text = String::from_utf8(std::fs::read(&p).unwrap()).unwrap();
+    assert_eq!(text.lines().count(), ops.len() + 2, "{text}");
+    let (body, tail) = text.rsplit_once(",\"checksum\":").unwrap();
+    assert_eq!(tail, format!("\"{}\"}}\n", doc["checksum"].as_str().unwrap()));
+    let covered = format!("{}}}", body.replace('\n', ""));
+    assert_eq!(blake3::hash(covered.as_bytes()).to_hex().to_string(), doc["checksum"].as_str().unwrap());
+    assert_eq!(doc["checksum"], plan_checksum(&doc));
+
+    // Members in reverse order (checksum first, operations after the totals), pretty-printed:
+    // the same plan, with the same id, from a file and from standard input.
+    let members = doc.as_object().unwrap().iter().rev();
+    let members: Vec<String> = members
+        .map(|(key, value)| {
+            format!("{}: {}", serde_json::to_string(key).unwrap(), serde_json::to_string_pretty(value).unwrap())
+        })
+        .collect();
+    let reversed = work.at("reversed.json");
+    std::fs::write(&reversed, format!("{{\n{}\n}}\n", members.join(",\n"))).unwrap();
+    let shown = cutover(["apply"]).arg(&reversed).args(["--dry-run", "--format", "json"]).run().expect_code(1).json();
+    assert_eq!(shown["operations"], doc["operations"]);
+    assert_eq!(shown["checksum"], doc["checksum"], "the plan's id is the same");
+    let state = work.at("state");
+    let bytes = std::fs::read(&reversed).unwrap();
+    let run = cutover(["apply", "-", "--format", "json", "--state"]).arg(&state).stdin(bytes).run().expect_code(0);
+    assert_eq!(run.json()["done"], ops.len() as u64, "{}", run.stdout_text());
+    assert_judged_equal(source.path(), target.path());
+
+    // A member twice is not a plan, whatever the checksum says.
+    let twice = work.at("twice.json");
+    std::fs::write(&twice, text.replacen("{\"chunk_size\":", "{\"delete\":false,\"chunk_size\":", 1)).unwrap();
+    let run = cutover(["apply"]).arg(&twice).arg("--state").arg(&state).run().expect_code(2);
+    assert!(run.stderr.contains("duplicate field `delete`"), "{}", run.stderr);
+}
+
+#[test]
 fn tampered_plans_are_refused_and_nothing_is_written() {
     let work = Tree::new();
     work.file("source/a.txt", "alpha").file("source/d/x.txt", "x").dir("target").file("outside/victim", "precious");

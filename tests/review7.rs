@@ -9,27 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{Tree, cutover};
-
-/// A bind mount of `from` at `at`, undone when dropped. `None` (after a note) where mounting
-/// is not allowed.
-struct Bind(PathBuf);
-
-impl Bind {
-    fn new(from: &Path, at: &Path) -> Option<Bind> {
-        let done = Command::new("mount").arg("--bind").arg(from).arg(at).output().ok()?.status.success();
-        if !done {
-            eprintln!("note: cannot bind-mount here (not root?); not checked");
-        }
-        done.then(|| Bind(at.to_path_buf()))
-    }
-}
-
-impl Drop for Bind {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
+use support::{Bind, Tree, cutover};
 
 fn slash(path: &Path) -> std::ffi::OsString {
     let mut s = path.as_os_str().to_owned();
@@ -96,29 +76,76 @@ fn a_target_file_bind_mounted_inside_the_source_is_refused() {
     assert!(std::fs::read(source.at("view")).unwrap() == data, "the source's view of the target file changed");
 }
 
-/// A source file rewritten in place between plan and apply, same size, outside the chunks the
-/// plan patches, its mtime then put back (`touch -r`): apply reads only the listed chunks of the
-/// source, so it writes them, finds the target's whole hash equal to the plan's `source.hash`
-/// and exits 0, while `cmp` says the source and target differ. docs/plan.md promises exit 0
-/// only when "the source it copied from is still what the plan saw".
-#[test]
-#[ignore = "not a small fix: apply would have to hash the whole source file of every patch (or the plan record the source's ctime) to see a change outside the listed chunks with the mtime restored"]
-fn a_source_rewritten_outside_the_patched_chunks_with_its_mtime_restored_is_not_verified() {
+/// A source file patched into a 3-chunk target, after settling (`settle`: files written in
+/// the last second before a scan get no stamp, so the plan then has none) and planning. The
+/// plan file is returned.
+fn planned_patch(settle: bool) -> (Tree, Tree, PathBuf, Vec<u8>) {
     let (source, target) = (Tree::new(), Tree::new());
     let data = support::noise(9, 3 << 20);
     let mut planned = data.clone();
     planned[(2 << 20) + 5] ^= 1;
     source.file("f", &planned);
     target.file("f", &data);
+    if settle {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
     let plan = target.path().with_extension("plan.json");
     cutover(["plan", "-o"]).arg(&plan).arg(source.path()).arg(target.path()).run().expect_code(1);
+    let text = std::fs::read_to_string(&plan).unwrap();
+    assert_eq!(text.contains("\"source_stamp\""), settle, "a stamp in the plan only for a settled file: {text}");
+    (source, target, plan, planned)
+}
+
+/// Rewrites chunk 0 of the source file (not in the plan), then puts its mtime back (`touch -r`).
+fn rewrite_outside_the_plan(source: &Tree, planned: &[u8]) {
     let mtime = std::fs::metadata(source.at("f")).unwrap().modified().unwrap();
-    let mut rewritten = planned.clone();
-    rewritten[10] ^= 1; // chunk 0: not in the plan
+    let mut rewritten = planned.to_vec();
+    rewritten[10] ^= 1;
     std::fs::write(source.at("f"), &rewritten).unwrap();
     std::fs::File::options().write(true).open(source.at("f")).unwrap().set_modified(mtime).unwrap();
+}
+
+/// A source file rewritten in place between plan and apply, same size, outside the chunks the
+/// plan patches, its mtime then put back (`touch -r`): apply read only the listed chunks of the
+/// source, wrote them, found the target's whole hash equal to the plan's `source.hash` and
+/// exited 0, while `cmp` said source and target differ. Now a source whose inode or ctime is not
+/// the plan's stamp (or that has none) is hashed whole before the first write.
+#[test]
+fn a_source_rewritten_outside_the_patched_chunks_with_its_mtime_restored_is_refused() {
+    for settle in [false, true] {
+        let (source, target, plan, planned) = planned_patch(settle);
+        let before = std::fs::read(target.at("f")).unwrap();
+        rewrite_outside_the_plan(&source, &planned);
+        let run = cutover(["apply"]).arg(&plan).run();
+        let _ = std::fs::remove_file(&plan);
+        assert_eq!(run.code(), 2, "settle {settle}: {}{}", run.stdout_text(), run.stderr);
+        assert!(run.stdout_text().contains("changed since the plan"), "{}", run.stdout_text());
+        assert!(std::fs::read(target.at("f")).unwrap() == before, "the target was written from a changed source");
+    }
+}
+
+/// The same edit between plan and bundle: the bundle would carry the planned chunks, which
+/// still hash right, and the far host's apply would exit 0. The bundle is refused.
+#[test]
+fn a_bundle_of_a_source_rewritten_outside_the_patched_chunks_is_refused() {
+    let (source, target, plan, planned) = planned_patch(true);
+    rewrite_outside_the_plan(&source, &planned);
+    let bundle = target.path().with_extension("bundle");
+    let run = cutover(["bundle", "-o"]).arg(&bundle).arg(&plan).run();
+    let _ = (std::fs::remove_file(&plan), std::fs::remove_file(&bundle));
+    assert_eq!(run.code(), 2, "{}{}", run.stdout_text(), run.stderr);
+    assert!(run.stderr.contains("changed since the plan"), "{}", run.stderr);
+}
+
+/// A source whose ctime moved without a change of content (`chmod` to the same mode) is hashed
+/// whole, found unchanged, and patched as planned.
+#[test]
+fn a_source_touched_but_unchanged_is_hashed_whole_and_patched() {
+    let (source, target, plan, planned) = planned_patch(true);
+    let mode = std::fs::metadata(source.at("f")).unwrap().permissions();
+    std::fs::set_permissions(source.at("f"), mode).unwrap();
     let run = cutover(["apply"]).arg(&plan).run();
     let _ = std::fs::remove_file(&plan);
-    let same = std::fs::read(source.at("f")).unwrap() == std::fs::read(target.at("f")).unwrap();
-    assert!(same || run.code() != 0, "apply exited 0 but the trees differ: {}", run.stdout_text());
+    assert_eq!(run.code(), 0, "{}{}", run.stdout_text(), run.stderr);
+    assert!(std::fs::read(target.at("f")).unwrap() == planned);
 }

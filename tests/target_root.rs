@@ -12,32 +12,12 @@ mod support;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use cutover::apply::target::{RemoveStats, TargetRoot};
 use rustix::fs::{self as rfs, Mode, OFlags};
-use support::{Tree, cutover, noise};
-
-/// A bind mount of `from` at `at`, undone when dropped. `None` (after a note) where mounting
-/// is not allowed.
-struct Bind(PathBuf);
-
-impl Bind {
-    fn new(from: &Path, at: &Path) -> Option<Bind> {
-        let done = Command::new("mount").arg("--bind").arg(from).arg(at).output().ok()?.status.success();
-        if !done {
-            eprintln!("note: cannot bind-mount here (not root?); not checked");
-        }
-        done.then(|| Bind(at.to_path_buf()))
-    }
-}
-
-impl Drop for Bind {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
+use support::{Bind, Tree, cutover, noise};
 
 fn slash(path: &Path) -> std::ffi::OsString {
     let mut s = path.as_os_str().to_owned();

@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 fn check(plan: &Plan) {
-    let chunk = cutover::digest::ChunkSize::new(plan.chunk_size).expect("an accepted plan has a valid chunk size");
+    let chunk = cutover::digest::ChunkSize::new(plan.head.chunk_size).expect("an accepted plan has a valid chunk size");
     for op in &plan.operations {
         let path = op.at().rel().expect("an accepted plan has only valid paths");
         assert!(!path.is_root());

@@ -24,6 +24,27 @@ impl LockedTarget {
     /// when another run holds it ([`crate::state::StateError::Busy`]). Its state lives in
     /// `state`.
     pub fn open(target: &Path, state: &StateDir, command: &str) -> Result<LockedTarget, ApplyError> {
+        Self::open_as(target, state, command, None)
+    }
+
+    /// [`LockedTarget::open`] for one shard of a sharded run: the shards of plan `group` share
+    /// the target, each shard (`member`, the id of its part) once (see `state::lock`).
+    pub fn open_shard(
+        target: &Path,
+        state: &StateDir,
+        command: &str,
+        group: &str,
+        member: &str,
+    ) -> Result<LockedTarget, ApplyError> {
+        Self::open_as(target, state, command, Some((group, member)))
+    }
+
+    fn open_as(
+        target: &Path,
+        state: &StateDir,
+        command: &str,
+        shard: Option<(&str, &str)>,
+    ) -> Result<LockedTarget, ApplyError> {
         let root = TargetRoot::open(target)?;
         state.check_outside(target)?;
         // `flock` needs a descriptor opened for reading; this one names exactly the directory
@@ -39,8 +60,18 @@ impl LockedTarget {
             op: "resolve target root",
             cause,
         })?;
-        let lock = TreeLock::acquire(dir, state.tree(&canonical)?, command)?;
+        let tree = state.tree(&canonical)?;
+        let lock = match shard {
+            None => TreeLock::acquire(dir, tree, command)?,
+            Some((group, member)) => TreeLock::acquire_shared(dir, tree, command, group, member)?,
+        };
         Ok(LockedTarget { root, lock })
+    }
+
+    /// For a shard whose own operations are done: whether it is the last of its run still
+    /// working, and so the one to set the directories' metadata (see `state::lock`).
+    pub fn finish_shard(&mut self) -> Result<bool, ApplyError> {
+        Ok(self.lock.finish_shard()?)
     }
 
     /// The target as given.
@@ -60,10 +91,15 @@ impl LockedTarget {
     /// (their writers are gone: we hold the lock), and every journal but that of plan `keep`
     /// is retired. `keep`'s journal stays, for this run to resume. Returns how many temps were
     /// removed. `repair` calls this before it scans, so that leftovers never show as extras.
+    /// A shard of a sharded run resolves only its own journal (`keep`): the other shards' may
+    /// be in use; a whole run resolves theirs.
     pub fn clean_stale(&self, keep: Option<&str>) -> Result<u64, ApplyError> {
         let state = self.state();
         let mut removed = 0;
         for id in state.journal_ids()? {
+            if self.lock.is_shared() && keep != Some(id.as_str()) {
+                continue;
+            }
             let Some(bytes) = state.read_journal(&id)? else { continue };
             let recorded = Recorded::parse(&bytes);
             for (dir, nonces) in recorded.temps_by_dir() {

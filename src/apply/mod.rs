@@ -1,4 +1,4 @@
-//! Stage 5: carry out a [`Plan`].
+//! Stage 5: carry out a plan ([`CheckedPlan`]), one batch of operations at a time.
 //!
 //! Every operation re-checks its precondition right before writing and verifies its
 //! postcondition right after; an operation whose postcondition already holds is skipped, which
@@ -21,7 +21,7 @@ pub mod target;
 
 use crate::digest::ChunkSize;
 use crate::interrupt::Signal;
-use crate::plan::{OpPath, Operation, Plan};
+use crate::plan::{CheckedPlan, OpPath, Operation, Plan};
 
 use self::journal::Journal;
 pub use self::locked::LockedTarget;
@@ -125,48 +125,61 @@ pub enum ApplyError {
     BadPlan(String),
 }
 
-/// The id that ties bundles and journals to a plan: the first 32 hex digits of its checksum.
+/// The id that ties bundles and journals to a whole plan in memory: the first 32 hex digits of
+/// its checksum ([`CheckedPlan::id`] for a plan read from a file).
 pub fn plan_id(plan: &Plan) -> String {
     crate::plan::plan_checksum(plan)[..32].to_string()
 }
 
 /// Carries out `plan` on the locked `target`, reading source bytes from `source`.
+///
+/// The plan was checked whole when it was opened; its operations are read here one batch at a
+/// time (at most [`BATCH_OPS`] of them), which is all this holds of them.
 pub fn apply(
-    plan: &Plan,
+    plan: &CheckedPlan,
     source: &mut dyn SourceData,
     target: &LockedTarget,
     options: &ApplyOptions<'_>,
 ) -> Result<ApplyReport, ApplyError> {
     // From here a signal is only noted; the loop below stops at the next safe point.
     let _deferred = crate::interrupt::defer();
+    let head = &plan.head;
     let limits = crate::plan::DeleteLimits { max_delete: options.max_delete, force: options.force };
-    crate::plan::check_deletes(plan, source.looks_empty(), limits)?;
-    crate::plan::check_target(plan, target.path(), options.force)?;
+    crate::plan::check_deletes(head, &plan.tally, source.looks_empty(), limits)?;
+    crate::plan::check_target(head, target.path(), options.force)?;
     if source.overlaps(target.path()) {
         return Err(ApplyError::Overlap {
-            source_root: plan.source.root.clone(),
+            source_root: head.source.root.clone(),
             target: target.path().display().to_string(),
         });
     }
     let root = target.root();
-    let chunk = ChunkSize::new(plan.chunk_size).map_err(ApplyError::BadPlan)?;
-    let id = plan_id(plan);
-    let stale_temps_removed = target.clean_stale(Some(&id))?;
-    let mut journal = Journal::open(target.state(), &id, target::temp_nonce()).map_err(ApplyError::Journal)?;
+    let chunk = ChunkSize::new(head.chunk_size).map_err(ApplyError::BadPlan)?;
+    let stale_temps_removed = target.clean_stale(Some(&plan.id))?;
+    let mut journal = Journal::open(target.state(), &plan.id, target::temp_nonce()).map_err(ApplyError::Journal)?;
     let mut report = ApplyReport { stale_temps_removed, ..ApplyReport::default() };
-    let exclude = crate::exclude::Excludes::new(&plan.exclude).map_err(ApplyError::BadPlan)?;
-    let followers = followers(plan);
+    let exclude = crate::exclude::Excludes::new(&head.exclude).map_err(ApplyError::BadPlan)?;
     let mut delete_budget = options.max_delete;
     let mut stop = false;
-    for ops in batches(plan, chunk) {
-        let dirs = plan.operations[ops.clone()].iter().filter_map(temp_dir);
+    let mut batches = Batches { operations: plan.operations(), next: 0, chunk };
+    loop {
+        let (start, batch) = match batches.next_batch() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(why) => {
+                let root = OpPath { path: ".".into(), path_bytes: None };
+                report.problems.push((root, "plan", Outcome::Failed(why.to_string())));
+                break;
+            }
+        };
+        let ops = start..start + batch.len();
+        let dirs = batch.iter().filter_map(temp_dir);
         if let Err(why) = journal.begin_batch(ops.clone(), dirs.collect::<Vec<_>>().iter().map(|d| &d[..])) {
-            report.problems.push((plan.operations[ops.start].at().clone(), "journal", Outcome::Failed(why)));
+            report.problems.push((batch[0].at().clone(), "journal", Outcome::Failed(why)));
             break;
         }
         let mut attempted = false;
-        for index in ops.clone() {
-            let op = &plan.operations[index];
+        for (index, op) in ops.clone().zip(&batch) {
             if let Some(signal) = crate::interrupt::pending() {
                 report.interrupted = Some(signal);
                 stop = true;
@@ -190,7 +203,7 @@ pub fn apply(
                 journal: &mut journal,
                 report: &mut report,
                 exclude: &exclude,
-                followers: &followers,
+                plan,
             };
             let outcome = run.operation(index, op);
             let bytes = report.bytes_copied + report.bytes_deleted - bytes_before;
@@ -216,6 +229,7 @@ pub fn apply(
                 stop = true;
                 break;
             }
+            // Each operation's outcome is known here, and only here.
             options.observe(index, op, &outcome, bytes);
             match outcome {
                 Outcome::Done => report.done += 1,
@@ -253,26 +267,34 @@ const BATCH_OPS: usize = 2048;
 /// Bytes written per batch, at most (one operation may pass it alone).
 const BATCH_BYTES: u64 = 128 << 20;
 
-/// The plan cut into batches of consecutive operations, at most [`BATCH_OPS`] operations and
-/// about [`BATCH_BYTES`] bytes to write each.
-fn batches(plan: &Plan, chunk: ChunkSize) -> Vec<std::ops::Range<usize>> {
-    let mut batches = Vec::new();
-    let (mut start, mut bytes) = (0, 0u64);
-    for (index, op) in plan.operations.iter().enumerate() {
-        bytes += match op {
-            Operation::Copy { source, .. } => source.size,
-            Operation::Patch { chunks, .. } => chunks.len() as u64 * chunk.bytes(),
-            _ => 0,
-        };
-        if index + 1 - start >= BATCH_OPS || bytes >= BATCH_BYTES {
-            batches.push(start..index + 1);
-            (start, bytes) = (index + 1, 0);
+/// The plan's operations cut into batches of consecutive operations, at most [`BATCH_OPS`]
+/// operations and about [`BATCH_BYTES`] bytes to write each, read as they are needed.
+struct Batches<'a> {
+    operations: crate::plan::Operations<'a>,
+    /// The index of the next operation.
+    next: usize,
+    chunk: ChunkSize,
+}
+
+impl Batches<'_> {
+    /// The next batch and the index of its first operation.
+    fn next_batch(&mut self) -> Result<Option<(usize, Vec<Operation>)>, crate::plan::PlanError> {
+        let (start, mut batch, mut bytes) = (self.next, Vec::new(), 0u64);
+        for op in self.operations.by_ref() {
+            let op = op?;
+            bytes += match &op {
+                Operation::Copy { source, .. } => source.size,
+                Operation::Patch { chunks, .. } => chunks.len() as u64 * self.chunk.bytes(),
+                _ => 0,
+            };
+            batch.push(op);
+            if batch.len() >= BATCH_OPS || bytes >= BATCH_BYTES {
+                break;
+            }
         }
+        self.next += batch.len();
+        Ok((!batch.is_empty()).then_some((start, batch)))
     }
-    if start < plan.operations.len() {
-        batches.push(start..plan.operations.len());
-    }
-    batches
 }
 
 /// The directory where operation `op` may make a temporary file (beside its path).
@@ -281,18 +303,4 @@ fn temp_dir(op: &Operation) -> Option<Vec<u8>> {
         Operation::Remove { .. } | Operation::Mkdir { .. } => None,
         _ => op.rel().ok().map(|path| path.parent().as_bytes().to_vec()),
     }
-}
-
-/// The names each `link` operation makes another name of an inode, by that inode's first name.
-fn followers(plan: &Plan) -> std::collections::HashMap<crate::path::RelPath, Vec<crate::path::RelPath>> {
-    let mut map: std::collections::HashMap<crate::path::RelPath, Vec<crate::path::RelPath>> =
-        std::collections::HashMap::new();
-    for op in &plan.operations {
-        if let Operation::Link { to, to_bytes, .. } = op
-            && let (Ok(path), Ok(to)) = (op.at().rel(), crate::path::RelPath::from_report(to, to_bytes.as_deref()))
-        {
-            map.entry(to).or_default().push(path);
-        }
-    }
-    map
 }

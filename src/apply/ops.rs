@@ -27,7 +27,7 @@ pub(super) struct Run<'a, 'j> {
     pub exclude: &'a crate::exclude::Excludes,
     /// For each first name of a hard-linked inode, the names the plan links to it: they may
     /// share its inode, and a write to it is meant to reach them.
-    pub followers: &'a std::collections::HashMap<RelPath, Vec<RelPath>>,
+    pub plan: &'a crate::plan::CheckedPlan,
 }
 
 /// Source bytes of one patch read from a bundle and held until its first write.
@@ -83,8 +83,8 @@ impl Run<'_, '_> {
             Operation::Copy { source, replaces, attrs, .. } => {
                 self.copy(index, &path, source, replaces.as_ref(), attrs)
             }
-            Operation::Patch { source, target, chunks, attrs, .. } => {
-                self.patch(index, &path, source, target, chunks, attrs)
+            Operation::Patch { source, target, chunks, attrs, source_stamp, .. } => {
+                self.patch(index, &path, (source, source_stamp.as_ref()), target, chunks, attrs)
             }
             Operation::Symlink { link, link_bytes, replaces, replaces_bytes, attrs, .. } => {
                 let link = text_bytes(link, link_bytes.as_deref()).map_err(|e| failed(format!("link_bytes: {e}")));
@@ -331,7 +331,7 @@ impl Run<'_, '_> {
         &mut self,
         index: usize,
         path: &RelPath,
-        source: &FileState,
+        (source, source_stamp): (&FileState, Option<&crate::plan::SourceStamp>),
         target: &TargetFile,
         chunks: &[PatchChunk],
         attrs: &Attrs,
@@ -376,6 +376,13 @@ impl Run<'_, '_> {
             }
         }
         let source_before = self.source_unchanged(path, source.size, attrs.mtime)?;
+        if !super::source::still_whole(&mut *self.source, index, path, source, source_stamp, source_before)
+            .map_err(Outcome::Skipped)?
+        {
+            return Err(Outcome::Skipped(
+                "the source file changed since the plan was made (outside the chunks to patch)".into(),
+            ));
+        }
         let staged = self.stage(index, path, &todo, source.size)?;
         if found.st_nlink > 1 && !self.owns_inode(path)? {
             // Other names of this inode (perhaps outside the target) must not see the writes:

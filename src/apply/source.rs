@@ -150,28 +150,24 @@ impl DirSource {
     }
 }
 
-/// Records in each copy and patch of `plan` how much of what it reads is holes in the source
-/// now, so `totals.copy_bytes` counts data only. Holes are not written (see `sparse`); apply
-/// never relies on this count. A file that cannot be opened now counts none.
-pub fn record_holes(plan: &mut crate::plan::Plan, source: &DirSource) -> Result<(), String> {
+/// Records in a copy or patch how much of what it reads is holes in the source now, so
+/// `totals.copy_bytes` counts data only. Holes are not written (see `sparse`); apply never
+/// relies on this count. A file that cannot be opened now counts none. Called on each
+/// operation as the plan is written.
+pub fn record_holes(op: &mut crate::plan::Operation, chunk: ChunkSize, source: &DirSource) {
     use crate::plan::Operation;
-    let chunk = ChunkSize::new(plan.chunk_size)?;
-    for op in &mut plan.operations {
-        let Ok(path) = op.rel() else { continue };
-        let counted = match op {
-            Operation::Copy { source: state, holes, .. } => {
-                (holes, source.holes(&path, std::iter::once(ByteRange { offset: 0, length: state.size })))
-            }
-            Operation::Patch { source: state, chunks, holes, .. } => {
-                let size = state.size;
-                (holes, source.holes(&path, chunks.iter().map(|c| chunk.chunk_range(c.index, size))))
-            }
-            _ => continue,
-        };
-        *counted.0 = counted.1.unwrap_or(0);
-    }
-    plan.totals = crate::plan::Totals::of(&plan.operations, chunk);
-    Ok(())
+    let Ok(path) = op.rel() else { return };
+    let counted = match op {
+        Operation::Copy { source: state, holes, .. } => {
+            (holes, source.holes(&path, std::iter::once(ByteRange { offset: 0, length: state.size })))
+        }
+        Operation::Patch { source: state, chunks, holes, .. } => {
+            let size = state.size;
+            (holes, source.holes(&path, chunks.iter().map(|c| chunk.chunk_range(c.index, size))))
+        }
+        _ => return,
+    };
+    *counted.0 = counted.1.unwrap_or(0);
 }
 
 /// True when one directory is the other or lies inside it, or either shows the other (or a
@@ -350,16 +346,21 @@ impl<R: BufRead + std::fmt::Debug> SourceData for BundleSource<R> {
 /// read), and the source file's size and mtime against the plan. A changed source stops the
 /// bundle with an error before the first record of that file, so nothing `apply` would
 /// refuse is written.
-pub fn write_bundle(plan: &crate::plan::Plan, source: &mut dyn SourceData, mut out: impl Write) -> Result<u64, String> {
+pub fn write_bundle(
+    plan: &crate::plan::CheckedPlan,
+    source: &mut dyn SourceData,
+    mut out: impl Write,
+) -> Result<u64, String> {
     use crate::plan::Operation;
-    let chunk = ChunkSize::new(plan.chunk_size)?;
+    let chunk = ChunkSize::new(plan.head.chunk_size)?;
     let io = |e: std::io::Error| format!("writing the bundle: {e}");
-    let header = BundleHeader { format: BUNDLE_FORMAT.into(), plan: super::plan_id(plan), chunk_size: chunk.bytes() };
+    let header = BundleHeader { format: BUNDLE_FORMAT.into(), plan: plan.id.clone(), chunk_size: chunk.bytes() };
     serde_json::to_writer(&mut out, &header).map_err(|e| e.to_string())?;
     out.write_all(b"\n").map_err(io)?;
     let mut total = 0;
     let mut data = Vec::new();
-    for (op, operation) in plan.operations.iter().enumerate() {
+    for (op, operation) in plan.operations().enumerate() {
+        let operation = &operation.map_err(|e| e.to_string())?;
         // Each piece with what it must hash to: a CV for a patch chunk, a plain hash for a
         // chunk of a checked whole file.
         let (size, mtime, expected): (u64, _, Vec<(ByteRange, Expected)>) = match operation {
@@ -368,7 +369,12 @@ pub fn write_bundle(plan: &crate::plan::Plan, source: &mut dyn SourceData, mut o
                 let cvs = whole_file_cvs(source, op, &path, state, chunk)?;
                 (state.size, attrs.mtime, cvs)
             }
-            Operation::Patch { source: state, chunks, attrs, .. } => {
+            Operation::Patch { source: state, chunks, attrs, source_stamp, .. } => {
+                let path = operation.rel()?;
+                let now = source.stamp(&path)?;
+                if !still_whole(source, op, &path, state, source_stamp.as_ref(), now)? {
+                    return Err(changed(&path));
+                }
                 let cvs =
                     chunks.iter().map(|c| (chunk.chunk_range(c.index, state.size), Expected::Cv(c.new.0))).collect();
                 (state.size, attrs.mtime, cvs)
@@ -410,6 +416,30 @@ pub fn write_bundle(plan: &crate::plan::Plan, source: &mut dyn SourceData, mut o
     out.write_all(b"{\"end\":true}\n").map_err(io)?;
     out.flush().map_err(io)?;
     Ok(total)
+}
+
+/// Whether a patch's source file is still, whole, the file the plan hashed. A patch reads only
+/// its listed chunks, so an edit elsewhere in the file with its mtime put back would pass every
+/// chunk check. The same device, inode and ctime as at the scan show that it was not written
+/// since; otherwise (or when the plan has no stamp) the whole file is read and hashed. `now`
+/// is `None` for a bundle: its writer checked the source when it read it.
+pub fn still_whole(
+    source: &mut dyn SourceData,
+    op: usize,
+    path: &RelPath,
+    state: &crate::plan::FileState,
+    planned: Option<&crate::plan::SourceStamp>,
+    now: Option<SourceStamp>,
+) -> Result<bool, String> {
+    let Some(now) = now else { return Ok(true) };
+    if planned.is_some_and(|p| (p.dev, p.ino) == now.inode && (p.ctime.sec, p.ctime.nsec) == now.ctime) {
+        return Ok(true);
+    }
+    let mut hasher = blake3::Hasher::new();
+    source.read(op, path, ByteRange { offset: 0, length: state.size }, &mut |piece| {
+        hasher.update(piece);
+    })?;
+    Ok(Digest::from(hasher.finalize()) == state.hash.0)
 }
 
 fn changed(path: &RelPath) -> String {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use cutover::apply::{ApplyReport, Event, Outcome};
 use cutover::manifest::Kind;
-use cutover::plan::{OpPath, Operation, Plan};
+use cutover::plan::{CheckedPlan, OpPath, Operation};
 
 use super::Format;
 use super::render::shown;
@@ -167,15 +167,21 @@ impl Items {
 
     /// What apply decided outside any one operation, at its end: removals `--max-delete`
     /// held back, and a batch that could not be made durable or journaled.
-    pub fn after(&self, plan: &Plan, report: &ApplyReport) {
+    pub fn after(&self, plan: &CheckedPlan, report: &ApplyReport) {
         let key = |at: &'_ OpPath| (at.path.clone(), at.path_bytes.clone());
-        let removals: std::collections::HashMap<_, usize> = match report.held_deletes.is_empty() {
+        // The plan's removals, by path, with their place and whether they remove a directory
+        // (read again from the plan, only when some were held).
+        let removals: std::collections::HashMap<_, (usize, bool)> = match report.held_deletes.is_empty() {
             true => Default::default(),
-            false => plan.operations.iter().enumerate().map(|(i, op)| (key(op.at()), i)).collect(),
+            false => (plan.operations().enumerate())
+                .filter_map(|(i, op)| op.ok().map(|op| (i, op)))
+                .filter(|(_, op)| matches!(op, Operation::Remove { .. }))
+                .map(|(i, op)| (key(op.at()), (i, is_dir(&op))))
+                .collect(),
         };
         for (at, _) in &report.held_deletes {
-            let index = removals.get(&key(at)).copied();
-            let dir = index.is_some_and(|i| is_dir(&plan.operations[i]));
+            let found = removals.get(&key(at)).copied();
+            let (index, dir) = (found.map(|(i, _)| i), found.is_some_and(|(_, dir)| dir));
             let reason = Some("beyond --max-delete");
             self.item(&Item { index, op: "remove", at, dir, bytes: 0, result: "held", reason });
         }
@@ -242,15 +248,16 @@ impl Items {
 }
 
 /// The start line of a run in the log.
-pub fn start_line(command: &str, plan: &Plan, source: &str, target: &str) -> Value {
+/// `id` is the plan's (that of bundles and journals), `operations` how many it may carry out.
+pub fn start_line(command: &str, id: &str, operations: u64, source: &str, target: &str) -> Value {
     json!({
         "type": "start",
         "format": LOG_FORMAT,
         "command": command,
-        "plan": cutover::apply::plan_id(plan),
+        "plan": id,
         "source": source,
         "target": target,
-        "operations": plan.operations.len(),
+        "operations": operations,
         "host": rustix::system::uname().nodename().to_string_lossy(),
         "pid": std::process::id(),
         "started": super::record::now_rfc3339(),

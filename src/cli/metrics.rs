@@ -73,6 +73,30 @@ pub fn render(record: &RunRecord, previous: &str) -> String {
             );
         }
     }
+    if !record.verified.is_empty() {
+        let by_side = |pick: fn(&cutover::scan::Verified) -> u64| -> Vec<(String, f64)> {
+            record.verified.iter().map(|(side, v)| (format!("{labels},side=\"{side}\""), pick(v) as f64)).collect()
+        };
+        gauge(
+            &mut out,
+            "read_files",
+            "Files whose bytes the last run read and hashed, by side.",
+            &by_side(|v| v.verified_files),
+        );
+        gauge(&mut out, "read_bytes", "Bytes the last run read and hashed, by side.", &by_side(|v| v.verified_bytes));
+        gauge(
+            &mut out,
+            "trusted_files",
+            "Files the last run took from the cache without reading (unchanged metadata), by side.",
+            &by_side(|v| v.trusted_files),
+        );
+        gauge(
+            &mut out,
+            "trusted_bytes",
+            "Bytes of the files taken from the cache without reading, by side.",
+            &by_side(|v| v.trusted_bytes),
+        );
+    }
     if let Some(summary) = &record.differences {
         let samples: Vec<_> =
             summary_kinds(summary).iter().map(|(kind, n)| (format!("{labels},kind=\"{kind}\""), *n as f64)).collect();

@@ -1,16 +1,17 @@
 //! The command line: argument types, loading each side, exit codes. Only this layer knows
 //! about clap, terminals and process exit codes; the library gets plain values.
 
-mod apply_view;
 mod html;
 mod inputs;
 mod itemize;
 mod manual;
 mod metrics;
+mod plans;
 mod progress;
 mod record;
 mod render;
 mod repair;
+mod shard;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use cutover::diff::{DiffOptions, Report};
 use cutover::digest::ChunkSize;
 use cutover::exclude::Excludes;
-use cutover::manifest::{Header, Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
+use cutover::manifest::{EntryStream, Header, Manifest, MetaSet, read_manifest, read_manifest_from, write_manifest};
 use cutover::scan::{Cache, Progress, ScanOptions, Scrub, b3sum_lines, scan_pair, scan_with_progress};
 use std::sync::Arc;
 
@@ -75,6 +76,8 @@ enum Command {
     Bundle(repair::BundleArgs),
     /// Plan, apply and verify in one step (both trees local); exit 0 only if they end identical.
     Repair(repair::RepairArgs),
+    /// Combine the parts of a sharded scan (`scan --shard I/N`) into one manifest.
+    Merge(shard::MergeArgs),
     /// Print the manual page (roff) to standard output: `cutover man | man -l -`.
     Man,
     /// Print a completion script for SHELL to standard output.
@@ -104,6 +107,10 @@ struct ScanArgs {
     verify: VerifyArg,
     #[command(flatten)]
     scan: ScanArg,
+    /// Scan one part of the tree (every directory, and the files this shard owns) and write it
+    /// with -o, for `cutover merge`.
+    #[command(flatten)]
+    shard: shard::ShardArg,
     #[command(flatten)]
     record: record::RecordArg,
 }
@@ -308,6 +315,7 @@ impl ScanArg {
             exclude: asked.or(theirs.map(|h| &h.exclude)).cloned().unwrap_or_default(),
             one_file_system: self.one_file_system || theirs.is_some_and(|h| h.one_file_system),
             cache: None,
+            shard: None,
         }
     }
 }
@@ -318,6 +326,10 @@ struct DiffArgs {
     source: PathBuf,
     /// The copy to check: a directory, a manifest file, or '-'.
     target: PathBuf,
+    /// When a side is the parts of a sharded scan, all of them in a row: `diff src.*.part
+    /// dst.*.part` (or a quoted pattern per side, expanded by cutover).
+    #[arg(value_name = "PART")]
+    more: Vec<PathBuf>,
     #[command(flatten)]
     meta: MetaArg,
     /// Output format.
@@ -405,6 +417,7 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => repair::run_apply(args, &mut record),
         Command::Bundle(args) => repair::run_bundle(args),
         Command::Repair(args) => repair::run_repair(args, &mut record),
+        Command::Merge(args) => shard::run_merge(args, &mut record),
         Command::Man => manual::run_man(Cli::command()),
         Command::Completions(args) => manual::run_completions(args, Cli::command()),
     };
@@ -477,6 +490,7 @@ impl Command {
             Command::Apply(_) => "apply",
             Command::Bundle(_) => "bundle",
             Command::Repair(_) => "repair",
+            Command::Merge(_) => "merge",
             Command::Man => "man",
             Command::Completions(_) => "completions",
         }
@@ -490,7 +504,7 @@ impl Command {
             Command::Plan(args) => Some(args.record()),
             Command::Apply(args) => Some(args.record()),
             Command::Repair(args) => Some(args.record()),
-            Command::Bundle(_) | Command::Man | Command::Completions(_) => None,
+            Command::Bundle(_) | Command::Merge(_) | Command::Man | Command::Completions(_) => None,
         }
     }
 
@@ -504,6 +518,7 @@ impl Command {
             Command::Apply(args) => args.trees(),
             Command::Bundle(args) => args.trees(),
             Command::Repair(args) => args.trees(),
+            Command::Merge(args) => args.trees(),
             Command::Man | Command::Completions(_) => vec![],
         }
     }
@@ -545,8 +560,17 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
     record.root("dir", &args.dir);
     let mut options = args.scan.options(args.xattrs, args.scan.excludes()?.as_ref(), None);
+    options.shard = args.shard.shard()?;
+    if let Some(shard) = options.shard
+        && (args.output.is_none() || args.b3sum)
+    {
+        bail!("--shard {shard} scans part of the tree: write that part with -o PART (then `cutover merge` the parts)");
+    }
     let changed = args.verify.changed_paths()?;
     options.cache = args.cache.as_deref().and_then(|path| load_cache(path, &options, &args.verify, changed.as_deref()));
+    if let (Some(output), false) = (&args.output, args.b3sum) {
+        return scan_to_file(&args, output, &options, record);
+    }
     let totals = options.cache.as_ref().map(|cache| progress::Totals::of_tree(cache.manifest()));
     let manifest = progress::with_progress(progress::SCANNING, totals, |p| scan_with_progress(&args.dir, &options, p))?;
     // With --cache, say what was read and what trusted (everything read on a first run).
@@ -587,10 +611,10 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
             (false, false) => Box::new(stdout.lock()),
         };
         render::scan_summary(&mut summary, &manifest, &args.dir)?;
-        render::verified_summary(&mut summary, &manifest, verified)?;
+        render::verified_summary(&mut summary, manifest.header.scrub, verified)?;
     } else if !progress::quiet() {
         render::scan_summary(&mut out, &manifest, &args.dir)?;
-        render::verified_summary(&mut out, &manifest, verified)?;
+        render::verified_summary(&mut out, manifest.header.scrub, verified)?;
     }
     // `--cache FILE` alone: FILE becomes this scan's manifest, for the next run.
     if args.output.is_none()
@@ -602,6 +626,62 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
     record.verified = verified.map(|v| vec![("dir", v)]).unwrap_or_default();
     let problems = report_problems(&manifest);
     Ok(if b3sum_trouble { EXIT_TROUBLE } else { problems })
+}
+
+/// `scan DIR -o FILE`: entries go to the manifest as the walk completes them (through a spool
+/// beside FILE, or in the temp directory for standard output), so memory does not grow with the
+/// tree.
+fn scan_to_file(args: &ScanArgs, output: &Path, options: &ScanOptions, record: &mut record::RunRecord) -> Result<u8> {
+    // `-o /dev/stdout` and the like are standard output too: the summary must not follow the
+    // manifest into it.
+    let to_stdout = output.as_os_str() == "-" || is_stdout(output);
+    let beside = output.parent().filter(|_| !to_stdout && !output.is_dir()).unwrap_or(Path::new("."));
+    let spool = cutover::manifest::spool_file(beside)
+        .or_else(|_| cutover::manifest::spool_file(&std::env::temp_dir()))
+        .context("cannot create a spool file for the manifest")?;
+    let totals = options.cache.as_ref().map(|cache| progress::Totals::of_tree(cache.manifest()));
+    let (writer, tally) = progress::with_progress(progress::SCANNING, totals, |p| {
+        cutover::scan::scan_streaming(&args.dir, options, p, spool)
+    })?;
+    let scrubbed = writer.header().scrub;
+    write_output(output, |out| Ok(writer.finish(out)?))?;
+    let verified = match &options.cache {
+        Some(cache) => Some(cache.verified()),
+        None => args.cache.as_ref().map(|_| cutover::scan::Verified {
+            verified_files: tally.files,
+            verified_bytes: tally.bytes,
+            trusted_files: 0,
+            trusted_bytes: 0,
+        }),
+    };
+    let stdout = std::io::stdout();
+    let mut summary: Box<dyn Write> = match (progress::quiet(), to_stdout) {
+        (true, _) => Box::new(std::io::sink()),
+        (false, true) => Box::new(std::io::stderr()),
+        (false, false) => Box::new(stdout.lock()),
+    };
+    match options.shard {
+        Some(shard) => render::part_counts(&mut summary, shard, tally.entries, tally.files, tally.bytes, &args.dir)?,
+        None => render::scan_counts(&mut summary, tally.root, tally.entries, tally.files, tally.bytes, &args.dir)?,
+    }
+    render::verified_summary(&mut summary, scrubbed, verified)?;
+    record.checked = Some(record::Checked {
+        entries: tally.entries,
+        files: tally.files,
+        bytes: tally.bytes,
+        directories: tally.directories,
+        matched: None,
+    });
+    record.verified = verified.map(|v| vec![("dir", v)]).unwrap_or_default();
+    for (path, problem) in &tally.problems {
+        eprintln!("cutover: {}: {problem}", render::shown(path.as_bytes()));
+    }
+    if tally.problems.is_empty() {
+        Ok(EXIT_SAME)
+    } else {
+        eprintln!("cutover: {} could not be hashed", render::count(tally.problems.len() as u64, "entry", "entries"));
+        Ok(EXIT_TROUBLE)
+    }
 }
 
 /// Writes an output file (`-` is standard output) as `>` would, except that a regular file (or
@@ -736,24 +816,31 @@ fn load_manifest(path: &Path, command: &str) -> Result<Manifest> {
         return Ok(read_manifest_from(std::io::stdin().lock(), Path::new("<stdin>"))?);
     }
     std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
-    read_manifest(path).map_err(|e| inputs::explain(path, inputs::Wanted::Side, command, e))
+    let manifest = read_manifest(path).map_err(|e| inputs::explain(path, inputs::Wanted::Side, command, e))?;
+    shard::whole(manifest, path)
 }
 
 fn is_dir(path: &Path) -> bool {
     path.as_os_str() != "-" && path.is_dir()
 }
 
-/// Loads both sides. A directory compared with a manifest is scanned at the manifest's chunk
-/// size and with its excludes (unless given), so their chunks and their scope line up.
-/// Directories are scanned with extended attributes when `meta` compares them.
-pub(crate) fn load_pair(
-    source: &Path,
-    target: &Path,
+/// Loads both sides, each a directory, a manifest file, '-', or a manifest read already (the
+/// parts of a sharded scan, merged). A directory compared with a manifest is scanned at the
+/// manifest's chunk size and with its excludes (unless given), so their chunks and their scope
+/// line up. Directories are scanned with extended attributes when `meta` compares them.
+pub(crate) fn load_sides(
+    [source_side, target_side]: [shard::Side; 2],
     scan: &ScanArg,
     meta: MetaSet,
     command: &str,
     progress: &dyn Progress,
 ) -> Result<(Manifest, Manifest)> {
+    let (source, target) = (source_side.path(), target_side.path());
+    let load = |side: shard::Side| match side {
+        shard::Side::Path(path) => load_manifest(&path, command),
+        shard::Side::Read(manifest, _) => Ok(*manifest),
+    };
+    let is_dir = |side: &shard::Side| matches!(side, shard::Side::Path(path) if is_dir(path));
     let xattrs = meta.xattr;
     let stdin_users =
         [source.as_os_str(), target.as_os_str()].into_iter().chain(scan.exclude_from.iter().map(|p| p.as_os_str()));
@@ -761,59 +848,50 @@ pub(crate) fn load_pair(
         bail!("only one of the two sides and --exclude-from can be read from standard input");
     }
     let asked = scan.excludes()?;
-    let (source, target) = match (is_dir(source), is_dir(target)) {
+    let (source, target) = match (is_dir(&source_side), is_dir(&target_side)) {
         // Walked together: a file on both sides is read in one pass and equal bytes hashed once.
         (true, true) => scan_pair(source, target, &scan.options(xattrs, asked.as_ref(), None), progress)?,
         (true, false) => {
-            let target = load_manifest(target, command)?;
+            let source = source.to_path_buf();
+            let target = load(target_side)?;
             let options = scan.options(xattrs, asked.as_ref(), Some(&target.header));
-            (scan_with_progress(source, &options, progress)?, target)
+            (scan_with_progress(&source, &options, progress)?, target)
         }
         (false, true) => {
-            let source = load_manifest(source, command)?;
+            let target = target.to_path_buf();
+            let source = load(source_side)?;
             let options = scan.options(xattrs, asked.as_ref(), Some(&source.header));
-            (source, scan_with_progress(target, &options, progress)?)
+            (source, scan_with_progress(&target, &options, progress)?)
         }
-        (false, false) => (load_manifest(source, command)?, load_manifest(target, command)?),
+        (false, false) => (load(source_side)?, load(target_side)?),
     };
-    check_same_scope(&source, &target, asked.as_ref(), scan.one_file_system)?;
+    check_same_scope(&source.header, &target.header, asked.as_ref(), scan.one_file_system)?;
     Ok((source, target))
 }
 
 /// Refuses to compare trees scanned with different excludes: what one left out would show as
 /// missing or extra.
-fn check_same_scope(
-    source: &Manifest,
-    target: &Manifest,
-    asked: Option<&Excludes>,
-    one_file_system: bool,
-) -> Result<()> {
-    let (a, b) = (source.header.one_file_system, target.header.one_file_system);
+fn check_same_scope(source: &Header, target: &Header, asked: Option<&Excludes>, one_file_system: bool) -> Result<()> {
+    let (a, b) = (source.one_file_system, target.one_file_system);
     let how = |on: bool| if on { "staying on one filesystem (-x)" } else { "across mount points" };
     if a != b {
-        bail!(
-            "{} was scanned {} and {} {}: scan both the same way",
-            source.header.root,
-            how(a),
-            target.header.root,
-            how(b)
-        );
+        bail!("{} was scanned {} and {} {}: scan both the same way", source.root, how(a), target.root, how(b));
     }
     if one_file_system && !a {
         bail!("the manifests were scanned across mount points, which -x cannot undo: scan again with -x");
     }
-    let shown = |m: &Manifest| quoted_list(&m.header.exclude.texts());
-    if !source.header.exclude.same_patterns(&target.header.exclude) {
+    let shown = |h: &Header| quoted_list(&h.exclude.texts());
+    if !source.exclude.same_patterns(&target.exclude) {
         bail!(
             "the two sides were scanned with different excludes ({} {}, {} {}): scan them with the same --exclude patterns",
-            source.header.root,
+            source.root,
             shown(source),
-            target.header.root,
+            target.root,
             shown(target)
         );
     }
     if let Some(asked) = asked
-        && !asked.same_patterns(&source.header.exclude)
+        && !asked.same_patterns(&source.exclude)
     {
         bail!(
             "the manifest was scanned with excludes {} and cannot be compared under {}: scan again with those",
@@ -838,18 +916,53 @@ fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
     if let Some(dir) = &args.state {
         return run_incremental_diff(&args, dir, record);
     }
+    let two_files = [&args.source, &args.target]
+        .iter()
+        .all(|side| side.as_os_str() != "-" && !is_dir(side) && !shard::is_pattern(side));
+    if args.more.is_empty() && two_files {
+        return run_manifest_diff(&args, record);
+    }
+    let named: Vec<PathBuf> = [&args.source, &args.target].into_iter().chain(&args.more).cloned().collect();
+    let sides = shard::sides(&named)?;
     let (source, target) = progress::with_progress(progress::SCANNING, None, |p| {
-        load_pair(&args.source, &args.target, &args.scan, args.meta.set(), "diff", p)
+        load_sides(sides, &args.scan, args.meta.set(), "diff", p)
     })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
     record.comparison(&source, &report);
     show_diff(&args, &report)
 }
 
+/// `diff A.manifest B.manifest`: both read as streams and merged in path order, so memory
+/// stays bounded by the largest directory and the differences found, not by the trees.
+fn run_manifest_diff(args: &DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
+    let open = |path: &Path| -> Result<EntryStream> {
+        std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
+        EntryStream::open(path).map_err(|e| inputs::explain(path, inputs::Wanted::Side, "diff", e))
+    };
+    let (source, target) = (open(&args.source)?, open(&args.target)?);
+    let (source_header, target_header) = (source.header().clone(), target.header().clone());
+    // A part of a sharded scan holds only some files, and its directory hashes cover only those.
+    for (header, path) in [(&source_header, &args.source), (&target_header, &args.target)] {
+        if let Some(shard) = header.shard {
+            bail!(
+                "{}: part {shard} of a sharded scan, which holds only some of the tree's files: give all {} parts, or merge them first (cutover merge)",
+                path.display(),
+                shard.count()
+            );
+        }
+    }
+    let asked = args.scan.excludes()?;
+    check_same_scope(&source_header, &target_header, asked.as_ref(), args.scan.one_file_system)?;
+    let options = DiffOptions { meta: args.meta.set() };
+    let (report, tally) = cutover::diff::diff_streams((&source_header, source), (&target_header, target), &options)?;
+    record.tallied_comparison(&tally, &report);
+    show_diff(args, &report)
+}
+
 /// `diff SRC DST --state DIR`: both directories scanned with the last run's manifests as
 /// caches, which are then replaced by this run's.
 fn run_incremental_diff(args: &DiffArgs, dir: &Path, record: &mut record::RunRecord) -> Result<u8> {
-    if !is_dir(&args.source) || !is_dir(&args.target) {
+    if !is_dir(&args.source) || !is_dir(&args.target) || !args.more.is_empty() {
         bail!("--state needs two directories: it keeps their manifests from one run to the next");
     }
     let states = tree_states(dir, [&args.source, &args.target])?;
@@ -878,8 +991,11 @@ fn show_diff(args: &DiffArgs, report: &Report) -> Result<u8> {
         let title = format!("cutover diff {} {}", args.source.display(), args.target.display());
         html::write_page(path, &title, &[html::Section { heading: "Differences", report }])?;
     }
-    warn_uncompared(args.meta.set(), report);
     if !progress::quiet() {
+        warn_uncompared(args.meta.set(), report);
+        for hint in cutover::diff::tree_hints(report) {
+            eprintln!("cutover: hint: {hint}");
+        }
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let written = render::report(&mut out, report, args.format).and_then(|()| out.flush());

@@ -13,7 +13,7 @@ use cutover::apply::{ApplyReport, Outcome};
 use cutover::diff::{Report, Summary};
 use cutover::manifest::{Kind, Manifest};
 use cutover::path::RelPath;
-use cutover::plan::Plan;
+use cutover::plan::PlanHead;
 
 /// The format id of the JSON run record.
 pub const FORMAT: &str = "cutover-run/1";
@@ -86,6 +86,21 @@ impl Checked {
         checked
     }
 
+    /// The source's entries as a streamed comparison counted them.
+    pub fn of_tally(tally: &cutover::diff::Tally) -> Checked {
+        Checked {
+            entries: tally.entries,
+            files: tally.files,
+            bytes: tally.bytes,
+            directories: tally.directories,
+            matched: Some(Matched {
+                entries: tally.matched_entries,
+                files: tally.matched_files,
+                bytes: tally.matched_bytes,
+            }),
+        }
+    }
+
     fn count(&mut self, kind: Kind, size: u64) {
         self.entries += 1;
         match kind {
@@ -136,7 +151,7 @@ pub struct Verify {
 }
 
 impl Operations {
-    pub fn of_plan(plan: &Plan) -> Operations {
+    pub fn of_plan(plan: &PlanHead) -> Operations {
         Operations {
             planned: plan.totals.operations,
             copy_bytes: plan.totals.copy_bytes,
@@ -238,15 +253,24 @@ impl RunRecord {
 
     /// A comparison of `source` against the target, as `report` found it.
     pub fn comparison(&mut self, source: &Manifest, report: &Report) {
+        self.comparison_with(Checked::of_comparison(source, report), report);
+    }
+
+    fn comparison_with(&mut self, checked: Checked, report: &Report) {
         let mut compared = vec!["names", "kinds", "content"];
         compared.extend(report.compared_names());
         self.compared = Some(compared);
-        self.checked = Some(Checked::of_comparison(source, report));
+        self.checked = Some(checked);
         self.differences = Some(report.summary());
         self.verified = [("source", report.source.verified), ("target", report.target.verified)]
             .into_iter()
             .filter_map(|(side, verified)| Some((side, verified?)))
             .collect();
+    }
+
+    /// [`RunRecord::comparison`] of a comparison that counted the source as it streamed by.
+    pub fn tallied_comparison(&mut self, tally: &cutover::diff::Tally, report: &Report) {
+        self.comparison_with(Checked::of_tally(tally), report);
     }
 
     /// Ends the run with its exit code and, when it failed, the error said on stderr.

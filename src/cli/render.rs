@@ -88,22 +88,48 @@ pub fn size(bytes: u64) -> String {
 pub fn scan_summary(out: &mut dyn Write, manifest: &Manifest, dir: &Path) -> io::Result<()> {
     let files = manifest.entries.iter().filter(|e| e.kind == Kind::File);
     let (files, bytes) = files.fold((0u64, 0u64), |(n, b), e| (n + 1, b + e.size));
-    let root = manifest
-        .root_digest()
-        .map_or_else(|| "(incomplete: some entries could not be hashed)".to_string(), |d| d.to_hex());
+    if let Some(shard) = manifest.header.shard {
+        return part_counts(out, shard, manifest.entries.len() as u64, files, bytes, dir);
+    }
+    scan_counts(out, manifest.root_digest(), manifest.entries.len() as u64, files, bytes, dir)
+}
+
+/// The summary of one part of a sharded scan, which has no root hash of its own.
+pub fn part_counts(
+    out: &mut dyn Write,
+    shard: cutover::shard::Shard,
+    entries: u64,
+    files: u64,
+    bytes: u64,
+    dir: &Path,
+) -> io::Result<()> {
+    let what = format!("{}, {}, {}", count(entries, "entry", "entries"), count(files, "file", "files"), size(bytes));
+    let n = shard.count();
+    writeln!(out, "part {shard} of {}: {what} (merge all {n} parts for the root hash)", dir.display())
+}
+
+/// The summary of a scan from its counts: the root hash, then entries, files and bytes.
+pub fn scan_counts(
+    out: &mut dyn Write,
+    root: Option<cutover::digest::Digest>,
+    entries: u64,
+    files: u64,
+    bytes: u64,
+    dir: &Path,
+) -> io::Result<()> {
+    let root = root.map_or_else(|| "(incomplete: some entries could not be hashed)".to_string(), |d| d.to_hex());
     writeln!(out, "{root}  {}", dir.display())?;
-    let entries = manifest.entries.len() as u64;
     writeln!(out, "{}, {}, {}", count(entries, "entry", "entries"), count(files, "file", "files"), size(bytes))
 }
 
 /// With a cache (`verified` is `Some`): how many files were read and how many trusted.
 pub fn verified_summary(
     out: &mut dyn Write,
-    manifest: &Manifest,
+    scrubbed: Option<(u64, u64)>,
     verified: Option<cutover::scan::Verified>,
 ) -> io::Result<()> {
     let Some(v) = verified else { return Ok(()) };
-    let scrub = match manifest.header.scrub {
+    let scrub = match scrubbed {
         Some((slice, of)) => format!(" (scrub slice {} of {of})", slice + 1),
         None => String::new(),
     };

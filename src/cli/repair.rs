@@ -6,24 +6,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use cutover::apply::source::{BundleSource, DirSource, SourceData, record_holes, roots_overlap, write_bundle};
-use cutover::apply::{ApplyOptions, ApplyReport, Event, LockedTarget, Observer, apply, plan_id};
+use cutover::apply::source::{BundleSource, DirSource, SourceData, roots_overlap, write_bundle};
+use cutover::apply::{ApplyOptions, ApplyReport, Event, LockedTarget, Observer, apply};
 use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
-use cutover::plan::{
-    DeleteLimits, Operation, Plan, PlanOptions, TreeIdentity, build_plan, check_deletes, planned_deletes, read_plan,
-    write_plan,
-};
+use cutover::plan::{CheckedPlan, DeleteLimits, Operation, PlanHead, PlanOptions, Tally, TreeIdentity, check_deletes};
 use cutover::scan::{Cache, Scrub, scan_pair_cached};
 use cutover::state::StateDir;
 
-use super::apply_view::{apply_json, plan_summary, show_apply, show_dry_run, show_plan};
 use super::inputs::{Wanted, explain};
 use super::itemize::{ItemizeArg, Items};
+use super::plans::{Making, apply_json, load_plan, plan_summary, plan_verdict, show_apply, show_dry_run, show_plan};
 use super::progress::{self, APPLYING, SCANNING, Totals, VERIFYING};
 use super::record::{Applied, Operations, RecordArg, RunRecord, Verify};
 use super::render::{count, size};
-use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg, load_pair};
+use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -31,6 +28,10 @@ pub struct PlanArgs {
     source: PathBuf,
     /// The tree to repair: a directory, a manifest file, or '-'.
     target: PathBuf,
+    /// When a side is the parts of a sharded scan, all of them in a row: `plan src.*.part
+    /// dst.*.part` (or a quoted pattern per side, expanded by cutover).
+    #[arg(value_name = "PART")]
+    more: Vec<PathBuf>,
     /// Write the plan here ('-' for standard output); without it the plan is only shown.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -81,6 +82,11 @@ pub struct ApplyArgs {
     /// Output format: `jsonl` streams one line per operation as it is done, then a summary line.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    /// Carry out one part of the plan, while the other shards run theirs at once (on this
+    /// host or others); together they leave the target as one apply does. With --bundle,
+    /// the bundle of the same shard (`bundle --shard I/N`).
+    #[command(flatten)]
+    shard: super::shard::ShardArg,
     #[command(flatten)]
     items: ItemizeArg,
     #[command(flatten)]
@@ -106,15 +112,15 @@ impl Limits {
 
     /// What `apply` would refuse or hold back, said on stderr: `plan` and dry runs still show
     /// the whole plan.
-    fn warn(&self, plan: &Plan) {
-        if let Err(refusal) = check_deletes(plan, false, self.delete_limits()) {
+    fn warn(&self, plan: &PlanHead, tally: &Tally) {
+        if let Err(refusal) = check_deletes(plan, tally, false, self.delete_limits()) {
             super::warn(format_args!("apply will refuse this plan: {refusal}"));
         } else if let Some(limit) = self.max_delete
-            && planned_deletes(plan) > limit
+            && tally.deletes() > limit
         {
             super::warn(format_args!(
                 "the plan deletes {}: with --max-delete {limit}, apply stops removing at {limit} and lists the rest",
-                count(planned_deletes(plan), "entry", "entries")
+                count(tally.deletes(), "entry", "entries")
             ));
         }
     }
@@ -130,6 +136,9 @@ pub struct BundleArgs {
     /// Where to write the bundle ('-' for standard output).
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
+    /// Bundle only what shard I of N of `apply --shard I/N` needs.
+    #[command(flatten)]
+    shard: super::shard::ShardArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,55 +216,39 @@ impl RepairArgs {
 pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
     record.root("source", &args.source);
     record.root("target", &args.target);
+    let named: Vec<PathBuf> = [&args.source, &args.target].into_iter().chain(&args.more).cloned().collect();
+    let sides = super::shard::sides(&named)?;
     let (source, target) = progress::with_progress(SCANNING, None, |p| {
-        load_pair(&args.source, &args.target, &args.scan, args.repair.meta.set(), "plan", p)
+        super::load_sides(sides, &args.scan, args.repair.meta.set(), "plan", p)
     })?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
-    let (mut plan, report) = build_plan(&source, &target, &options);
-    record.comparison(&source, &report);
-    if args.target.as_os_str() != "-" && args.target.is_dir() {
-        plan.target.identity = TreeIdentity::of(&args.target);
-    }
-    if args.source.as_os_str() != "-" && args.source.is_dir() {
-        record_holes(&mut plan, &DirSource::open(&args.source).map_err(anyhow::Error::msg)?)
-            .map_err(anyhow::Error::msg)?;
-    }
-    super::warn_uncompared(args.repair.meta.set(), &report);
-    args.limits.warn(&plan);
-    record.operations = Some(Operations::of_plan(&plan));
-    let stdout = std::io::stdout();
-    match (&args.output, args.dry_run) {
+    let identity = (args.target.as_os_str() != "-" && args.target.is_dir()).then(|| TreeIdentity::of(&args.target));
+    let holes = match args.source.as_os_str() != "-" && args.source.is_dir() {
+        true => Some(DirSource::open(&args.source).map_err(anyhow::Error::msg)?),
+        false => None,
+    };
+    let made = Making { source: &source, target: &target, options: &options, identity: identity.flatten(), holes };
+    let (head, tally, report) = match (&args.output, args.dry_run) {
         (Some(path), false) => {
-            super::write_output(path, |out| Ok(write_plan(&plan, out)?))?;
+            let (head, tally, report) = super::write_output(path, |out| Ok(made.write(out)?))?;
             if path.as_os_str() != "-" && !progress::quiet() {
-                plan_summary(&mut std::io::stderr(), &plan)?;
+                plan_summary(&mut std::io::stderr(), &head)?;
             }
+            (head, tally, report)
         }
-        _ if progress::quiet() => {}
-        _ => show_plan(&mut stdout.lock(), &plan)?,
-    }
-    Ok(plan_verdict(&plan, &report))
-}
-
-/// Exit code of a plan: 2 when something could not be read or cannot be repaired, else 1 when
-/// there is work, 0 when there is none.
-fn plan_verdict(plan: &Plan, report: &cutover::diff::Report) -> u8 {
-    if report.summary().trouble > 0 || !plan.unrepairable.is_empty() {
-        EXIT_TROUBLE
-    } else if plan.operations.is_empty() {
-        EXIT_SAME
-    } else {
-        EXIT_DIFFERENT
-    }
-}
-
-/// Reads the plan `command` was given; a file that is something else is named as such.
-fn load_plan(path: &Path, command: &str) -> Result<Plan> {
-    if path.as_os_str() == "-" {
-        return Ok(read_plan(std::io::stdin().lock(), Path::new("<stdin>"))?);
-    }
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    read_plan(std::io::BufReader::new(file), path).map_err(|e| explain(path, Wanted::Plan, command, e))
+        _ => {
+            let (plan, report) = made.checked()?;
+            if !progress::quiet() {
+                show_plan(&mut std::io::stdout().lock(), &plan)?;
+            }
+            (plan.head, plan.tally, report)
+        }
+    };
+    record.comparison(&source, &report);
+    super::warn_uncompared(args.repair.meta.set(), &report);
+    args.limits.warn(&head, &tally);
+    record.operations = Some(Operations::of_plan(&head));
+    Ok(plan_verdict(&head, &tally, &report))
 }
 
 pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
@@ -265,53 +258,86 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
         bail!("the plan and the bundle cannot both come from standard input");
     }
     let plan = load_plan(&args.plan, "apply")?;
-    record.root("source", args.source.as_deref().unwrap_or(Path::new(&plan.source.root)));
-    record.root("target", args.target.as_deref().unwrap_or(Path::new(&plan.target.root)));
+    let whole_id = plan.id.clone();
+    let shard = args.shard.shard()?;
+    let (plan, finish) = match shard {
+        Some(shard) => {
+            let (part, finish) = cutover::plan::shard_checked(plan, shard)?;
+            (part, Some(finish))
+        }
+        None => (plan, None),
+    };
+    record.root("source", args.source.as_deref().unwrap_or(Path::new(&plan.head.source.root)));
+    record.root("target", args.target.as_deref().unwrap_or(Path::new(&plan.head.target.root)));
     if let Some(bundle) = &args.bundle {
         record.root("bundle", bundle);
     }
-    record.operations = Some(Operations::of_plan(&plan));
+    record.operations = Some(Operations::of_plan(&plan.head));
     if args.dry_run {
         if !progress::quiet() {
             show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
         }
-        return Ok(if plan.operations.is_empty() { EXIT_SAME } else { EXIT_DIFFERENT });
+        return Ok(if plan.tally.totals.operations == 0 { EXIT_SAME } else { EXIT_DIFFERENT });
     }
-    let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.target.root));
+    let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.head.target.root));
     // Locked before the source is opened, so a second run is refused at once.
     let state = StateDir::locate(args.state.as_deref())?;
     if args.bundle.is_none() {
-        state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.source.root)))?;
+        state.check_outside(args.source.as_deref().unwrap_or(Path::new(&plan.head.source.root)))?;
     }
-    let target = LockedTarget::open(&target, &state, "apply")?;
-    let source_root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
+    let mut target = match shard {
+        Some(_) => LockedTarget::open_shard(&target, &state, "apply --shard", &whole_id, &plan.id)?,
+        None => LockedTarget::open(&target, &state, "apply")?,
+    };
+    let source_root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.head.source.root));
     let source_name = match &args.bundle {
         Some(bundle) => format!("bundle {}", bundle.display()),
         None => source_root.display().to_string(),
     };
-    let start = super::itemize::start_line("apply", &plan, &source_name, &target.path().display().to_string());
+    // A shard's directory metadata (`finish`) may follow its own operations: numbered after them.
+    let finish_ops = finish.as_ref().map_or(0, |finish| finish.tally.totals.operations);
+    let start = super::itemize::start_line(
+        "apply",
+        &plan.id,
+        plan.tally.totals.operations + finish_ops,
+        &source_name,
+        &target.path().display().to_string(),
+    );
     let items = Items::open(&args.items, args.format, progress::quiet(), start)?;
-    let report = observed(&plan, &items, &args.limits, |options| match &args.bundle {
-        Some(bundle) => {
-            let chunk = ChunkSize::new(plan.chunk_size).map_err(anyhow::Error::msg)?;
-            let id = plan_id(&plan);
-            if bundle.as_os_str() == "-" {
-                let mut source =
-                    BundleSource::open(std::io::stdin().lock(), "<stdin>", &id, chunk).map_err(anyhow::Error::msg)?;
-                Ok(apply(&plan, &mut source, &target, options)?)
-            } else {
-                let file = std::fs::File::open(bundle).with_context(|| format!("{}: cannot open", bundle.display()))?;
-                let name = bundle.display().to_string();
-                let reader = std::io::BufReader::with_capacity(1 << 20, file);
-                let mut source = BundleSource::open(reader, &name, &id, chunk)
-                    .map_err(|why| explain(bundle, Wanted::Bundle, "--bundle", anyhow::Error::msg(why)))?;
-                Ok(apply(&plan, &mut source, &target, options)?)
+    let report = observed(&plan, finish.as_ref(), &items, &args.limits, |options| {
+        let report = match &args.bundle {
+            Some(bundle) => {
+                let chunk = ChunkSize::new(plan.head.chunk_size).map_err(anyhow::Error::msg)?;
+                let id = plan.id.clone();
+                if bundle.as_os_str() == "-" {
+                    let mut source = BundleSource::open(std::io::stdin().lock(), "<stdin>", &id, chunk)
+                        .map_err(anyhow::Error::msg)?;
+                    apply(&plan, &mut source, &target, options)?
+                } else {
+                    let file =
+                        std::fs::File::open(bundle).with_context(|| format!("{}: cannot open", bundle.display()))?;
+                    let name = bundle.display().to_string();
+                    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+                    let mut source = BundleSource::open(reader, &name, &id, chunk)
+                        .map_err(|why| explain(bundle, Wanted::Bundle, "--bundle", anyhow::Error::msg(why)))?;
+                    apply(&plan, &mut source, &target, options)?
+                }
             }
-        }
-        None => {
-            let mut source = DirSource::open(&source_root).map_err(anyhow::Error::msg)?;
-            Ok(apply(&plan, &mut source, &target, options)?)
-        }
+            None => {
+                let mut source = DirSource::open(&source_root).map_err(anyhow::Error::msg)?;
+                apply(&plan, &mut source, &target, options)?
+            }
+        };
+        let Some(finish) = &finish else { return Ok(report) };
+        // The finishing operations are told numbered after the shard's own.
+        let offset = plan.tally.totals.operations as usize;
+        let shifted = |event: Event<'_>| {
+            if let Some(Observer(tell)) = options.observer {
+                tell(Event { index: event.index + offset, ..event });
+            }
+        };
+        let options = ApplyOptions { observer: Some(Observer(&shifted)), ..*options };
+        super::shard::finish_shard(report, finish, &mut target, &options)
     });
     let report = report.and_then(|report| {
         items.finish(super::itemize::end_line(Ok(&report)))?;
@@ -338,13 +364,16 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
 
 /// Runs `apply` (called with the options to give it) with each operation's outcome told to
 /// `items` and to the progress meter as it happens; then the held removals and batch failures.
+/// `finish` is what a shard may run after its own operations (directory metadata).
 fn observed(
-    plan: &Plan,
+    plan: &CheckedPlan,
+    finish: Option<&CheckedPlan>,
     items: &Items,
     limits: &Limits,
     apply: impl FnOnce(&ApplyOptions<'_>) -> Result<ApplyReport>,
 ) -> Result<ApplyReport> {
-    let totals = Totals { items: plan.operations.len() as u64, bytes: plan.totals.copy_bytes };
+    let finish_ops = finish.map_or(0, |finish| finish.tally.totals.operations);
+    let totals = Totals { items: plan.tally.totals.operations + finish_ops, bytes: plan.tally.totals.copy_bytes };
     progress::with_progress(APPLYING, Some(totals), |meter| {
         let tell = |event: Event<'_>| {
             items.event(&event);
@@ -372,17 +401,21 @@ fn apply_verdict(report: &ApplyReport) -> u8 {
 
 pub fn run_bundle(args: BundleArgs) -> Result<u8> {
     let plan = load_plan(&args.plan, "bundle")?;
-    let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.source.root));
+    let plan = match args.shard.shard()? {
+        Some(shard) => cutover::plan::shard_checked(plan, shard)?.0,
+        None => plan,
+    };
+    let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.head.source.root));
     let mut source: Box<dyn SourceData> = Box::new(DirSource::open(&root).map_err(anyhow::Error::msg)?);
     let bytes =
         super::write_output(&args.output, |out| write_bundle(&plan, source.as_mut(), out).map_err(anyhow::Error::msg))?;
-    if super::progress::quiet() {
+    if progress::quiet() {
         return Ok(EXIT_SAME);
     }
     eprintln!(
         "bundle: {} of source data for {}",
         size(bytes),
-        count(plan.operations.len() as u64, "operation", "operations")
+        count(plan.tally.totals.operations, "operation", "operations")
     );
     Ok(EXIT_SAME)
 }
@@ -435,34 +468,37 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
     let (source, target) = progress::with_progress(SCANNING, totals, |p| {
         scan_pair_cached(&args.source, &args.target, &scan_options, caches, p)
     })?;
-    let (mut plan, report) = build_plan(
-        &source,
-        &target,
-        &PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() },
-    );
-    plan.target.identity = TreeIdentity::of(&args.target);
+    let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
+    let made = Making {
+        source: &source,
+        target: &target,
+        options: &options,
+        identity: TreeIdentity::of(&args.target),
+        holes: Some(DirSource::open(&args.source).map_err(anyhow::Error::msg)?),
+    };
+    let (plan, report) = made.checked()?;
     record.comparison(&source, &report);
     let mut data = DirSource::open(&args.source).map_err(anyhow::Error::msg)?;
-    record_holes(&mut plan, &data).map_err(anyhow::Error::msg)?;
-    record.operations = Some(Operations::of_plan(&plan));
+    record.operations = Some(Operations::of_plan(&plan.head));
     super::warn_uncompared(args.repair.meta.set(), &report);
     if args.dry_run {
-        args.limits.warn(&plan);
+        args.limits.warn(&plan.head, &plan.tally);
         super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, None)?;
         if !progress::quiet() {
             show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
         }
-        return Ok(plan_verdict(&plan, &report));
+        return Ok(plan_verdict(&plan.head, &plan.tally, &report));
     }
     let locked = locked.context("the target is not locked")?;
     let start = super::itemize::start_line(
         "repair",
-        &plan,
+        &plan.id,
+        plan.tally.totals.operations,
         &args.source.display().to_string(),
         &args.target.display().to_string(),
     );
     let items = Items::open(&args.items, args.format, progress::quiet(), start)?;
-    let applied = observed(&plan, &items, &args.limits, |options| Ok(apply(&plan, &mut data, &locked, options)?));
+    let applied = observed(&plan, None, &items, &args.limits, |options| Ok(apply(&plan, &mut data, &locked, options)?));
     let ended = super::itemize::end_line(applied.as_ref().map_err(|e| format!("{e:#}")));
     let logged = items.finish(ended);
     let mut applied = applied?;
@@ -508,7 +544,7 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
             if args.format == Format::Jsonl {
                 doc["type"] = json!("summary");
             }
-            doc["unrepairable"] = json!(plan.unrepairable);
+            doc["unrepairable"] = json!(plan.head.unrepairable);
             let found = verify.to_json();
             doc["verify"] = json!({
                 "identical": verify.identical(),
@@ -521,7 +557,7 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
             writeln!(out)?;
         } else {
             show_apply(&mut out, &applied, args.format)?;
-            for u in &plan.unrepairable {
+            for u in &plan.head.unrepairable {
                 writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
             }
             if remaining == 0 {
@@ -547,7 +583,7 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
         Err(e) => return Err(e.into()),
         Ok(()) => {}
     }
-    let trouble = !applied.problems.is_empty() || !plan.unrepairable.is_empty() || verify.summary().trouble > 0;
+    let trouble = !applied.problems.is_empty() || !plan.head.unrepairable.is_empty() || verify.summary().trouble > 0;
     Ok(if trouble {
         EXIT_TROUBLE
     } else if !applied.held_deletes.is_empty() {

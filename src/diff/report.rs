@@ -167,24 +167,6 @@ pub struct TreeCounts {
     pub bytes: u64,
 }
 
-impl TreeCounts {
-    pub fn of(manifest: &Manifest) -> TreeCounts {
-        let mut counts = TreeCounts::default();
-        for entry in &manifest.entries {
-            counts.entries += 1;
-            match entry.kind {
-                Kind::File => {
-                    counts.files += 1;
-                    counts.bytes += entry.size;
-                }
-                Kind::Dir => counts.directories += 1,
-                _ => {}
-            }
-        }
-        counts
-    }
-}
-
 /// Everything a diff found.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -302,6 +284,7 @@ impl Report {
                 object.insert("side".into(), json!(side));
                 Value::Object(object)
             }).collect::<Vec<_>>(),
+            "hints": super::hints::tree_hints(self),
         })
     }
 }

@@ -11,7 +11,7 @@ use crate::path::RelPath;
 
 /// First line of every manifest; the number is the format version.
 pub const MAGIC: &[u8] = b"cutover-manifest/1\n";
-const TAG_ENTRY: u8 = 1;
+pub(super) const TAG_ENTRY: u8 = 1;
 const TAG_END: u8 = 0;
 const FLAG_DIGEST: u8 = 1;
 const FLAG_UNREADABLE: u8 = 2;
@@ -69,6 +69,18 @@ struct HeaderJson {
     /// The scrub slice this scan re-read, as `[slice, of]`; left out when it did not scrub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scrub: Option<(u64, u64)>,
+    /// On a part of a sharded scan only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shard: Option<ShardJson>,
+}
+
+/// A part's place in a sharded scan: shard `index` (1-based) of `count`, owned by `owner`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardJson {
+    index: u32,
+    count: u32,
+    owner: String,
 }
 
 /// Deserializes a field that is there, `null` or not, as `Some`; a missing one stays `None`.
@@ -78,42 +90,69 @@ fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<Option<S
 
 /// Writes `manifest` to `out`, returning the number of bytes written.
 pub fn write_manifest(manifest: &Manifest, out: impl Write) -> io::Result<u64> {
-    let mut out =
-        HashingWriter { inner: io::BufWriter::with_capacity(1 << 16, out), hasher: blake3::Hasher::new(), written: 0 };
-    out.write_all(MAGIC)?;
-    let header = HeaderJson {
-        tool: manifest.header.tool.clone(),
-        chunk_size: manifest.header.chunk_size.bytes(),
-        metadata: metadata_names(&manifest.header),
-        root: manifest.header.root.clone(),
-        started: manifest.header.started.clone(),
-        finished: manifest.header.finished.clone(),
-        entries: manifest.entries.len() as u64,
-        exclude: manifest.header.exclude.texts(),
-        one_file_system: manifest.header.one_file_system,
-        root_hash: Some(manifest.root_digest().map(Digest::to_hex)),
-        scrub: manifest.header.scrub,
-    };
-    serde_json::to_writer(&mut out, &header)?;
-    out.write_all(b"\n")?;
+    let mut out = HashingWriter::new(out);
+    let count = manifest.entries.len() as u64;
+    write_head(&mut out, &manifest.header, count, manifest.root_digest())?;
     let mut previous: &[u8] = &[];
     let mut record = Vec::with_capacity(256);
     for entry in &manifest.entries {
         record.clear();
         let first = entry
             .hard_link()
-            .filter(|_| manifest.header.hard_links)
             .and_then(|first| manifest.entries.binary_search_by(|e| e.path.cmp(first)).ok().map(|index| index as u64));
-        let rdev = matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice)
-            .then_some(entry.rdev().unwrap_or_default())
-            .filter(|_| manifest.header.rdev);
-        let stamp = (entry.kind == Kind::File && manifest.header.stamps).then(|| entry.stamp.unwrap_or_default());
-        encode_entry(&mut record, entry, previous, first, rdev, stamp);
+        encode_record(&mut record, &manifest.header, entry, previous, first);
         out.write_all(&record)?;
         previous = entry.path.as_bytes();
     }
+    write_end(out, count)
+}
+
+/// The magic line and the header line of a manifest of `entries` entries whose root directory
+/// has the digest `root`.
+pub(super) fn write_head<W: Write>(
+    out: &mut HashingWriter<W>,
+    header: &Header,
+    entries: u64,
+    root: Option<Digest>,
+) -> io::Result<()> {
+    out.write_all(MAGIC)?;
+    let json = HeaderJson {
+        tool: header.tool.clone(),
+        chunk_size: header.chunk_size.bytes(),
+        metadata: metadata_names(header),
+        root: header.root.clone(),
+        started: header.started.clone(),
+        finished: header.finished.clone(),
+        entries,
+        exclude: header.exclude.texts(),
+        one_file_system: header.one_file_system,
+        root_hash: Some(root.map(Digest::to_hex)),
+        scrub: header.scrub,
+        shard: header.shard.map(|shard| ShardJson {
+            index: shard.index(),
+            count: shard.count(),
+            owner: crate::shard::OWNER_RULE.into(),
+        }),
+    };
+    serde_json::to_writer(&mut *out, &json)?;
+    out.write_all(b"\n")
+}
+
+/// The entry record of `entry` in a manifest with `header`, after the path `previous`; `first`
+/// is the index of the first name of its inode when it is a hard link.
+pub(super) fn encode_record(buf: &mut Vec<u8>, header: &Header, entry: &Entry, previous: &[u8], first: Option<u64>) {
+    let first = first.filter(|_| header.hard_links);
+    let rdev = matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice)
+        .then_some(entry.rdev().unwrap_or_default())
+        .filter(|_| header.rdev);
+    let stamp = (entry.kind == Kind::File && header.stamps).then(|| entry.stamp.unwrap_or_default());
+    encode_entry(buf, entry, previous, first, rdev, stamp);
+}
+
+/// The end record after `count` entries; gives the number of bytes written in all.
+pub(super) fn write_end<W: Write>(mut out: HashingWriter<W>, count: u64) -> io::Result<u64> {
     out.write_all(&[TAG_END])?;
-    out.write_all(&(manifest.entries.len() as u64).to_le_bytes())?;
+    out.write_all(&count.to_le_bytes())?;
     let checksum = *out.hasher.finalize().as_bytes();
     out.inner.write_all(&checksum)?;
     out.inner.flush()?;
@@ -253,10 +292,17 @@ pub fn read_manifest_from(input: impl Read, name: &Path) -> Result<Manifest, Man
     reader.read_all()
 }
 
-struct HashingWriter<W: Write> {
-    inner: W,
+/// Writes through a buffer, hashing what passes for the end record's checksum.
+pub(super) struct HashingWriter<W: Write> {
+    inner: io::BufWriter<W>,
     hasher: blake3::Hasher,
     written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub(super) fn new(out: W) -> Self {
+        HashingWriter { inner: io::BufWriter::with_capacity(1 << 16, out), hasher: blake3::Hasher::new(), written: 0 }
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -272,11 +318,17 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-struct Reader<R: Read> {
-    input: BufReader<R>,
-    hasher: blake3::Hasher,
-    offset: u64,
-    file: PathBuf,
+/// What the start of a manifest says: its header, the entry count the header announces and the
+/// header's `root_hash` as written (outer `None`: left out).
+pub(super) type Start = (Header, u64, Option<Option<String>>);
+
+pub(super) const ROOT_HASH_MISMATCH: &str = "the header's root_hash is not the root directory's hash";
+
+pub(super) struct Reader<R: Read> {
+    pub(super) input: BufReader<R>,
+    pub(super) hasher: blake3::Hasher,
+    pub(super) offset: u64,
+    pub(super) file: PathBuf,
 }
 
 impl<R: Read> Reader<R> {
@@ -284,7 +336,7 @@ impl<R: Read> Reader<R> {
         self.file.display().to_string()
     }
 
-    fn corrupt(&self, what: impl Into<String>) -> ManifestError {
+    pub(super) fn corrupt(&self, what: impl Into<String>) -> ManifestError {
         ManifestError::Corrupt { file: self.name(), offset: self.offset, what: what.into() }
     }
 
@@ -316,7 +368,7 @@ impl<R: Read> Reader<R> {
         Ok(())
     }
 
-    fn byte(&mut self) -> Result<u8, ManifestError> {
+    pub(super) fn byte(&mut self) -> Result<u8, ManifestError> {
         let mut b = [0u8];
         self.fill(&mut b)?;
         Ok(b[0])
@@ -360,7 +412,9 @@ impl<R: Read> Reader<R> {
         Ok(Digest(d))
     }
 
-    fn read_all(&mut self) -> Result<Manifest, ManifestError> {
+    /// The magic line and the header: the header, the entry count it announces and its
+    /// `root_hash` field as written.
+    pub(super) fn start(&mut self) -> Result<Start, ManifestError> {
         let mut line = Vec::new();
         let n = (&mut self.input).take(MAGIC.len() as u64).read_until(b'\n', &mut line).map_err(|e| self.io(e))?;
         if n == 0 || !line.starts_with(b"cutover-manifest/") {
@@ -379,46 +433,44 @@ impl<R: Read> Reader<R> {
         }
         self.hasher.update(&line);
         self.offset = line.len() as u64;
-        let header = self.read_header()?;
-        let expected = header.1;
-        // The header's count is not trusted with an allocation; the vector grows as records arrive.
-        let mut entries = Vec::with_capacity(expected.min(1 << 16) as usize);
-        let mut previous: Vec<u8> = Vec::new();
-        loop {
-            let record_start = self.offset;
-            match self.byte()? {
-                TAG_ENTRY => {
-                    let (mut entry, first) = self.read_entry(&previous, &header.0)?;
-                    if let Some(first) = first {
-                        // The rest (kind, order) is checked with the whole tree, after the checksum.
-                        let Some(to) = entries.get(first as usize) else {
-                            return Err(self.corrupt(format!("a hard link to entry {first}, not an earlier one")));
-                        };
-                        let to: &Entry = to;
-                        entry.set_hard_link(to.path.clone());
+        self.read_header()
+    }
+
+    /// The next entry record, with the index of the entry it is a hard link to, or `None` at
+    /// the end record. `last` is the previous entry's path (`None` before the first), which
+    /// this one must sort after.
+    pub(super) fn next_record(
+        &mut self,
+        last: Option<&RelPath>,
+        header: &Header,
+    ) -> Result<Option<(Entry, Option<u64>)>, ManifestError> {
+        let record_start = self.offset;
+        match self.byte()? {
+            TAG_ENTRY => {
+                let previous = last.map_or(&[][..], RelPath::as_bytes);
+                let (entry, first) = self.read_entry(previous, header)?;
+                if let Some(last) = last {
+                    if entry.path <= *last {
+                        self.offset = record_start;
+                        return Err(self
+                            .corrupt(format!("entry {} is out of order", crate::path::Quoted(&entry.path.display()))));
                     }
-                    if let Some(last) = entries.last() {
-                        let last: &Entry = last;
-                        if entry.path <= last.path {
-                            self.offset = record_start;
-                            return Err(self.corrupt(format!(
-                                "entry {} is out of order",
-                                crate::path::Quoted(&entry.path.display())
-                            )));
-                        }
-                    } else if !entry.path.is_root() || entry.kind != Kind::Dir {
-                        return Err(self.corrupt("the first entry must be the root directory"));
-                    }
-                    previous = entry.path.as_bytes().to_vec();
-                    entries.push(entry);
+                } else if !entry.path.is_root() || entry.kind != Kind::Dir {
+                    return Err(self.corrupt("the first entry must be the root directory"));
                 }
-                TAG_END => break,
-                tag => {
-                    self.offset = record_start;
-                    return Err(self.corrupt(format!("unknown record tag {tag}")));
-                }
+                Ok(Some((entry, first)))
+            }
+            TAG_END => Ok(None),
+            tag => {
+                self.offset = record_start;
+                Err(self.corrupt(format!("unknown record tag {tag}")))
             }
         }
+    }
+
+    /// The rest of the end record once its tag was read: the count and the checksum, then
+    /// nothing. `held` entries were read; the header announced `expected`.
+    pub(super) fn finish(&mut self, held: u64, expected: u64) -> Result<(), ManifestError> {
         let mut count = [0u8; 8];
         self.fill(&mut count)?;
         let count = u64::from_le_bytes(count);
@@ -428,8 +480,7 @@ impl<R: Read> Reader<R> {
         if computed != stored {
             return Err(ManifestError::Checksum { file: self.name() });
         }
-        if count != entries.len() as u64 || count != expected {
-            let held = entries.len();
+        if count != held || count != expected {
             return Err(
                 self.corrupt(format!("holds {held} entries; its end record says {count}, its header {expected}"))
             );
@@ -438,18 +489,39 @@ impl<R: Read> Reader<R> {
         if self.input.read(&mut rest).map_err(|e| self.io(e))? != 0 {
             return Err(self.corrupt("bytes after the end record"));
         }
-        if entries.is_empty() {
+        if held == 0 {
             return Err(self.corrupt("no entries (not even the root directory)"));
         }
-        let inconsistent = |path: String, what: String| ManifestError::Inconsistent { file: self.name(), path, what };
-        if header.2.as_ref().is_some_and(|hash| *hash != entries[0].digest.map(Digest::to_hex)) {
-            return Err(inconsistent(String::new(), "the header's root_hash is not the root directory's hash".into()));
-        }
-        super::check_tree(&entries).map_err(|(path, what)| inconsistent(path.display(), what))?;
-        Ok(Manifest { header: header.0, entries })
+        Ok(())
     }
 
-    fn read_header(&mut self) -> Result<(Header, u64, Option<Option<String>>), ManifestError> {
+    pub(super) fn inconsistent(&self, path: String, what: String) -> ManifestError {
+        ManifestError::Inconsistent { file: self.name(), path, what }
+    }
+
+    fn read_all(&mut self) -> Result<Manifest, ManifestError> {
+        let (header, expected, root_hash) = self.start()?;
+        // The header's count is not trusted with an allocation; the vector grows as records arrive.
+        let mut entries: Vec<Entry> = Vec::with_capacity(expected.min(1 << 16) as usize);
+        while let Some((mut entry, first)) = self.next_record(entries.last().map(|e| &e.path), &header)? {
+            if let Some(first) = first {
+                // The rest (kind, order) is checked with the whole tree, after the checksum.
+                let Some(to) = entries.get(first as usize) else {
+                    return Err(self.corrupt(format!("a hard link to entry {first}, not an earlier one")));
+                };
+                entry.set_hard_link(to.path.clone());
+            }
+            entries.push(entry);
+        }
+        self.finish(entries.len() as u64, expected)?;
+        if root_hash.as_ref().is_some_and(|hash| *hash != entries[0].digest.map(Digest::to_hex)) {
+            return Err(self.inconsistent(String::new(), ROOT_HASH_MISMATCH.into()));
+        }
+        super::check_tree(&entries).map_err(|(path, what)| self.inconsistent(path.display(), what))?;
+        Ok(Manifest { header, entries })
+    }
+
+    fn read_header(&mut self) -> Result<Start, ManifestError> {
         let mut line = Vec::new();
         (&mut self.input).take(MAX_HEADER as u64).read_until(b'\n', &mut line).map_err(|e| self.io(e))?;
         if line.last() != Some(&b'\n') {
@@ -484,7 +556,22 @@ impl<R: Read> Reader<R> {
         }
         let exclude =
             crate::exclude::Excludes::new(&json.exclude).map_err(|e| self.corrupt(format!("bad header: {e}")))?;
+        let shard = match &json.shard {
+            None => None,
+            Some(shard) if shard.owner != crate::shard::OWNER_RULE => {
+                return Err(self.corrupt(format!(
+                    "bad header: a part of a sharded scan whose entries are owned by rule {:?}; this cutover knows {:?}",
+                    shard.owner,
+                    crate::shard::OWNER_RULE
+                )));
+            }
+            Some(shard) => Some(
+                crate::shard::Shard::new(shard.index, shard.count)
+                    .map_err(|e| self.corrupt(format!("bad header: {e}")))?,
+            ),
+        };
         let header = Header {
+            shard,
             tool: json.tool,
             exclude,
             one_file_system: json.one_file_system,
@@ -502,7 +589,11 @@ impl<R: Read> Reader<R> {
     }
 
     /// One entry record, and the index of the entry it is a hard link to, if it is one.
-    fn read_entry(&mut self, previous: &[u8], header: &Header) -> Result<(Entry, Option<u64>), ManifestError> {
+    pub(super) fn read_entry(
+        &mut self,
+        previous: &[u8],
+        header: &Header,
+    ) -> Result<(Entry, Option<u64>), ManifestError> {
         let chunk_size = header.chunk_size;
         let shared = self.varint()?;
         if shared > previous.len() as u64 {

@@ -5,9 +5,17 @@
 //! CVs; directories carry a node hash over their children, so two equal directory digests mean
 //! two equal subtrees. The byte format is in [`format`] and docs/manifest.md.
 
+mod check;
 mod format;
+mod merge;
+mod stream;
+mod writer;
 
+pub use check::{LinkTarget, TreeCheck, check_tree};
 pub use format::{ManifestError, read_manifest, read_manifest_from, write_manifest};
+pub use merge::{MergeError, merge_parts};
+pub use stream::EntryStream;
+pub use writer::{DirSlot, ManifestWriter, spool_file};
 
 use std::fmt;
 
@@ -318,6 +326,10 @@ pub struct Header {
     pub stamps: bool,
     /// The scrub slice this scan re-read from data, as (slice, of): see [`crate::scan::Cache`].
     pub scrub: Option<(u64, u64)>,
+    /// Set on a part of a sharded scan: it holds every directory but only the other entries
+    /// its shard owns, and its directory hashes cover only those. [`merge_parts`] makes the
+    /// whole manifest from all parts.
+    pub shard: Option<crate::shard::Shard>,
     /// RFC 3339 UTC times of the scan.
     pub started: String,
     pub finished: String,
@@ -436,93 +448,6 @@ impl Default for DirNode {
     }
 }
 
-/// Checks that a tree read from outside is internally consistent: every entry sits inside a
-/// directory listed before it, every non-directory has a digest or a problem, chunk CVs merge
-/// to the file root, and every directory hash is the hash of its children as listed. Returns
-/// the first offending path and what is wrong with it.
-pub fn check_tree(entries: &[Entry]) -> Result<(), (RelPath, String)> {
-    // Open directories from the root down, each with its node hash so far.
-    let mut open: Vec<(&Entry, DirNode)> = Vec::new();
-    let close = |(dir, node): (&Entry, DirNode)| -> Result<(), (RelPath, String)> {
-        if dir.problem.is_none() && dir.digest != node.finish() {
-            return Err((dir.path.clone(), "directory hash does not match its entries".into()));
-        }
-        Ok(())
-    };
-    for entry in entries {
-        while let Some((dir, _)) = open.last() {
-            if entry.path.is_inside(&dir.path) {
-                break;
-            }
-            close(open.pop().expect("checked by last()"))?;
-        }
-        match open.last_mut() {
-            Some((dir, _)) if dir.not_entered => {
-                return Err((entry.path.clone(), "listed below a directory that was not entered".into()));
-            }
-            Some((dir, node)) if entry.path.parent() == dir.path => node.add(entry),
-            None if entry.path.is_root() => {}
-            _ => return Err((entry.path.clone(), "its parent directory is not listed before it".into())),
-        }
-        if entry.digest.is_some() && entry.problem.is_some() {
-            return Err((entry.path.clone(), "has both a digest and a problem".into()));
-        }
-        if entry.kind != Kind::Dir && entry.digest.is_none() && entry.problem.is_none() {
-            return Err((entry.path.clone(), "must have either a digest or a problem".into()));
-        }
-        let own = match entry.kind {
-            Kind::Symlink => entry.link.as_deref().map(link_digest),
-            Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => Some(Digest::default()),
-            Kind::File | Kind::Dir => None,
-        };
-        if let (Some(digest), Some(own)) = (entry.digest, own)
-            && digest != own
-        {
-            let what = if entry.kind == Kind::Symlink { "the BLAKE3 of its target" } else { "32 zero bytes" };
-            return Err((entry.path.clone(), format!("its digest is not {what}")));
-        }
-        if let (Some(digest), true) = (entry.digest, entry.chunks.len() >= 2)
-            && crate::digest::root_from_chunks(&entry.chunks) != digest
-        {
-            return Err((entry.path.clone(), "chunk hashes do not merge to the file hash".into()));
-        }
-        if entry.rdev().is_some() && !matches!(entry.kind, Kind::CharDevice | Kind::BlockDevice) {
-            return Err((entry.path.clone(), format!("a device number on a {}", entry.kind)));
-        }
-        if let Some(first) = entry.hard_link() {
-            check_hard_link(entries, entry, first).map_err(|what| (entry.path.clone(), what))?;
-        }
-        if entry.kind == Kind::Dir {
-            open.push((entry, DirNode::new()));
-        }
-    }
-    while let Some(top) = open.pop() {
-        close(top)?;
-    }
-    Ok(())
-}
-
-/// A hard link names an earlier entry of the same kind, not a directory, that is itself the
-/// first name of its inode.
-fn check_hard_link(entries: &[Entry], entry: &Entry, first: &RelPath) -> Result<(), String> {
-    let shown = first.display();
-    let shown = crate::path::Quoted(&shown);
-    let Ok(index) = entries.binary_search_by(|e| e.path.cmp(first)) else {
-        return Err(format!("a hard link to {shown}, which is not in the manifest"));
-    };
-    let to = &entries[index];
-    if to.path >= entry.path {
-        return Err(format!("a hard link to {shown}, which is not an earlier entry"));
-    }
-    if entry.kind == Kind::Dir || to.kind != entry.kind {
-        return Err(format!("a hard link from a {} to a {} ({shown})", entry.kind, to.kind));
-    }
-    if to.hard_link().is_some() {
-        return Err(format!("a hard link to {shown}, which is itself a hard link to an earlier name"));
-    }
-    Ok(())
-}
-
 /// Groups the names a scan found sharing an inode: every name after the first of its inode
 /// (in path order) gets [`Entry::hard_link`], and the directory hashes are taken again to
 /// cover that. Only names in `entries` count: an inode's other names outside the tree do not.
@@ -556,7 +481,7 @@ pub fn link_hard_links(entries: &mut [Entry]) {
 
 /// Takes every directory's node hash again from its children, deepest first, in one pass and
 /// without recursion. A directory with a problem keeps no digest.
-fn rehash_dirs(entries: &mut [Entry]) {
+pub(crate) fn rehash_dirs(entries: &mut [Entry]) {
     fn close(entries: &mut [Entry], open: &mut Vec<(usize, DirNode)>) {
         let (dir, node) = open.pop().expect("called with an open directory");
         if entries[dir].problem.is_none() {

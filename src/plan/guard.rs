@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{Operation, Plan, TreeIdentity};
+use super::{PlanHead, Tally, TreeIdentity};
 
 /// Limits on removals, as given by the user.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,29 +41,13 @@ pub enum Refusal {
     OtherTarget { planned_root: String, planned: String, target: String, found: String },
 }
 
-/// Entries the plan's removals delete, counted from the operations (the totals are not trusted).
-pub fn planned_deletes(plan: &Plan) -> u64 {
-    plan.operations.iter().map(|op| if let Operation::Remove { entries, .. } = op { *entries } else { 0 }).sum()
-}
-
-/// Entries deleted because the source does not have their path at all (a type change keeps
-/// the path: the source's entry takes its place).
-fn extra_deletes(plan: &Plan) -> u64 {
-    plan.operations
-        .iter()
-        .map(|op| match op {
-            Operation::Remove { entries, expect, .. } if expect.then.is_none() => *entries,
-            _ => 0,
-        })
-        .sum()
-}
-
 /// Refuses a plan that deletes from an empty (unmounted?) source, deletes more than half of
 /// the target, or deletes from a target that shares almost nothing with the source (swapped
 /// arguments). `--force` lifts all three; an explicit `--max-delete` the last two, since it
-/// bounds the damage itself. `source_empty` is whether the source directory holds nothing now.
-pub fn check_deletes(plan: &Plan, source_empty: bool, limits: DeleteLimits) -> Result<(), Refusal> {
-    let deletes = planned_deletes(plan);
+/// bounds the damage itself. `tally` counts the plan's operations (the totals a file states are
+/// not trusted). `source_empty` is whether the source directory holds nothing now.
+pub fn check_deletes(plan: &PlanHead, tally: &Tally, source_empty: bool, limits: DeleteLimits) -> Result<(), Refusal> {
+    let deletes = tally.deletes();
     if deletes == 0 || limits.force {
         return Ok(());
     }
@@ -75,7 +59,7 @@ pub fn check_deletes(plan: &Plan, source_empty: bool, limits: DeleteLimits) -> R
     }
     // The root is in both trees and never deleted: it does not count.
     let entries = plan.target.entries.saturating_sub(1);
-    let deletes = extra_deletes(plan);
+    let deletes = tally.extra_deletes;
     let shared = entries.saturating_sub(deletes);
     if deletes > 0 && shared * 100 < entries * SHARED_MIN_PERCENT {
         return Err(Refusal::Unrelated {
@@ -94,7 +78,7 @@ pub fn check_deletes(plan: &Plan, source_empty: bool, limits: DeleteLimits) -> R
 
 /// Refuses to apply a plan to a directory other than the one it was made for, when the plan
 /// recorded which one that was (plans made from manifests, and older plans, did not).
-pub fn check_target(plan: &Plan, target: &Path, force: bool) -> Result<(), Refusal> {
+pub fn check_target(plan: &PlanHead, target: &Path, force: bool) -> Result<(), Refusal> {
     let Some(planned) = &plan.target.identity else { return Ok(()) };
     if force {
         return Ok(());

@@ -5,14 +5,25 @@
 //! so `apply` can refuse to touch anything that changed since the plan was made and can tell a
 //! finished operation from one still to do. The JSON form `cutover-plan/1` is in [`format`] and
 //! docs/plan.md.
+//!
+//! Plans are streams: [`build_plan_into`] hands each operation to a [`PlanWriter`] as soon as
+//! it is known, and [`CheckedPlan`] checks a plan file whole (checksum, order, totals) before
+//! handing its operations out one at a time. Neither holds the operations; [`Plan`] (all of
+//! them in memory) is kept for small plans and tests.
 
 mod build;
 mod format;
 mod guard;
+mod read;
+mod shard;
+mod write;
 
-pub use build::{PlanOptions, build_plan};
-pub use format::{PlanError, plan_checksum, read_plan, write_plan};
-pub use guard::{DeleteLimits, Refusal, check_deletes, check_target, planned_deletes};
+pub use build::{PlanOptions, PlanOutput, build_plan, build_plan_into};
+pub use format::{PlanError, plan_checksum};
+pub use guard::{DeleteLimits, Refusal, check_deletes, check_target};
+pub use read::{CheckedPlan, Operations, read_plan};
+pub use shard::{shard_checked, shard_plan};
+pub use write::{PlanWriter, write_plan};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,15 +87,38 @@ pub struct Totals {
 impl Totals {
     /// The totals of `operations` with chunks of `chunk`.
     pub fn of(operations: &[Operation], chunk: ChunkSize) -> Totals {
-        let mut totals = Totals { operations: operations.len() as u64, ..Totals::default() };
-        for op in operations {
-            totals.copy_bytes += op.copy_bytes(chunk);
-            if let Operation::Remove { entries, bytes, .. } = op {
-                totals.delete_entries += entries;
-                totals.delete_bytes += bytes;
+        let mut tally = Tally::default();
+        operations.iter().for_each(|op| tally.add(op, chunk));
+        tally.totals
+    }
+}
+
+/// What a plan's operations add up to, counted from the operations themselves as they stream
+/// by (the `totals` a file states are not trusted): what the delete guards and the summary need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub totals: Totals,
+    /// Entries deleted because the source does not have their path at all (a type change keeps
+    /// the path: the source's entry takes its place).
+    pub extra_deletes: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, op: &Operation, chunk: ChunkSize) {
+        self.totals.operations += 1;
+        self.totals.copy_bytes += op.copy_bytes(chunk);
+        if let Operation::Remove { entries, bytes, expect, .. } = op {
+            self.totals.delete_entries += entries;
+            self.totals.delete_bytes += bytes;
+            if expect.then.is_none() {
+                self.extra_deletes += entries;
             }
         }
-        totals
+    }
+
+    /// Entries the plan's removals delete.
+    pub fn deletes(&self) -> u64 {
+        self.totals.delete_entries
     }
 }
 
@@ -97,9 +131,10 @@ pub struct Unrepairable {
     pub reason: String,
 }
 
-/// A whole plan.
+/// Everything in a plan but its operations: what is known before the first operation is read
+/// (and, for `totals` and `unrepairable`, after the last is written).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
+pub struct PlanHead {
     pub format: String,
     pub tool: String,
     pub created: String,
@@ -109,13 +144,20 @@ pub struct Plan {
     /// Whether extra target entries are removed.
     pub delete: bool,
     pub totals: Totals,
-    pub operations: Vec<Operation>,
     #[serde(default)]
     pub unrepairable: Vec<Unrepairable>,
     /// The exclude patterns the trees were scanned with: a removal never deletes a match,
     /// even one that appeared after the plan was made. Left out when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+}
+
+/// A whole plan in memory: for small plans and tests. Large plans go through [`PlanWriter`]
+/// and [`CheckedPlan`] without ever being whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub head: PlanHead,
+    pub operations: Vec<Operation>,
 }
 
 /// Where an operation acts: a display path and, when not UTF-8, the exact bytes in base64.
@@ -190,6 +232,15 @@ impl<'de> Deserialize<'de> for Hex {
 pub struct FileState {
     pub size: u64,
     pub hash: Hex,
+}
+
+/// A source file's device, inode and status-change time when the plan's manifest was made:
+/// a write (and `touch -r` putting an mtime back) moves the ctime, and nobody can set it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime: Time,
 }
 
 /// A target file a patch rewrites: size, root hash and mtime when the plan was made.
@@ -346,6 +397,12 @@ pub enum Operation {
         /// Bytes of those chunks that were holes in the source when the plan was made.
         #[serde(default, skip_serializing_if = "is_zero")]
         holes: u64,
+        /// Where the source file lived and its ctime when it was scanned. A patch reads only
+        /// the listed chunks; when the file is not still this inode with this ctime (or the
+        /// plan has no stamp), apply hashes the whole source file before writing, so an edit
+        /// outside those chunks with its mtime put back is never taken for the planned file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_stamp: Option<SourceStamp>,
     },
     /// Make `path` a symlink to `link`, replacing a symlink with another target if one is there.
     Symlink {

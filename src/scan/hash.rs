@@ -16,11 +16,12 @@ mod layout;
 mod mapped;
 
 use std::cell::RefCell;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use blake3::hazmat::HasherExt;
 use rayon::prelude::*;
 
+use super::prefetch;
 use crate::digest::{ByteRange, ChunkSize, Digest, root_from_chunks};
 use layout::{DataMap, Layout, Run};
 
@@ -97,9 +98,10 @@ fn with_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
-/// Fills `buf` from `offset`, or reports that the file ended first.
+/// Fills `buf` from `offset`, or reports that the file ended first. The first read of a file takes
+/// what the page cache holds without waiting, which tells a cold tree from a warm one for free.
 fn read_exact_at(fd: impl AsFd, buf: &mut [u8], offset: u64, len: u64) -> Result<(), HashError> {
-    let mut done = 0;
+    let mut done = if offset == 0 && !buf.is_empty() { prefetch::read_cached(&fd, buf, 0) } else { 0 };
     while done < buf.len() {
         match rustix::io::pread(&fd, &mut buf[done..], offset + done as u64) {
             Ok(0) => return Err(HashError::Shrank { expected: len, at: offset + done as u64 }),
@@ -120,6 +122,9 @@ pub(crate) fn hash_file(fd: impl AsFd + Sync, len: u64, chunk: ChunkSize) -> Res
     if layout.mappable()
         && let Some(mapping) = mapped::Mapping::new(fd.as_fd(), len)
     {
+        if !prefetch::looks_cached(fd.as_fd(), len) {
+            return hash_mapped_ahead(fd.as_fd(), &mapping, chunk);
+        }
         return hash_mapped(&mapping, chunk);
     }
     hash_read(fd, len, chunk, layout.sparse)
@@ -141,7 +146,13 @@ pub(crate) fn hash_pair(
         && let Some(map_a) = mapped::Mapping::new(a.as_fd(), len)
         && let Some(map_b) = mapped::Mapping::new(b.as_fd(), len)
     {
-        let [hash_a, hash_b] = hash_bytes_pair(map_a.bytes(), map_b.bytes(), chunk);
+        // Both probed, so that both are read ahead when either is cold.
+        let cached = [prefetch::looks_cached(a.as_fd(), len), prefetch::looks_cached(b.as_fd(), len)];
+        let [hash_a, hash_b] = if cached == [true, true] {
+            hash_bytes_pair(map_a.bytes(), map_b.bytes(), chunk)
+        } else {
+            hash_bytes_pair_ahead([a.as_fd(), b.as_fd()], [map_a.bytes(), map_b.bytes()], chunk)
+        };
         let settle = |mapping: &mapped::Mapping, hash| {
             if mapping.faulted() { Err(HashError::Faulted { expected: len }) } else { Ok(hash) }
         };
@@ -170,19 +181,28 @@ fn hash_bytes_pair(a: &[u8], b: &[u8], chunk: ChunkSize) -> [FileHash; 2] {
         let hash_b = if a == b { hash_a.clone() } else { hash_bytes(b, chunk) };
         return [hash_a, hash_b];
     }
+    let (cvs_a, cvs_b) = chunk_cvs_pair_in(a, b, chunk, 0);
+    pair_from_chunks(cvs_a, cvs_b)
+}
+
+/// The CVs of the chunks of `a` and of `b`, equally long byte strings starting at byte `base`
+/// (a chunk boundary) of their files; each equal chunk hashed once.
+fn chunk_cvs_pair_in(a: &[u8], b: &[u8], chunk: ChunkSize, base: usize) -> (Vec<Digest>, Vec<Digest>) {
     let size = chunk.bytes() as usize;
     let per_task = (STRIPE as usize / size).max(1);
-    let (cvs_a, cvs_b): (Vec<Digest>, Vec<Digest>) = a
-        .par_chunks(size)
+    a.par_chunks(size)
         .zip(b.par_chunks(size))
         .with_min_len(per_task)
         .enumerate()
         .map(|(i, (x, y))| {
-            let offset = (i * size) as u64;
+            let offset = (base + i * size) as u64;
             let cv = chunk_cv(x, offset);
             (cv, if x == y { cv } else { chunk_cv(y, offset) })
         })
-        .unzip();
+        .unzip()
+}
+
+fn pair_from_chunks(cvs_a: Vec<Digest>, cvs_b: Vec<Digest>) -> [FileHash; 2] {
     let root_a = root_from_chunks(&cvs_a);
     let root_b = if cvs_a == cvs_b { root_a } else { root_from_chunks(&cvs_b) };
     [FileHash { root: root_a, chunks: cvs_a.into() }, FileHash { root: root_b, chunks: cvs_b.into() }]
@@ -205,11 +225,69 @@ fn hash_bytes(data: &[u8], chunk: ChunkSize) -> FileHash {
         hasher.update(data);
         return single_chunk(&hasher, data.len() as u64 == chunk.bytes());
     }
+    let chunks: Box<[Digest]> = chunk_cvs_in(data, chunk, 0).into();
+    FileHash { root: root_from_chunks(&chunks), chunks }
+}
+
+/// The CVs of the chunks of `data`, which starts at byte `base` (a chunk boundary) of its file.
+fn chunk_cvs_in(data: &[u8], chunk: ChunkSize, base: usize) -> Vec<Digest> {
     let size = chunk.bytes() as usize;
     let per_task = (STRIPE as usize / size).max(1);
-    let chunks: Box<[Digest]> =
-        data.par_chunks(size).with_min_len(per_task).enumerate().map(|(i, c)| chunk_cv(c, (i * size) as u64)).collect();
-    FileHash { root: root_from_chunks(&chunks), chunks }
+    data.par_chunks(size)
+        .with_min_len(per_task)
+        .enumerate()
+        .map(|(i, c)| chunk_cv(c, (base + i * size) as u64))
+        .collect()
+}
+
+/// Windows of a file of `len` bytes hashed one after the other when it is read from the storage:
+/// a whole number of chunks each, so the chunks of one window are hashed in parallel while the
+/// kernel reads the next ones ahead ([`prefetch::Ahead`]).
+#[cfg(target_os = "linux")]
+fn windows(len: usize, chunk: ChunkSize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let window = (prefetch::WINDOW as usize).next_multiple_of(chunk.bytes() as usize);
+    (0..len).step_by(window).map(move |start| start..len.min(start + window))
+}
+
+/// [`hash_mapped`] for a file not in the page cache: window by window, in order, with the windows
+/// ahead announced to the kernel, so the storage streams instead of serving scattered faults.
+#[cfg(target_os = "linux")]
+fn hash_mapped_ahead(fd: BorrowedFd<'_>, mapping: &mapped::Mapping, chunk: ChunkSize) -> Result<FileHash, HashError> {
+    let data = mapping.bytes();
+    let mut ahead = prefetch::Ahead::new(fd, data.len() as u64);
+    if data.len() as u64 <= chunk.bytes() {
+        ahead.reached(0);
+        return hash_mapped(mapping, chunk);
+    }
+    let mut chunks = Vec::with_capacity(data.len().div_ceil(chunk.bytes() as usize));
+    for range in windows(data.len(), chunk) {
+        ahead.reached(range.start as u64);
+        chunks.extend(chunk_cvs_in(&data[range.clone()], chunk, range.start));
+    }
+    if mapping.faulted() {
+        return Err(HashError::Faulted { expected: data.len() as u64 });
+    }
+    Ok(FileHash { root: root_from_chunks(&chunks), chunks: chunks.into() })
+}
+
+/// [`hash_bytes_pair`] of two mapped files, one of them at least not in the page cache, window by
+/// window as [`hash_mapped_ahead`] does.
+#[cfg(target_os = "linux")]
+fn hash_bytes_pair_ahead(fds: [BorrowedFd<'_>; 2], data: [&[u8]; 2], chunk: ChunkSize) -> [FileHash; 2] {
+    let len = data[0].len();
+    let mut ahead = fds.map(|fd| prefetch::Ahead::new(fd, len as u64));
+    if len as u64 <= chunk.bytes() {
+        ahead.iter_mut().for_each(|ahead| ahead.reached(0));
+        return hash_bytes_pair(data[0], data[1], chunk);
+    }
+    let (mut cvs_a, mut cvs_b) = (Vec::new(), Vec::new());
+    for range in windows(len, chunk) {
+        ahead.iter_mut().for_each(|ahead| ahead.reached(range.start as u64));
+        let (a, b) = chunk_cvs_pair_in(&data[0][range.clone()], &data[1][range.clone()], chunk, range.start);
+        cvs_a.extend(a);
+        cvs_b.extend(b);
+    }
+    pair_from_chunks(cvs_a, cvs_b)
 }
 
 /// A file of at most one chunk: its root, and for a file of exactly one full chunk also that
@@ -375,6 +453,37 @@ mod tests {
                 assert_eq!(read.root, blake3::hash(&data[..len]).into(), "chunk {c} len {len}");
                 assert_eq!(mapped.root, read.root, "chunk {c} len {len}");
                 assert_eq!(mapped.chunks, read.chunks, "chunk {c} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn hashing_window_by_window_with_read_ahead_gives_the_hashes_of_hashing_at_once() {
+        use std::os::fd::AsFd;
+        let window = prefetch::WINDOW as usize;
+        let data = pattern(2 * window + (5 << 20) + 333);
+        let mut other = data.clone();
+        other[window + 17] ^= 1;
+        for chunk in [1024u64, 1 << 20, 32 << 20, 64 << 20] {
+            let chunk = ChunkSize::new(chunk).unwrap();
+            for len in [MAP_MIN as usize, window - 1, window, window + 1, data.len()] {
+                let (file, copy) = (file_with(&data[..len]), file_with(&other[..len]));
+                let (map, map_copy) = (
+                    mapped::Mapping::new(file.as_fd(), len as u64).unwrap(),
+                    mapped::Mapping::new(copy.as_fd(), len as u64).unwrap(),
+                );
+                let at_once = hash_mapped(&map, chunk).unwrap();
+                let ahead = hash_mapped_ahead(file.as_fd(), &map, chunk).unwrap();
+                assert_eq!(ahead.root, blake3::hash(&data[..len]).into(), "{chunk:?} len {len}");
+                assert_eq!((ahead.root, &ahead.chunks), (at_once.root, &at_once.chunks), "{chunk:?} len {len}");
+                let pair = hash_bytes_pair(map.bytes(), map_copy.bytes(), chunk);
+                let pair_ahead =
+                    hash_bytes_pair_ahead([file.as_fd(), copy.as_fd()], [map.bytes(), map_copy.bytes()], chunk);
+                for (x, y) in pair.iter().zip(&pair_ahead) {
+                    assert_eq!((x.root, &x.chunks), (y.root, &y.chunks), "{chunk:?} len {len}");
+                }
+                assert_eq!(pair_ahead[1].root, blake3::hash(&other[..len]).into(), "{chunk:?} len {len}");
             }
         }
     }

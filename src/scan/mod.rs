@@ -5,10 +5,14 @@
 
 mod cache;
 mod hash;
+mod prefetch;
+mod shard;
+mod stream;
 mod walk;
 mod xattr;
 
 pub use cache::{Cache, Scrub, Verified, scrub_slice};
+pub use stream::ScanTally;
 pub(crate) use xattr::read_xattrs;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +23,7 @@ use crate::digest::ChunkSize;
 use crate::exclude::Excludes;
 use std::os::fd::OwnedFd;
 
-use crate::manifest::{Entry, Header, Kind, Manifest, MetaSet};
+use crate::manifest::{Entry, Header, Kind, Manifest, ManifestWriter, MetaSet};
 use crate::path::RelPath;
 
 /// How to scan.
@@ -36,6 +40,9 @@ pub struct ScanOptions {
     /// An earlier manifest of the same tree: files it vouches for are not read (see
     /// [`Cache`]). Ignored by [`scan_pair`], which has two trees.
     pub cache: Option<std::sync::Arc<Cache>>,
+    /// Read only the files this shard owns (every directory is still listed): the manifest is
+    /// then a part, for `manifest::merge_parts`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Default for ScanOptions {
@@ -46,6 +53,7 @@ impl Default for ScanOptions {
             exclude: Excludes::default(),
             one_file_system: false,
             cache: None,
+            shard: None,
         }
     }
 }
@@ -73,6 +81,8 @@ pub enum ScanError {
     Open { path: PathBuf, cause: std::io::Error },
     #[error("{path}: not a directory")]
     NotADirectory { path: PathBuf },
+    #[error("cannot write the manifest's spool file: {cause}")]
+    Spool { cause: std::io::Error },
 }
 
 /// Scans the directory `root` (which may itself be reached through a symlink).
@@ -90,6 +100,31 @@ pub fn scan_with_progress(root: &Path, options: &ScanOptions, progress: &dyn Pro
     Ok(Manifest { header: header(root, options, started), entries })
 }
 
+/// [`scan_with_progress`] writing each entry to a manifest as soon as it is complete, through a
+/// [`ManifestWriter`] spooling to `spool` (an empty file, see [`crate::manifest::spool_file`]),
+/// so memory holds the directories being walked, not the tree. Directories are walked one at a
+/// time, in order; the files of each are hashed in parallel. Gives the writer, ready for
+/// [`ManifestWriter::finish`], and what the scan saw.
+pub fn scan_streaming(
+    root: &Path,
+    options: &ScanOptions,
+    progress: &dyn Progress,
+    spool: std::fs::File,
+) -> Result<(ManifestWriter, ScanTally), ScanError> {
+    let started = crate::time::now_rfc3339();
+    let (fd, entry) = open_root(root)?;
+    let mut writer = ManifestWriter::new(header(root, options, started), spool);
+    let walker = walk::Walker::new(options, progress).in_order();
+    let mut sink = stream::Streamed::new(&mut writer);
+    walker.walk_into(fd, entry, &mut sink);
+    if let Some(cause) = sink.error.take() {
+        return Err(ScanError::Spool { cause });
+    }
+    let tally = sink.into_tally();
+    writer.header_mut().finished = crate::time::now_rfc3339();
+    Ok((writer, tally))
+}
+
 /// Scans a source and a target directory together: the same two manifests as two scans, but
 /// a file present on both sides with the same size is read in one pass and each chunk whose
 /// bytes agree is hashed once, which is what most of a migrated tree is.
@@ -102,7 +137,7 @@ pub fn scan_pair(
     let started = crate::time::now_rfc3339();
     let (source_fd, source_entry) = open_root(source)?;
     let (target_fd, target_entry) = open_root(target)?;
-    let options = &ScanOptions { cache: None, ..options.clone() };
+    let options = &ScanOptions { cache: None, shard: None, ..options.clone() };
     let walker = walk::Walker::new(options, progress);
     let [mut source_entries, mut target_entries] =
         walker.walk_pair([source_fd, target_fd], [source_entry, target_entry]);
@@ -161,6 +196,7 @@ fn header(root: &Path, options: &ScanOptions, started: String) -> Header {
         hard_links: true,
         rdev: true,
         stamps: true,
+        shard: options.shard,
         scrub: options.cache.as_ref().and_then(|cache| match cache.scrub() {
             Scrub::Slice { slice, of } => Some((slice, of)),
             _ => None,
@@ -203,6 +239,20 @@ mod tests {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();
+    }
+
+    /// The manifest a streamed scan writes, read back; its tally checked against it.
+    fn streamed(root: &Path, options: &ScanOptions) -> Manifest {
+        let spool = crate::manifest::spool_file(&std::env::temp_dir()).unwrap();
+        let (writer, tally) = scan_streaming(root, options, &Silent, spool).unwrap();
+        let mut bytes = Vec::new();
+        writer.finish(&mut bytes).unwrap();
+        let manifest = crate::manifest::read_manifest_from(&bytes[..], Path::new("streamed")).unwrap();
+        assert_eq!(tally.entries, manifest.entries.len() as u64);
+        assert_eq!(tally.root, manifest.root_digest());
+        let files = manifest.entries.iter().filter(|e| e.kind == Kind::File);
+        assert_eq!((tally.files, tally.bytes), files.fold((0, 0), |(n, b), e| (n + 1, b + e.size)));
+        manifest
     }
 
     /// Entries without their stamps: a file changed less than a second before a scan has
@@ -248,6 +298,9 @@ mod tests {
             let single = |root: &Path| unstamped(scan(root, &options).unwrap().entries);
             assert_eq!(unstamped(pa.entries.clone()), single(a.path()), "source side, chunk {chunk}");
             assert_eq!(unstamped(pb.entries.clone()), single(b.path()), "target side, chunk {chunk}");
+            for root in [a.path(), b.path()] {
+                assert_eq!(unstamped(streamed(root, &options).entries), single(root), "streamed, chunk {chunk}");
+            }
             assert_ne!(pa.root_digest(), pb.root_digest());
             let first =
                 |m: &Manifest, path: &[u8]| m.find(&RelPath::parse(path).unwrap()).unwrap().hard_link().cloned();
@@ -301,6 +354,13 @@ mod tests {
             for (root, paired) in [(a.path(), &pa), (b.path(), &pb)] {
                 let single = scan(root, &options).unwrap();
                 assert_eq!(unstamped(paired.entries.clone()), unstamped(single.entries.clone()), "{}", root.display());
+                let streamed = streamed(root, &options);
+                assert_eq!(
+                    unstamped(streamed.entries),
+                    unstamped(single.entries.clone()),
+                    "streamed {}",
+                    root.display()
+                );
                 crate::manifest::check_tree(&single.entries).unwrap();
                 assert!(single.entries.iter().all(|e| e.problem.is_none() && e.digest.is_some()));
                 let mut expected = vec![Vec::new()];

@@ -8,12 +8,15 @@
 
 mod stack;
 
+pub(super) use stack::Sink;
+
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::hash::{FileHash, HashError, hash_file, hash_pair};
+use super::prefetch::{self, Prefetcher};
 use super::xattr::read_xattrs;
 use super::{Cache, Progress, ScanOptions};
 use crate::digest::{ChunkSize, Digest};
@@ -27,11 +30,17 @@ pub(super) struct Walker<'a> {
     exclude: &'a Excludes,
     one_file_system: bool,
     cache: Option<&'a Cache>,
+    shard: Option<crate::shard::Shard>,
     /// A file whose ctime is this late or later is recorded without a stamp: it was changed
     /// less than a second before the scan started, or during it, so a change in the same tick
     /// of the filesystem's clock, after it was read, could leave its stamp as it was.
     racy_from: Mtime,
     progress: &'a dyn Progress,
+    /// Directories less deep than this have their subdirectories walked in parallel.
+    parallel_depth: usize,
+    /// Reads ahead of the hashing once the tree turns out not to be in the page cache; none with
+    /// a cache, whose point is not to read most files.
+    prefetch: Option<Prefetcher>,
 }
 
 pub(super) fn kind_of(stat: &Stat) -> Kind {
@@ -89,18 +98,64 @@ impl<'a> Walker<'a> {
             exclude: &options.exclude,
             one_file_system: options.one_file_system,
             cache: options.cache.as_deref(),
+            shard: options.shard,
             racy_from: {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 Mtime { sec: now.as_secs() as i64 - RACY_SECONDS, nsec: now.subsec_nanos() }
             },
             progress,
+            parallel_depth: stack::PARALLEL_DEPTH,
+            prefetch: options.cache.is_none().then(|| Prefetcher::new(&options.exclude, options.one_file_system)),
         }
     }
 
-    /// Whether, staying on one filesystem, a directory of device `dev` inside `parent` is not
-    /// entered: something else is mounted there.
-    fn stops_at(&self, parent: &OwnedFd, dev: u64) -> bool {
-        self.one_file_system && rustix::fs::fstat(parent).is_ok_and(|stat| stat.st_dev != dev)
+    /// The walk has listed the directory open as `dir` (whose entry is `entry`), keeping `names`.
+    pub(super) fn listed(&self, dir: &OwnedFd, entry: &Entry, names: &Names) {
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.announce(dir, &entry.path, names);
+        }
+    }
+
+    /// Starts the read-ahead pool whether or not the tree is cold (for tests: every scan result
+    /// must be the same with it as without).
+    #[cfg(test)]
+    pub(super) fn prefetch_now(&self) {
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.saw_miss();
+        }
+    }
+
+    /// A file of `size` bytes has been read and hashed on this thread.
+    fn hashed(&self, size: u64) {
+        if let Some(prefetch) = &self.prefetch {
+            if prefetch::cold_here() {
+                prefetch.saw_miss();
+            }
+            prefetch.hashed(size);
+        }
+        self.progress.file_done(size);
+    }
+
+    pub(super) fn shard(&self) -> Option<crate::shard::Shard> {
+        self.shard
+    }
+
+    /// Whether, staying on one filesystem, the directory `name` (of device `dev`) inside
+    /// `parent` is not entered: something else is mounted there. Known by its mount root flag
+    /// (`STATX_ATTR_MOUNT_ROOT`), so that a bind mount of the same filesystem counts too, as
+    /// it does for apply; by the device number on kernels that do not report the flag (before
+    /// 5.8), as rsync's `-x` does.
+    fn stops_at(&self, parent: &OwnedFd, name: &CStr, dev: u64) -> bool {
+        use rustix::fs::{StatxAttributes, StatxFlags};
+        if !self.one_file_system {
+            return false;
+        }
+        if let Ok(st) = rustix::fs::statx(parent, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
+            && st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        {
+            return st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+        }
+        rustix::fs::fstat(parent).is_ok_and(|stat| stat.st_dev != dev)
     }
 
     /// The names listed in `dir` (whose entry is `entry`) that are not excluded; `entry` is
@@ -108,7 +163,7 @@ impl<'a> Walker<'a> {
     /// type decides.
     fn included(&self, dir: &OwnedFd, entry: &mut Entry, names: Names) -> Names {
         if self.exclude.is_empty() {
-            return names;
+            return self.owned(dir, &entry.path, names);
         }
         let path = &entry.path;
         let kept = |(name, listed): &(CString, FileType)| {
@@ -125,7 +180,7 @@ impl<'a> Walker<'a> {
         let listed = names.len();
         let names: Names = names.into_iter().filter(kept).collect();
         entry.holds_excluded = names.len() < listed;
-        names
+        self.owned(dir, &entry.path, names)
     }
 }
 
@@ -149,7 +204,7 @@ impl Walker<'_> {
     fn visit(&self, dir: &OwnedFd, path: RelPath, name: &CStr, listed: FileType) -> Option<Visited> {
         let path = match listed {
             FileType::RegularFile => match self.visit_file(dir, path, name) {
-                Ok(entry) => return Some(Visited::Leaf(entry)),
+                Ok(entry) => return entry.map(Visited::Leaf),
                 Err(path) => path,
             },
             _ => path,
@@ -164,6 +219,9 @@ impl Walker<'_> {
             }
         };
         let mut entry = entry_from_stat(path, &stat);
+        if !self.owns(&entry) {
+            return None;
+        }
         match entry.kind {
             Kind::File => self.hash_into(dir, name, &stat, &mut entry),
             Kind::Dir => return Some(Visited::Dir(entry, stat.st_dev)),
@@ -184,7 +242,7 @@ impl Walker<'_> {
     /// or gives its finished entry: not entered (another filesystem, under `-x`) or unreadable.
     fn enter(&self, dir: &OwnedFd, name: &CStr, mut entry: Entry, dev: u64) -> Entered {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        if self.stops_at(dir, dev) {
+        if self.stops_at(dir, name, dev) {
             // Known from the stat: opened only for extended attributes, so a mount point the
             // user cannot read is still recorded, as rsync -x copies it.
             if self.xattrs {
@@ -214,25 +272,31 @@ impl Walker<'_> {
     /// stat from the open file saves a path lookup per file (measured 1-2% on many small files).
     /// Gives `path` back if it cannot be opened or is no longer a regular file, for the general
     /// path to report.
-    fn visit_file(&self, dir: &OwnedFd, path: RelPath, name: &CStr) -> Result<Entry, RelPath> {
+    fn visit_file(&self, dir: &OwnedFd, path: RelPath, name: &CStr) -> Result<Option<Entry>, RelPath> {
         // With a cache, a file it vouches for is not even opened: its stat decides.
         if let Some(cache) = self.cache
             && let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
             && kind_of(&stat) == Kind::File
         {
             let mut entry = entry_from_stat(path.clone(), &stat);
+            if !self.owns(&entry) {
+                return Ok(None);
+            }
             if cache.trust(&mut entry) {
                 self.drop_racy_stamp(&mut entry);
                 self.progress.file_done(entry.size);
-                return Ok(entry);
+                return Ok(Some(entry));
             }
         }
         let Ok(fd) = rustix::fs::openat(dir, name, FILE_FLAGS, Mode::empty()) else { return Err(path) };
         match rustix::fs::fstat(&fd) {
             Ok(stat) if kind_of(&stat) == Kind::File => {
                 let mut entry = entry_from_stat(path, &stat);
+                if !self.owns(&entry) {
+                    return Ok(None);
+                }
                 self.hash_open(fd, &stat, &mut entry);
-                Ok(entry)
+                Ok(Some(entry))
             }
             _ => Err(path),
         }
@@ -250,7 +314,7 @@ impl Walker<'_> {
     fn hash_open(&self, fd: OwnedFd, before: &Stat, entry: &mut Entry) {
         self.hash_checked(fd, before, entry);
         self.drop_racy_stamp(entry);
-        self.progress.file_done(entry.size);
+        self.hashed(entry.size);
     }
 
     fn drop_racy_stamp(&self, entry: &mut Entry) {
@@ -334,7 +398,7 @@ impl Walker<'_> {
 const RACY_SECONDS: i64 = 1;
 
 /// How regular files are opened: never through a symlink, and a FIFO swapped in cannot block us.
-const FILE_FLAGS: OFlags =
+pub(super) const FILE_FLAGS: OFlags =
     OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK).union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
 
 /// A name listed in the source directory, the target directory or both, with each side's type.
@@ -392,18 +456,18 @@ impl Walker<'_> {
         self.settle(&fd_b, &stat_b, entry_b, hash_b);
         for entry in &mut entries {
             self.drop_racy_stamp(entry);
-            self.progress.file_done(entry.size);
+            self.hashed(entry.size);
         }
         Some(entries)
     }
 }
 
 /// Names in a directory with the type its listing gives.
-type Names = Vec<(CString, FileType)>;
+pub(super) type Names = Vec<(CString, FileType)>;
 
 /// The names in `dir` other than `.` and `..` with the type the listing gives (`Unknown` on
 /// file systems that do not say), sorted by bytes.
-fn list_names(dir: &OwnedFd) -> std::io::Result<Names> {
+pub(super) fn list_names(dir: &OwnedFd) -> std::io::Result<Names> {
     let fd = rustix::io::dup(dir)?;
     let mut reader = rustix::fs::Dir::new(fd)?;
     let mut names = Vec::new();

@@ -14,6 +14,8 @@ use rustix::io::Errno;
 
 use super::{StateError, TreeState};
 
+mod shared;
+
 const HOLDER: &str = "holder";
 const LOCK_FILE: &str = "lock";
 
@@ -31,6 +33,8 @@ pub struct Busy {
 pub struct TreeLock {
     // Closing the descriptor releases the lock.
     _locked: OwnedFd,
+    /// A shard's group and own locks (see `shared.rs`); empty for a whole run.
+    _shard: Vec<OwnedFd>,
     state: TreeState,
 }
 
@@ -44,7 +48,7 @@ impl TreeLock {
             // NFS without lock support, some FUSE filesystems: lock a file of our own instead.
             Err(_) => lock_file(&state)?,
         };
-        let lock = TreeLock { _locked: locked, state };
+        let lock = TreeLock { _locked: locked, _shard: Vec::new(), state };
         lock.write_holder(command)?;
         Ok(lock)
     }
@@ -68,8 +72,11 @@ impl TreeLock {
 
 impl Drop for TreeLock {
     fn drop(&mut self) {
-        // Still held here: the descriptor closes after this.
-        let _ = self.state.remove_file(HOLDER);
+        // Still held here: the descriptor closes after this. The shards of a sharded run leave
+        // it: the others may still be running.
+        if !self.is_shared() {
+            let _ = self.state.remove_file(HOLDER);
+        }
     }
 }
 

@@ -186,6 +186,16 @@ def read_manifest(data):
     for pattern in exclude:
         if not isinstance(pattern, str) or pattern.strip("/") == "":
             raise r.corrupt("bad header: exclude pattern %r matches nothing (or everything)" % (pattern,))
+    shard = field("shard", dict, required=False)
+    if shard is not None:
+        # A part of a sharded scan (docs/manifest.md, "Sharded scans"): structurally a manifest.
+        if set(shard) != {"index", "count", "owner"}:
+            raise r.corrupt("bad header: shard must have exactly index, count and owner")
+        idx, cnt, owner = shard["index"], shard["count"], shard["owner"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (idx, cnt)) or not 1 <= idx <= cnt <= 65536:
+            raise r.corrupt("bad header: shard %r is not 1 <= index <= count <= 65536" % (shard,))
+        if owner != "blake3-path-inode/1":
+            raise r.corrupt("bad header: unknown shard owner rule %r" % (owner,))
     for m in metadata:
         if not isinstance(m, str) or m not in METADATA_NAMES:
             raise r.corrupt("bad header: unknown metadata field %r" % (m,))

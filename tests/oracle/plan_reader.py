@@ -361,6 +361,12 @@ def read_plan(data):
             copy_bytes += reads - holes
             if not idx and ssize == tsize:
                 fail("%s: a patch with no chunks and no size change does nothing" % where)
+            so = o.get("source_stamp", "obj", required=False)
+            if so is not None:
+                so.get("dev", "u64")
+                so.get("ino", "u64")
+                mtime_obj(so, "ctime", so.where)
+                so.no_unknown()
             attrs_obj(o, where)
             info["chunks"] = idx
         elif op == "symlink":

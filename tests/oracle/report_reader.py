@@ -376,6 +376,13 @@ def check_report(top, diffs, jsonl):
         if o.get("side", "str") not in ("source", "target", "both"):
             fail("not_entered[%d]: side must be source, target or both" % i)
         o.done()
+    # Whole-tree hints (docs/report.md): optional (earlier versions lack it), strings.
+    hints = t.get("hints", "list", required=False) or []
+    for i, h in enumerate(hints):
+        if not isinstance(h, str) or not h:
+            fail("hints[%d]: not a non-empty string" % i)
+    if hints and not diffs:
+        fail("hints on a report without differences")
     t.done()
 
     infos = []

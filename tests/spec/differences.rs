@@ -396,3 +396,42 @@ fn a_source_that_does_not_exist_is_trouble_naming_the_path() {
     let run = cutover(["scan"]).arg(&missing).run().expect_code(2);
     assert!(run.stderr.contains(&missing.display().to_string()), "{}", run.stderr);
 }
+
+/// A tired operator's two whole-tree mistakes get a hint, on standard error and in the JSON,
+/// without changing the verdict: an empty side (an unmounted target looks like this), and a
+/// copy made one level down (`rsync -a src dst` without the trailing slash makes `dst/src`).
+#[test]
+fn an_empty_side_and_a_copy_one_level_down_get_hints() {
+    let source = Tree::new();
+    source.file("a/x", "1").file("y", "22");
+    let empty = Tree::new();
+    let run = diff_json(source.path(), empty.path(), &[]).expect_code(1);
+    let hints = run.json()["hints"].clone();
+    assert_eq!(hints.as_array().map(Vec::len), Some(1), "{hints}");
+    assert!(hints[0].as_str().unwrap().contains("empty directory"), "{hints}");
+    let human = cutover(["diff"]).arg(source.path()).arg(empty.path()).run().expect_code(1);
+    assert!(human.stderr.contains("cutover: hint: the target") && human.stderr.contains("mounted"), "{}", human.stderr);
+
+    let nested = Tree::new();
+    nested.file("src/a/x", "1").file("src/y", "22");
+    let run = diff_json(source.path(), nested.path(), &[]).expect_code(1);
+    let hints = run.json()["hints"].clone();
+    assert_eq!(hints.as_array().map(Vec::len), Some(1), "{hints}");
+    let text = hints[0].as_str().unwrap();
+    assert!(text.contains("'src'") && text.contains("one level down"), "{text}");
+    assert!(text.contains(&format!("{}/src", nested.path().display())), "{text}");
+    // The independent report reader, written from docs/report.md, accepts the field.
+    let saved = nested.path().with_extension("report.json");
+    std::fs::write(&saved, &run.stdout).unwrap();
+    let read = crate::spec::oracle::reader("report_reader.py", &[saved.as_os_str()]);
+    let _ = std::fs::remove_file(&saved);
+    assert!(read.status.success(), "the report reader refused hints: {}", read.stderr);
+
+    // Not a hint: a partial copy one level down, identical trees, two empty trees.
+    nested.remove("src/y");
+    assert_eq!(diff_json(source.path(), nested.path(), &[]).expect_code(1).json()["hints"], json!([]));
+    assert_eq!(diff_json(source.path(), source.copy().path(), &[]).expect_code(0).json()["hints"], json!([]));
+    assert_eq!(diff_json(empty.path(), Tree::new().path(), &[]).expect_code(0).json()["hints"], json!([]));
+    let quiet = cutover(["diff", "-q"]).arg(source.path()).arg(empty.path()).run().expect_code(1);
+    assert!(!quiet.stderr.contains("hint"), "{}", quiet.stderr);
+}

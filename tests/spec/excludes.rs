@@ -243,6 +243,26 @@ fn one_file_system_stops_at_mount_points_as_rsync_x_does() {
     assert_eq!(report["not_entered"], serde_json::json!([{"path": "mnt", "side": "source"}]));
 }
 
+/// A bind mount of a directory of the same filesystem has the same device number: `-x` stops
+/// there too, by the mount root flag (issue: mount points by mount id, everywhere), as apply
+/// already does. (rsync's `-x`, comparing devices only, would enter it.)
+#[test]
+fn one_file_system_stops_at_a_bind_mount_of_the_same_filesystem() {
+    let source = Tree::new();
+    source.file("a", "a").dir("view").file("elsewhere/inner", "seen twice");
+    let Some(_bind) = crate::support::Bind::new(&source.at("elsewhere"), &source.at("view")) else { return };
+    assert!(source.at("view/inner").exists());
+    let report = diff_json(source.path(), source.path(), &["-x"]).expect_code(0).json();
+    assert_eq!(report["not_entered"], serde_json::json!([{"path": "view", "side": "both"}]), "{report:#}");
+    let work = Tree::new();
+    let manifest = work.at("source.manifest");
+    cutover(["scan", "-x"]).arg(source.path()).arg("-o").arg(&manifest).run().expect_code(0);
+    let plain = work.at("plain.manifest");
+    cutover(["scan"]).arg(source.path()).arg("-o").arg(&plain).run().expect_code(0);
+    let entries = |m: &std::path::Path| oracle(m).stdout_text().lines().filter(|l| l.contains("view/inner")).count();
+    assert_eq!((entries(&manifest), entries(&plain)), (0, 1), "-x leaves the bind mount's content out");
+}
+
 #[test]
 fn one_file_system_neither_deletes_below_a_source_mount_point_nor_writes_into_a_target_one() {
     // The source has a filesystem mounted at `m`: rsync -x --delete leaves the target's m alone.

@@ -260,11 +260,16 @@ fn the_root_hash_does_not_depend_on_the_chunk_size() {
     assert_eq!(report.0["source"]["hash"], printed_root(tree.path()).as_str());
 }
 
-/// Runs `cutover diff MANIFEST DIR` on a damaged manifest: trouble, named, never a panic.
+/// Runs `cutover diff MANIFEST DIR` on a damaged manifest: trouble, named, never a panic. The
+/// same manifest compared with itself (both sides streamed, not read whole) is refused with the
+/// same message.
 fn refused(manifest: &Path, dir: &Path) -> Run {
     let run = cutover(["diff"]).arg(manifest).arg(dir).run();
     assert_eq!(run.code(), 2, "a damaged manifest must be refused\nstdout: {}", String::from_utf8_lossy(&run.stdout));
     assert!(run.stderr.contains(&manifest.display().to_string()), "the message names the file: {}", run.stderr);
+    let streamed = cutover(["diff"]).arg(manifest).arg(manifest).run();
+    assert_eq!(streamed.code(), 2, "streamed: {}", String::from_utf8_lossy(&streamed.stdout));
+    assert_eq!(streamed.stderr, run.stderr, "streamed and whole reads refuse it alike");
     run
 }
 
@@ -412,8 +417,14 @@ fn every_single_byte_flip_or_cut_of_a_manifest_is_refused() {
         let mut flipped = bytes.clone();
         flipped[at] ^= 0x01;
         std::fs::write(&damaged_path, &flipped).unwrap();
-        if cutover(["diff", "-q"]).arg(&damaged_path).arg(tree.path()).run().code() != 2 {
+        let whole = cutover(["diff", "-q"]).arg(&damaged_path).arg(tree.path()).run();
+        if whole.code() != 2 {
             accepted.push(format!("flip at {at}"));
+        }
+        // Streamed (manifest against manifest), the damage is found before any verdict.
+        let streamed = cutover(["diff", "-q"]).arg(&manifest).arg(&damaged_path).run();
+        if streamed.code() != 2 || streamed.stderr != whole.stderr {
+            accepted.push(format!("flip at {at}, streamed: {} {}", streamed.code(), streamed.stderr.trim()));
         }
     }
     let mut misplaced = Vec::new();
@@ -422,6 +433,10 @@ fn every_single_byte_flip_or_cut_of_a_manifest_is_refused() {
         let run = cutover(["diff", "-q"]).arg(&damaged_path).arg(tree.path()).run();
         if run.code() != 2 {
             accepted.push(format!("cut at {len}"));
+        }
+        let streamed = cutover(["diff", "-q"]).arg(&manifest).arg(&damaged_path).run();
+        if streamed.code() != 2 || streamed.stderr != run.stderr {
+            accepted.push(format!("cut at {len}, streamed: {} {}", streamed.code(), streamed.stderr.trim()));
         }
         // Past the magic line, a cut is named where it is: the file's length.
         if len > 17 && !run.stderr.contains(&format!("truncated manifest: it ends at byte {len} ")) {

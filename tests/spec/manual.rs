@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::{cutover, run_with_timeout};
 
-const SUBCOMMANDS: [&str; 8] = ["scan", "diff", "plan", "apply", "bundle", "repair", "man", "completions"];
+const SUBCOMMANDS: [&str; 9] = ["scan", "diff", "plan", "apply", "bundle", "repair", "merge", "man", "completions"];
 
 /// Every `--long` flag `cutover SUB --help` names.
 fn flags_in_help(sub: &str) -> BTreeSet<String> {

@@ -16,6 +16,7 @@ mod ranges;
 mod reading;
 mod records;
 mod run_state;
+mod streaming;
 mod trouble;
 mod verdicts;
 mod watching;

@@ -23,7 +23,7 @@ pub(crate) fn plan_reader(plan: &Path) -> Run {
 }
 
 /// `python3 tests/oracle/READER ARGS...`.
-fn reader(name: &str, args: &[&std::ffi::OsStr]) -> Run {
+pub(crate) fn reader(name: &str, args: &[&std::ffi::OsStr]) -> Run {
     let mut command = Command::new("python3");
     command.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle").join(name)).args(args);
     run_with_timeout(command, Vec::new(), Duration::from_secs(120))

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
 
-use crate::support::{Tree, diff_json, kind, noise, ranges, run_with_timeout};
+use crate::support::{Tree, cutover, diff_json, kind, noise, ranges, run_with_timeout};
 
 const CHUNK: u64 = 1024;
 
@@ -357,6 +357,15 @@ fn check_case(source: &Model, mutations: &[Mutation]) -> Result<(), TestCaseErro
     let divergent: u64 =
         report.differences().iter().filter(|d| d.get("ranges").is_some()).flat_map(ranges).map(|r| r.1).sum();
     prop_assert_eq!(report.summary("divergent_bytes"), divergent);
+    // Two manifests are compared as streams: the same report, byte for byte.
+    let work = Tree::new();
+    let (a, b) = (work.at("source.manifest"), work.at("target.manifest"));
+    for (tree, manifest) in [(&source_tree, &a), (&target_tree, &b)] {
+        cutover(["scan", "--chunk-size", "1K", "-o"]).arg(manifest).arg(tree.path()).run().expect_code(0);
+    }
+    let streamed = cutover(["diff", "--format", "json"]).arg(&a).arg(&b).run();
+    prop_assert_eq!(streamed.code(), run.code());
+    prop_assert_eq!(streamed.stdout_text(), run.stdout_text());
     Ok(())
 }
 

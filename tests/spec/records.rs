@@ -289,6 +289,26 @@ fn a_record_says_what_was_read_and_what_was_trusted_from_the_cache() {
     let counts = &doc["verified"]["dir"];
     let files = counts["trusted_files"].as_u64().zip(counts["verified_files"].as_u64()).map(|(t, v)| t + v);
     assert_eq!(files, Some(2), "{doc:#}");
+    // The same counts as metrics, by side, which promtool accepts.
+    let metrics = work.at("scan.prom");
+    cutover(["scan", "--cache"])
+        .arg(&cache)
+        .arg("--report")
+        .arg(&report)
+        .arg("--metrics")
+        .arg(&metrics)
+        .arg(tree.path())
+        .run()
+        .expect_code(0);
+    promtool_check(&metrics);
+    let (text, doc) = (std::fs::read_to_string(&metrics).unwrap(), read_record(&report));
+    for field in ["files", "bytes"] {
+        for (how, counted) in [("read", "verified"), ("trusted", "trusted")] {
+            let name = format!("cutover_{how}_{field}{{job=\"scan\",side=\"dir\"}}");
+            let expected = doc["verified"]["dir"][format!("{counted}_{field}")].as_u64().map(|n| n as f64);
+            assert_eq!(sample(&text, &name), expected, "{name} in {text}");
+        }
+    }
     let plain = work.at("plain.json");
     cutover(["scan", "--report"]).arg(&plain).arg(tree.path()).run().expect_code(0);
     assert_eq!(read_record(&plain)["verified"], Value::Null);

@@ -427,3 +427,25 @@ impl Drop for Mounted {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// A bind mount of `from` at `at`, undone when dropped. `None` (after a note) where mounting
+/// is not allowed. (Used by the repair test binaries, not by `cli`.)
+#[allow(dead_code)]
+pub struct Bind(PathBuf);
+
+#[allow(dead_code)]
+impl Bind {
+    pub fn new(from: &Path, at: &Path) -> Option<Bind> {
+        let done = Command::new("mount").arg("--bind").arg(from).arg(at).output().ok()?.status.success();
+        if !done {
+            eprintln!("note: cannot bind-mount here (not root?); not checked");
+        }
+        done.then(|| Bind(at.to_path_buf()))
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -18,7 +18,7 @@ impl Run<'_, '_> {
             return Ok(true);
         }
         let mut sharing = 0;
-        for name in self.followers.get(path).into_iter().flatten() {
+        for name in self.plan.followers(path) {
             if self.root.identity(name.as_bytes()).map_err(failed)?.is_some_and(|id| id.same_inode(&now)) {
                 sharing += 1;
             }

@@ -26,8 +26,9 @@ use crate::path::RelPath;
 
 /// Directories less deep than this have their subdirectories walked in parallel: deep enough for
 /// nearly every real tree to be walked wholly in parallel, shallow enough that the descriptors
-/// held along one parallel branch (one per level and side) stay few.
-const PARALLEL_DEPTH: usize = 24;
+/// held along one parallel branch (one per level and side) stay few. A walk that streams its
+/// entries (see [`Sink`]) walks every directory in order instead ([`Walker::in_order`]).
+pub(in crate::scan) const PARALLEL_DEPTH: usize = 24;
 /// Frames at the top of the stack that keep their descriptors.
 const OPEN_FRAMES: usize = 32;
 
@@ -44,16 +45,85 @@ enum Found {
     Tree(Vec<Entry>),
 }
 
+/// Where a walk puts its entries, in pre-order: each side's directories are opened before their
+/// children and closed after them, when their node hash can be taken.
+pub(in crate::scan) trait Sink {
+    /// What a directory being walked holds until it is closed.
+    type Dir;
+    /// The entry of a directory whose children come next; `parent` is `None` for the root.
+    fn open(&mut self, side: usize, parent: Option<&mut Self::Dir>, entry: Entry) -> Self::Dir;
+    /// An entry with nothing below it to come (a directory that could not be listed included).
+    fn leaf(&mut self, side: usize, parent: Option<&mut Self::Dir>, entry: Entry);
+    /// A whole subtree, finished, in pre-order.
+    fn tree(&mut self, side: usize, parent: &mut Self::Dir, entries: Vec<Entry>);
+    /// The directory's last child has been given; `parent` is `None` for the root.
+    fn close(&mut self, side: usize, dir: Self::Dir, parent: Option<&mut Self::Dir>);
+    /// The directory cannot be walked further: it ends with `problem` and no digest.
+    fn fail(&mut self, side: usize, dir: &mut Self::Dir, problem: Problem);
+}
+
+/// The entries of each side in a list, in pre-order.
+#[derive(Debug, Default)]
+pub(in crate::scan) struct Collect {
+    pub out: [Vec<Entry>; 2],
+}
+
+/// A directory of a [`Collect`]: where its entry and its direct children are in the list.
+#[derive(Debug)]
+pub(in crate::scan) struct Placed {
+    at: usize,
+    children: Vec<usize>,
+}
+
+impl Collect {
+    fn push(&mut self, k: usize, parent: Option<&mut Placed>, entry: Entry) -> usize {
+        let at = self.out[k].len();
+        if let Some(parent) = parent {
+            parent.children.push(at);
+        }
+        self.out[k].push(entry);
+        at
+    }
+}
+
+impl Sink for Collect {
+    type Dir = Placed;
+
+    fn open(&mut self, k: usize, parent: Option<&mut Placed>, entry: Entry) -> Placed {
+        Placed { at: self.push(k, parent, entry), children: Vec::new() }
+    }
+
+    fn leaf(&mut self, k: usize, parent: Option<&mut Placed>, entry: Entry) {
+        self.push(k, parent, entry);
+    }
+
+    fn tree(&mut self, k: usize, parent: &mut Placed, entries: Vec<Entry>) {
+        parent.children.push(self.out[k].len());
+        self.out[k].extend(entries);
+    }
+
+    fn close(&mut self, k: usize, dir: Placed, _parent: Option<&mut Placed>) {
+        let out = &mut self.out[k];
+        if out[dir.at].problem.is_none() {
+            out[dir.at].digest = dir_digest(dir.children.iter().map(|&i| &out[i]));
+        }
+    }
+
+    fn fail(&mut self, k: usize, dir: &mut Placed, problem: Problem) {
+        let entry = &mut self.out[k][dir.at];
+        entry.digest = None;
+        entry.problem = Some(Box::new(problem));
+    }
+}
+
 /// One side (source or target) of a directory on the stack.
-struct Side {
+struct Side<D> {
     /// `None` once closed (see the module docs).
     fd: Option<OwnedFd>,
     dev: u64,
     ino: u64,
-    /// Where the directory's entry is in this side's output.
-    at: usize,
-    /// Where its direct children are in this side's output.
-    children: Vec<usize>,
+    /// What the sink keeps for it.
+    dir: D,
     /// Subdirectories listed here that are still to be entered.
     dirs_left: usize,
     /// An ancestor had subdirectories left when this directory was entered: this directory's
@@ -61,16 +131,16 @@ struct Side {
     ancestor_needs: bool,
 }
 
-impl Side {
+impl<D> Side<D> {
     fn needs_fd(&self) -> bool {
         self.dirs_left > 0 || self.ancestor_needs
     }
 }
 
-struct Frame {
+struct Frame<D> {
     depth: usize,
     path: RelPath,
-    sides: [Option<Side>; 2],
+    sides: [Option<Side<D>>; 2],
     /// Names not placed in the output yet, in order, with what they are on each side.
     pending: std::vec::IntoIter<(CString, [Found; 2])>,
 }
@@ -80,6 +150,19 @@ impl Walker<'_> {
     pub(in crate::scan) fn walk_dir(&self, dir: OwnedFd, entry: Entry) -> Vec<Entry> {
         let [source, _] = self.walk_sides([Some((dir, entry)), None], 0);
         source
+    }
+
+    /// The subtree of the directory open as `dir`, whose own entry is `entry`, given to `sink`
+    /// as it is walked.
+    pub(in crate::scan) fn walk_into<S: Sink>(&self, dir: OwnedFd, entry: Entry, sink: &mut S) {
+        self.walk_to([Some((dir, entry)), None], 0, sink);
+    }
+
+    /// This walker, walking every directory in order (its files still hashed in parallel), so
+    /// that a [`Sink`] gets each entry once it is complete and nothing waits for a subtree.
+    pub(in crate::scan) fn in_order(mut self) -> Self {
+        self.parallel_depth = 0;
+        self
     }
 
     /// The subtrees of a source and a target directory at the same path, walked together so
@@ -94,47 +177,56 @@ impl Walker<'_> {
     /// The subtrees of one or two directories at the same path, `depth` below the scan's root,
     /// one pre-order list per side.
     fn walk_sides(&self, roots: [Option<Root>; 2], depth: usize) -> [Vec<Entry>; 2] {
-        let mut out = [Vec::new(), Vec::new()];
-        let mut stack: Vec<Frame> = Vec::new();
-        self.push_frame(&mut stack, roots, depth, &mut out);
+        let mut collect = Collect::default();
+        self.walk_to(roots, depth, &mut collect);
+        collect.out
+    }
+
+    /// [`Walker::walk_sides`] into any sink.
+    fn walk_to<S: Sink>(&self, roots: [Option<Root>; 2], depth: usize, sink: &mut S) {
+        let mut stack: Vec<Frame<S::Dir>> = Vec::new();
+        self.push_frame(&mut stack, roots, depth, sink);
         while let Some(top) = stack.last_mut() {
             match top.pending.next() {
                 Some((name, found)) => {
-                    let roots = self.place(top, &name, found, &mut out);
+                    let roots = self.place(top, &name, found, sink);
                     if roots.iter().any(Option::is_some) {
                         let depth = top.depth + 1;
-                        self.push_frame(&mut stack, roots, depth, &mut out);
+                        self.push_frame(&mut stack, roots, depth, sink);
                     }
                 }
                 None => {
                     let done = stack.pop().expect("the stack has a top");
-                    close(done, stack.last_mut(), &mut out);
+                    close(done, stack.last_mut(), sink);
                 }
             }
         }
-        out
     }
 
     /// Lists the directories `roots` (their entries go to the output) and, unless none could be
     /// listed, pushes their frame with every name visited but the subdirectories.
-    fn push_frame(&self, stack: &mut Vec<Frame>, roots: [Option<Root>; 2], depth: usize, out: &mut [Vec<Entry>; 2]) {
-        let mut sides: [Option<Side>; 2] = [None, None];
+    fn push_frame<S: Sink>(
+        &self,
+        stack: &mut Vec<Frame<S::Dir>>,
+        roots: [Option<Root>; 2],
+        depth: usize,
+        sink: &mut S,
+    ) {
+        let mut sides: [Option<Side<S::Dir>>; 2] = [None, None];
         let mut names = [None, None];
         let mut path = None;
         for (k, root) in roots.into_iter().enumerate() {
             let Some((fd, mut entry)) = root else { continue };
-            let at = out[k].len();
-            if let Some(parent) = stack.last_mut().and_then(|frame| frame.sides[k].as_mut()) {
-                parent.children.push(at);
-            }
             self.record_xattrs(&fd, &mut entry);
             match list_names(&fd) {
                 Ok(listed) => {
-                    names[k] = Some(self.included(&fd, &mut entry, listed));
+                    let kept = self.included(&fd, &mut entry, listed);
+                    self.listed(&fd, &entry, &kept);
+                    names[k] = Some(kept);
                     self.progress.dir_done();
                     // Only a directory on the stack of the sequential walk can lose its descriptor
                     // and have to be recognised again.
-                    let (dev, ino) = if depth < PARALLEL_DEPTH {
+                    let (dev, ino) = if depth < self.parallel_depth {
                         (0, 0)
                     } else {
                         rustix::fs::fstat(&fd).map_or((0, 0), |stat| (stat.st_dev, stat.st_ino))
@@ -142,12 +234,16 @@ impl Walker<'_> {
                     let ancestor_needs =
                         stack.last().and_then(|frame| frame.sides[k].as_ref()).is_some_and(Side::needs_fd);
                     path = Some(entry.path.clone());
-                    let children = Vec::new();
-                    sides[k] = Some(Side { fd: Some(fd), dev, ino, at, children, dirs_left: 0, ancestor_needs });
+                    let parent = stack.last_mut().and_then(|frame| frame.sides[k].as_mut()).map(|side| &mut side.dir);
+                    let dir = sink.open(k, parent, entry);
+                    sides[k] = Some(Side { fd: Some(fd), dev, ino, dir, dirs_left: 0, ancestor_needs });
                 }
-                Err(e) => unreadable(&mut entry, format_args!("cannot list directory: {e}")),
+                Err(e) => {
+                    unreadable(&mut entry, format_args!("cannot list directory: {e}"));
+                    let parent = stack.last_mut().and_then(|frame| frame.sides[k].as_mut()).map(|side| &mut side.dir);
+                    sink.leaf(k, parent, entry);
+                }
             }
-            out[k].push(entry);
         }
         let Some(path) = path else { return };
         let fds = [0, 1].map(|k| sides[k].as_ref().and_then(|side| side.fd.as_ref()));
@@ -159,7 +255,7 @@ impl Walker<'_> {
         // Handing one name to the pool and waiting for it costs more than visiting it here (a
         // chain of directories is mostly that).
         let busy = |(_, listed): &&Listed| {
-            depth < PARALLEL_DEPTH || listed.iter().flatten().any(|&t| t != FileType::Directory)
+            depth < self.parallel_depth || listed.iter().flatten().any(|&t| t != FileType::Directory)
         };
         let found: Vec<(CString, [Found; 2])> = if items.iter().filter(busy).nth(1).is_some() {
             items.into_par_iter().map(find).collect()
@@ -220,7 +316,7 @@ impl Walker<'_> {
         {
             return [Found::Leaf(x), Found::Leaf(y)];
         }
-        let parallel = depth < PARALLEL_DEPTH;
+        let parallel = depth < self.parallel_depth;
         let mut found = [Found::Absent, Found::Absent];
         let mut roots: [Option<Root>; 2] = [None, None];
         for k in 0..2 {
@@ -256,12 +352,12 @@ impl Walker<'_> {
 
     /// Puts what `name` is on each side of the top frame into the output; gives the
     /// subdirectories to walk next.
-    fn place(
+    fn place<S: Sink>(
         &self,
-        top: &mut Frame,
+        top: &mut Frame<S::Dir>,
         name: &CString,
         found: [Found; 2],
-        out: &mut [Vec<Entry>; 2],
+        sink: &mut S,
     ) -> [Option<Root>; 2] {
         let mut roots = [None, None];
         for (k, found) in found.into_iter().enumerate() {
@@ -270,8 +366,7 @@ impl Walker<'_> {
                 Found::Absent => None,
                 Found::Leaf(entry) => Some(entry),
                 Found::Tree(subtree) => {
-                    side.children.push(out[k].len());
-                    out[k].extend(subtree);
+                    sink.tree(k, &mut side.dir, subtree);
                     None
                 }
                 Found::Dir => {
@@ -292,8 +387,7 @@ impl Walker<'_> {
                 }
             };
             if let Some(entry) = leaf {
-                side.children.push(out[k].len());
-                out[k].push(entry);
+                sink.leaf(k, Some(&mut side.dir), entry);
             }
         }
         roots
@@ -302,23 +396,20 @@ impl Walker<'_> {
 
 /// Finishes the directories of a frame popped from the stack (their node hashes), and gives its
 /// parent, now the top, its descriptors back where it needs them.
-fn close(done: Frame, parent: Option<&mut Frame>, out: &mut [Vec<Entry>; 2]) {
+fn close<S: Sink>(done: Frame<S::Dir>, parent: Option<&mut Frame<S::Dir>>, sink: &mut S) {
     let mut parent = parent;
     for (k, side) in done.sides.into_iter().enumerate() {
         let Some(side) = side else { continue };
-        if out[k][side.at].problem.is_none() {
-            out[k][side.at].digest = dir_digest(side.children.iter().map(|&i| &out[k][i]));
-        }
+        let fd = side.fd;
+        sink.close(k, side.dir, parent.as_deref_mut().and_then(|frame| frame.sides[k].as_mut()).map(|up| &mut up.dir));
         let Some(up) = parent.as_deref_mut().and_then(|frame| frame.sides[k].as_mut()) else { continue };
         if up.fd.is_some() || !up.needs_fd() {
             continue;
         }
-        match reopen_parent(side.fd.as_ref(), up) {
+        match reopen_parent(fd.as_ref(), up) {
             Ok(fd) => up.fd = Some(fd),
             Err(problem) => {
-                let entry = &mut out[k][up.at];
-                entry.digest = None;
-                entry.problem = Some(Box::new(problem));
+                sink.fail(k, &mut up.dir, problem);
                 up.dirs_left = 0;
             }
         }
@@ -327,7 +418,7 @@ fn close(done: Frame, parent: Option<&mut Frame>, out: &mut [Vec<Entry>; 2]) {
 
 /// The directory `up` opened again as `..` of its child open as `child`, if it is still the
 /// same directory.
-fn reopen_parent(child: Option<&OwnedFd>, up: &Side) -> Result<OwnedFd, Problem> {
+fn reopen_parent<D>(child: Option<&OwnedFd>, up: &Side<D>) -> Result<OwnedFd, Problem> {
     let lost = || Problem::Unstable("moved while being read: the walk could not get back to it".into());
     let child = child.ok_or_else(lost)?;
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;

@@ -1,20 +1,84 @@
-//! The plan and an apply run as people and scripts read them: the plan listed (a dry run),
-//! its totals, and the `cutover-apply/1` report in human, JSON and JSONL-summary form
-//! (docs/plan.md).
+//! Plans on the command line: made into a file or into a private temporary file, loaded
+//! checked, and shown to people (the dry run) or as the plan's own JSON; and what an apply run
+//! did, as the `cutover-apply/1` report in human, JSON and JSONL-summary form (docs/plan.md).
 
 use std::io::Write;
+use std::path::Path;
 
+use anyhow::{Context, Result};
 use serde_json::json;
 
+use cutover::apply::source::{DirSource, record_holes};
 use cutover::apply::{ApplyReport, Outcome};
 use cutover::digest::ChunkSize;
-use cutover::manifest::Kind;
-use cutover::plan::{Operation, Plan, write_plan};
+use cutover::manifest::{Kind, Manifest};
+use cutover::plan::{
+    CheckedPlan, Operation, PlanHead, PlanOptions, PlanOutput, PlanWriter, Tally, TreeIdentity, build_plan_into,
+};
 
-use super::Format;
+use super::inputs::{Wanted, explain};
 use super::render::{count, shown, size};
+use super::{EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format};
 
-pub(super) fn plan_summary(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
+/// A plan about to be made: what it is made from, and where the holes of the source files it
+/// copies are counted (a source directory).
+pub(super) struct Making<'a> {
+    pub(super) source: &'a Manifest,
+    pub(super) target: &'a Manifest,
+    pub(super) options: &'a PlanOptions,
+    pub(super) identity: Option<TreeIdentity>,
+    pub(super) holes: Option<DirSource>,
+}
+
+impl Making<'_> {
+    /// Writes the plan to `out` as it is made.
+    pub(super) fn write(self, out: &mut dyn Write) -> std::io::Result<(PlanHead, Tally, cutover::diff::Report)> {
+        let holes = self.holes;
+        let mut prepare = |op: &mut Operation, chunk: ChunkSize| {
+            if let Some(holes) = &holes {
+                record_holes(op, chunk, holes);
+            }
+        };
+        let output = PlanOutput { identity: self.identity, prepare: &mut prepare };
+        build_plan_into(self.source, self.target, self.options, output, std::io::BufWriter::new(out))
+    }
+
+    /// Makes the plan into a checked plan (its operations kept in a private temporary file),
+    /// to show or apply it without holding them.
+    pub(super) fn checked(self) -> Result<(CheckedPlan, cutover::diff::Report)> {
+        let holes = self.holes;
+        let mut prepare = |op: &mut Operation, chunk: ChunkSize| {
+            if let Some(holes) = &holes {
+                record_holes(op, chunk, holes);
+            }
+        };
+        let output = PlanOutput { identity: self.identity, prepare: &mut prepare };
+        Ok(CheckedPlan::build(self.source, self.target, self.options, output)?)
+    }
+}
+
+/// Exit code of a plan: 2 when something could not be read or cannot be repaired, else 1 when
+/// there is work, 0 when there is none.
+pub(super) fn plan_verdict(head: &PlanHead, tally: &Tally, report: &cutover::diff::Report) -> u8 {
+    if report.summary().trouble > 0 || !head.unrepairable.is_empty() {
+        EXIT_TROUBLE
+    } else if tally.totals.operations == 0 {
+        EXIT_SAME
+    } else {
+        EXIT_DIFFERENT
+    }
+}
+
+/// Reads and checks the plan `command` was given; a file that is something else is named as such.
+pub(super) fn load_plan(path: &Path, command: &str) -> Result<CheckedPlan> {
+    if path.as_os_str() == "-" {
+        return Ok(CheckedPlan::open(std::io::stdin().lock(), Path::new("<stdin>"))?);
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    CheckedPlan::open(file, path).map_err(|e| explain(path, Wanted::Plan, command, e))
+}
+
+pub(super) fn plan_summary(out: &mut dyn Write, plan: &PlanHead) -> std::io::Result<()> {
     let t = &plan.totals;
     writeln!(
         out,
@@ -31,9 +95,10 @@ pub(super) fn plan_summary(out: &mut dyn Write, plan: &Plan) -> std::io::Result<
 }
 
 /// The plan in human form: the dry run.
-pub(super) fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
-    let chunk = ChunkSize::new(plan.chunk_size).unwrap_or(ChunkSize::DEFAULT);
-    for op in &plan.operations {
+pub fn show_plan(out: &mut dyn Write, plan: &CheckedPlan) -> std::io::Result<()> {
+    let chunk = ChunkSize::new(plan.head.chunk_size).unwrap_or(ChunkSize::DEFAULT);
+    for op in plan.operations() {
+        let op = &op.map_err(std::io::Error::other)?;
         let path = op
             .rel()
             .map(|p| if p.is_root() { ".".into() } else { shown(p.as_bytes()) })
@@ -84,15 +149,21 @@ pub(super) fn show_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()>
         };
         writeln!(out, "{}", format!("{:<8} {path}  {detail}", op.name()).trim_end())?;
     }
-    plan_summary(out, plan)
+    plan_summary(out, &plan.head)
 }
 
 /// A dry run: the plan in human form, or the plan's own JSON (docs/plan.md) for `--format json`
 /// and `jsonl`.
-pub(super) fn show_dry_run(out: &mut dyn Write, plan: &Plan, format: Format) -> std::io::Result<()> {
+pub(super) fn show_dry_run(out: &mut dyn Write, plan: &CheckedPlan, format: Format) -> std::io::Result<()> {
     match format {
         Format::Human => show_plan(out, plan),
-        Format::Json | Format::Jsonl => write_plan(plan, out),
+        Format::Json | Format::Jsonl => {
+            let mut writer = PlanWriter::new(std::io::BufWriter::new(out), &plan.head)?;
+            for op in plan.operations() {
+                writer.push(&op.map_err(std::io::Error::other)?)?;
+            }
+            writer.finish(&plan.head).map(drop)
+        }
     }
 }
 
