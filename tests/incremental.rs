@@ -361,7 +361,9 @@ fn repair_with_state_repairs_edits_with_restored_mtimes() {
 }
 
 /// Repair's verify scan reads again only what apply wrote: the target's preads, counted by
-/// strace, are one per file for the first scan plus one for the file repaired.
+/// strace, are one per file for the first scan plus one for the file repaired. (A file's first
+/// read is a `preadv2` that does not wait for the storage; on these just-written files it reads
+/// them whole.)
 #[test]
 fn repair_verify_reads_only_what_apply_wrote() {
     let source = Tree::new();
@@ -374,7 +376,7 @@ fn repair_verify_reads_only_what_apply_wrote() {
     let work = tempfile::tempdir().unwrap();
     let trace = work.path().join("trace");
     let out = Command::new("strace")
-        .args(["-f", "-qq", "-y", "-e", "trace=pread64", "-o"])
+        .args(["-f", "-qq", "-y", "-e", "trace=pread64,preadv2", "-o"])
         .arg(&trace)
         .arg(env!("CARGO_BIN_EXE_cutover"))
         .arg("repair")
