@@ -76,7 +76,7 @@ impl Pattern {
         // rsync's rule prefix for an exclude; includes are not supported.
         let text = given.strip_prefix("- ").unwrap_or(given);
         if given.starts_with("+ ") {
-            return Err(format!("{given:?} is an include rule; only excludes are supported"));
+            return Err(format!("{} is an include rule; only excludes are supported", crate::path::Quoted(given)));
         }
         // rsync's `dir/***`: the directory `dir/` and everything below it, which an excluded
         // directory brings with it anyway.
@@ -94,7 +94,7 @@ impl Pattern {
             None => (body, false),
         };
         if body.is_empty() {
-            return Err(format!("exclude pattern {given:?} matches nothing (or everything)"));
+            return Err(format!("exclude pattern {} matches nothing (or everything)", crate::path::Quoted(given)));
         }
         let whole_path = whole_path || anchored || body.contains('/') || body.contains("**");
         // As in rsync, a backslash escapes only in a pattern with wildcards; elsewhere it is a

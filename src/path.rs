@@ -128,7 +128,7 @@ impl RelPath {
                 .map_err(|e| format!("bad base64 in path_bytes: {e}"))?,
             None => display.as_bytes().to_vec(),
         };
-        Self::parse(&bytes).map_err(|e| format!("unsafe path {:?}: {e}", display))
+        Self::parse(&bytes).map_err(|e| format!("unsafe path {}: {e}", Quoted(display)))
     }
 }
 
@@ -162,9 +162,37 @@ impl fmt::Display for RelPath {
     }
 }
 
+/// A name in a message: in single quotes, with control characters and `\\` escaped (`\\n`,
+/// `\\u{1b}`), so a name can neither forge a line nor read as Rust's debug form.
+#[derive(Debug)]
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("'")?;
+        for c in self.0.chars() {
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\t' => f.write_str("\\t")?,
+                '\\' => f.write_str("\\\\")?,
+                c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
+                c => write!(f, "{c}")?,
+            }
+        }
+        f.write_str("'")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quoted_name_escapes_what_could_forge_a_line_and_keeps_the_rest() {
+        assert_eq!(Quoted("a/b c").to_string(), "'a/b c'");
+        assert_eq!(Quoted("Cafe\u{301}\n\\").to_string(), "'Cafe\u{301}\\n\\\\'");
+        assert_eq!(Quoted("\u{1b}[2J").to_string(), "'\\u{1b}[2J'");
+    }
 
     fn p(s: &str) -> RelPath {
         RelPath::parse(s.as_bytes()).unwrap()

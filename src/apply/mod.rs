@@ -29,12 +29,42 @@ use self::source::SourceData;
 
 /// Limits for unattended runs.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ApplyOptions {
+pub struct ApplyOptions<'a> {
     /// Remove at most this many entries: the removals beyond are skipped and listed, the rest
     /// of the plan is carried out (as rsync's `--max-delete`).
     pub max_delete: Option<u64>,
     /// Run even when a safety check says no.
     pub force: bool,
+    /// Told of each operation as soon as its outcome is final (`-i`, `--log`, progress).
+    pub observer: Option<Observer<'a>>,
+}
+
+/// One operation's outcome, as it happens: `bytes` is what it wrote to the target (copy,
+/// patch) or removed from it (remove). An operation cut short by a signal is not told.
+#[derive(Clone, Copy, Debug)]
+pub struct Event<'e> {
+    pub index: usize,
+    pub op: &'e Operation,
+    pub outcome: &'e Outcome,
+    pub bytes: u64,
+}
+
+/// A callback for [`Event`]s.
+#[derive(Clone, Copy)]
+pub struct Observer<'a>(pub &'a dyn Fn(Event<'_>));
+
+impl std::fmt::Debug for Observer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+impl ApplyOptions<'_> {
+    fn observe(&self, index: usize, op: &Operation, outcome: &Outcome, bytes: u64) {
+        if let Some(Observer(tell)) = self.observer {
+            tell(Event { index, op, outcome, bytes });
+        }
+    }
 }
 
 /// How one operation ended.
@@ -109,7 +139,7 @@ pub fn apply(
     plan: &CheckedPlan,
     source: &mut dyn SourceData,
     target: &LockedTarget,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
 ) -> Result<ApplyReport, ApplyError> {
     // From here a signal is only noted; the loop below stops at the next safe point.
     let _deferred = crate::interrupt::defer();
@@ -165,6 +195,7 @@ pub fn apply(
             }
             attempted = true;
             let deleted_before = report.entries_deleted;
+            let bytes_before = report.bytes_copied + report.bytes_deleted;
             let mut run = ops::Run {
                 root,
                 source: &mut *source,
@@ -175,6 +206,7 @@ pub fn apply(
                 plan,
             };
             let outcome = run.operation(index, op);
+            let bytes = report.bytes_copied + report.bytes_deleted - bytes_before;
             // What was deleted counts, not what was planned: a removal a previous run of the
             // plan did already deletes nothing now.
             if let Some(budget) = delete_budget.as_mut() {
@@ -183,7 +215,9 @@ pub fn apply(
             if matches!(outcome, Outcome::Done | Outcome::AlreadyDone)
                 && let Err(why) = journal.finish_op(index)
             {
-                report.problems.push((op.at().clone(), op.name(), Outcome::Failed(why)));
+                let outcome = Outcome::Failed(why);
+                options.observe(index, op, &outcome, bytes);
+                report.problems.push((op.at().clone(), op.name(), outcome));
                 continue;
             }
             // Cut short at a safe point by a signal: neither done nor a problem; the next run
@@ -196,6 +230,7 @@ pub fn apply(
                 break;
             }
             // Each operation's outcome is known here, and only here.
+            options.observe(index, op, &outcome, bytes);
             match outcome {
                 Outcome::Done => report.done += 1,
                 Outcome::AlreadyDone => report.already_done += 1,

@@ -45,22 +45,26 @@ const NAME_MAX: usize = 255;
 /// handled by retrying on `EEXIST`.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+use crate::path::Quoted;
+
 /// Why a target operation was refused or failed. Every variant names the
 /// relative path (lossily, for messages) so a report can point at the entry.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("invalid target path {path:?}: {why}")]
+    #[error("invalid target path {}: {why}", Quoted(.path))]
     BadPath { path: String, why: &'static str },
-    #[error("refusing to resolve {path:?}: a parent component is a symlink or not a directory")]
+    #[error("refusing to resolve {}: a parent component is a symlink or not a directory", Quoted(.path))]
     SymlinkInPath { path: String },
     #[error(
-        "cannot {op} {path:?}: {mount:?} is a mount point inside the tree (another filesystem or a bind mount), which is never written, removed or entered"
+        "cannot {op} {}: {} is a mount point inside the tree (another filesystem or a bind mount), which is never written, removed or entered",
+        Quoted(.path),
+        Quoted(.mount)
     )]
     MountPoint { path: String, op: &'static str, mount: String },
-    #[error("cannot {op} {path:?}: expected a {expected}, found a {found}")]
+    #[error("cannot {op} {}: expected a {expected}, found a {found}", Quoted(.path))]
     WrongType { path: String, op: &'static str, expected: &'static str, found: NodeKind },
     // The source is in the message, as elsewhere in this crate's errors.
-    #[error("cannot {op} {path:?}: {cause}")]
+    #[error("cannot {op} {}: {cause}", Quoted(.path))]
     Io { path: String, op: &'static str, cause: std::io::Error },
 }
 

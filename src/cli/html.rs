@@ -401,6 +401,7 @@ mod tests {
             })
             .collect();
         let report = Report {
+            checked: cutover::diff::TreeCounts::default(),
             source: side(),
             target: side(),
             compared: MetaSet::DEFAULT,

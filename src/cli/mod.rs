@@ -2,6 +2,8 @@
 //! about clap, terminals and process exit codes; the library gets plain values.
 
 mod html;
+mod inputs;
+mod itemize;
 mod manual;
 mod metrics;
 mod plans;
@@ -48,6 +50,16 @@ struct Cli {
     /// on the storage, as rclone's --checkers does.
     #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     jobs: Option<u16>,
+    /// Print nothing but errors: no summary, no warnings, no progress (files asked for, and
+    /// data sent to standard output with `-o -` or `--b3sum`, are still written). The exit
+    /// code tells the verdict.
+    #[arg(short, long, global = true, conflicts_with = "progress")]
+    quiet: bool,
+    /// Show progress on standard error also when it is not a terminal: a plain line every few
+    /// seconds and one at the end of each phase, for logs. On a terminal progress is shown
+    /// anyway.
+    #[arg(long, global = true)]
+    progress: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,10 +161,10 @@ impl VerifyArg {
             }
             let path = cutover::path::RelPath::parse(line).map_err(|e| {
                 anyhow::anyhow!(
-                    "{}: entry {}: {:?} is not a path relative to the tree's root: {e}",
+                    "{}: entry {}: '{}' is not a path relative to the tree's root: {e}",
                     file.display(),
                     number + 1,
-                    String::from_utf8_lossy(line)
+                    render::shown(line)
                 )
             })?;
             paths.push(path);
@@ -167,6 +179,13 @@ impl VerifyArg {
             (false, Some(of)) => Scrub::next(of, cache.header.scrub),
             (false, None) => Scrub::Off,
         }
+    }
+}
+
+/// A warning on stderr, unless `-q`.
+pub(crate) fn warn(text: impl std::fmt::Display) {
+    if !progress::quiet() {
+        eprintln!("cutover: warning: {text}");
     }
 }
 
@@ -193,13 +212,13 @@ pub(crate) fn state_cache(
     let manifest = match state.last_manifest()? {
         Ok(manifest) => manifest,
         Err(e) => {
-            eprintln!("cutover: warning: {e}; not used as a cache: every file of {} is read", state.tree().display());
+            warn(format_args!("{e}; not used as a cache: every file of {} is read", state.tree().display()));
             return None;
         }
     };
     let scrub = verify.scrub(&manifest);
     Cache::new(Arc::new(manifest), options, scrub)
-        .map_err(|why| eprintln!("cutover: warning: the last manifest of {}: {why}", state.tree().display()))
+        .map_err(|why| warn(format_args!("the last manifest of {}: {why}", state.tree().display())))
         .ok()
         .map(|cache| Arc::new(with_changed(cache, changed)))
 }
@@ -227,7 +246,7 @@ pub(crate) fn load_cache(
             return None;
         }
         Err(e) => {
-            eprintln!("cutover: warning: {e}; not used as a cache: every file is read");
+            warn(format_args!("{e}; not used as a cache: every file is read"));
             return None;
         }
     };
@@ -235,7 +254,7 @@ pub(crate) fn load_cache(
     match Cache::new(Arc::new(manifest), options, scrub) {
         Ok(cache) => Some(Arc::new(with_changed(cache, changed))),
         Err(why) => {
-            eprintln!("cutover: warning: {}: {why}", path.display());
+            warn(format_args!("{}: {why}", path.display()));
             None
         }
     }
@@ -316,9 +335,6 @@ struct DiffArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
-    /// Print nothing; only the exit code tells.
-    #[arg(short, long)]
-    quiet: bool,
     /// Also write the report as one self-contained HTML page (docs/report.md).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
@@ -381,6 +397,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(EXIT_TROUBLE);
     }
     let cli = Cli::parse();
+    progress::configure(cli.quiet, cli.progress);
     let jobs = cli
         .jobs
         .map(usize::from)
@@ -554,7 +571,8 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
     if let (Some(output), false) = (&args.output, args.b3sum) {
         return scan_to_file(&args, output, &options, record);
     }
-    let manifest = progress::with_progress("scanning", false, |p| scan_with_progress(&args.dir, &options, p))?;
+    let totals = options.cache.as_ref().map(|cache| progress::Totals::of_tree(cache.manifest()));
+    let manifest = progress::with_progress(progress::SCANNING, totals, |p| scan_with_progress(&args.dir, &options, p))?;
     // With --cache, say what was read and what trusted (everything read on a first run).
     let verified = match &options.cache {
         Some(cache) => Some(cache.verified()),
@@ -587,10 +605,14 @@ fn run_scan(args: ScanArgs, record: &mut record::RunRecord) -> Result<u8> {
         let to_stdout = output.as_os_str() == "-" || is_stdout(output);
         drop(out);
         write_output(output, |out| Ok(write_manifest(&manifest, out)?))?;
-        let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
+        let mut summary: Box<dyn Write> = match (progress::quiet(), to_stdout) {
+            (true, _) => Box::new(std::io::sink()),
+            (false, true) => Box::new(std::io::stderr()),
+            (false, false) => Box::new(stdout.lock()),
+        };
         render::scan_summary(&mut summary, &manifest, &args.dir)?;
         render::verified_summary(&mut summary, manifest.header.scrub, verified)?;
-    } else {
+    } else if !progress::quiet() {
         render::scan_summary(&mut out, &manifest, &args.dir)?;
         render::verified_summary(&mut out, manifest.header.scrub, verified)?;
     }
@@ -617,8 +639,10 @@ fn scan_to_file(args: &ScanArgs, output: &Path, options: &ScanOptions, record: &
     let spool = cutover::manifest::spool_file(beside)
         .or_else(|_| cutover::manifest::spool_file(&std::env::temp_dir()))
         .context("cannot create a spool file for the manifest")?;
-    let (writer, tally) =
-        progress::with_progress("scanning", false, |p| cutover::scan::scan_streaming(&args.dir, options, p, spool))?;
+    let totals = options.cache.as_ref().map(|cache| progress::Totals::of_tree(cache.manifest()));
+    let (writer, tally) = progress::with_progress(progress::SCANNING, totals, |p| {
+        cutover::scan::scan_streaming(&args.dir, options, p, spool)
+    })?;
     let scrubbed = writer.header().scrub;
     write_output(output, |out| Ok(writer.finish(out)?))?;
     let verified = match &options.cache {
@@ -631,7 +655,11 @@ fn scan_to_file(args: &ScanArgs, output: &Path, options: &ScanOptions, record: &
         }),
     };
     let stdout = std::io::stdout();
-    let mut summary: Box<dyn Write> = if to_stdout { Box::new(std::io::stderr()) } else { Box::new(stdout.lock()) };
+    let mut summary: Box<dyn Write> = match (progress::quiet(), to_stdout) {
+        (true, _) => Box::new(std::io::sink()),
+        (false, true) => Box::new(std::io::stderr()),
+        (false, false) => Box::new(stdout.lock()),
+    };
     match options.shard {
         Some(shard) => render::part_counts(&mut summary, shard, tally.entries, tally.files, tally.bytes, &args.dir)?,
         None => render::scan_counts(&mut summary, tally.root, tally.entries, tally.files, tally.bytes, &args.dir)?,
@@ -651,7 +679,7 @@ fn scan_to_file(args: &ScanArgs, output: &Path, options: &ScanOptions, record: &
     if tally.problems.is_empty() {
         Ok(EXIT_SAME)
     } else {
-        eprintln!("cutover: {} entries could not be hashed", tally.problems.len());
+        eprintln!("cutover: {} could not be hashed", render::count(tally.problems.len() as u64, "entry", "entries"));
         Ok(EXIT_TROUBLE)
     }
 }
@@ -768,27 +796,29 @@ fn is_stdout(path: &Path) -> bool {
 
 /// Prints every entry that could not be hashed; EXIT_TROUBLE when there was one.
 fn report_problems(manifest: &Manifest) -> u8 {
-    let mut count = 0;
+    let mut count = 0u64;
     for (entry, problem) in manifest.problems() {
         count += 1;
         eprintln!("cutover: {}: {problem}", render::shown(entry.path.as_bytes()));
     }
     if count > 0 {
-        eprintln!("cutover: {count} entries could not be hashed");
+        eprintln!("cutover: {} could not be hashed", render::count(count, "entry", "entries"));
         EXIT_TROUBLE
     } else {
         EXIT_SAME
     }
 }
 
-/// Reads a manifest named on the command line (`-` is standard input).
-fn load_manifest(path: &Path) -> Result<Manifest> {
+/// Reads a manifest named on the command line (`-` is standard input) for `command`; a file
+/// that is something else is named as such.
+fn load_manifest(path: &Path, command: &str) -> Result<Manifest> {
     if path.as_os_str() == "-" {
         let stdin = Path::new("<stdin>");
         return shard::whole(read_manifest_from(std::io::stdin().lock(), stdin)?, stdin);
     }
     std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
-    shard::whole(read_manifest(path)?, path)
+    let manifest = read_manifest(path).map_err(|e| inputs::explain(path, inputs::Wanted::Side, command, e))?;
+    shard::whole(manifest, path)
 }
 
 fn is_dir(path: &Path) -> bool {
@@ -803,11 +833,12 @@ pub(crate) fn load_sides(
     [source_side, target_side]: [shard::Side; 2],
     scan: &ScanArg,
     meta: MetaSet,
+    command: &str,
     progress: &dyn Progress,
 ) -> Result<(Manifest, Manifest)> {
     let (source, target) = (source_side.path(), target_side.path());
     let load = |side: shard::Side| match side {
-        shard::Side::Path(path) => load_manifest(&path),
+        shard::Side::Path(path) => load_manifest(&path, command),
         shard::Side::Read(manifest, _) => Ok(*manifest),
     };
     let is_dir = |side: &shard::Side| matches!(side, shard::Side::Path(path) if is_dir(path));
@@ -850,7 +881,7 @@ fn check_same_scope(source: &Header, target: &Header, asked: Option<&Excludes>, 
     if one_file_system && !a {
         bail!("the manifests were scanned across mount points, which -x cannot undo: scan again with -x");
     }
-    let shown = |h: &Header| format!("{:?}", h.exclude.texts());
+    let shown = |h: &Header| quoted_list(&h.exclude.texts());
     if !source.exclude.same_patterns(&target.exclude) {
         bail!(
             "the two sides were scanned with different excludes ({} {}, {} {}): scan them with the same --exclude patterns",
@@ -864,12 +895,20 @@ fn check_same_scope(source: &Header, target: &Header, asked: Option<&Excludes>, 
         && !asked.same_patterns(&source.exclude)
     {
         bail!(
-            "the manifest was scanned with excludes {} and cannot be compared under {:?}: scan again with those",
+            "the manifest was scanned with excludes {} and cannot be compared under {}: scan again with those",
             shown(source),
-            asked.texts()
+            quoted_list(&asked.texts())
         );
     }
     Ok(())
+}
+
+/// Patterns for a message: `'*.tmp', 'cache/'`, or `none`.
+fn quoted_list<S: AsRef<str>>(items: &[S]) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    items.iter().map(|item| format!("'{}'", render::shown(item.as_ref().as_bytes()))).collect::<Vec<_>>().join(", ")
 }
 
 fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
@@ -886,8 +925,9 @@ fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
     }
     let named: Vec<PathBuf> = [&args.source, &args.target].into_iter().chain(&args.more).cloned().collect();
     let sides = shard::sides(&named)?;
-    let (source, target) =
-        progress::with_progress("scanning", args.quiet, |p| load_sides(sides, &args.scan, args.meta.set(), p))?;
+    let (source, target) = progress::with_progress(progress::SCANNING, None, |p| {
+        load_sides(sides, &args.scan, args.meta.set(), "diff", p)
+    })?;
     let report = cutover::diff::diff(&source, &target, &DiffOptions { meta: args.meta.set() });
     record.comparison(&source, &report);
     show_diff(&args, &report)
@@ -898,7 +938,7 @@ fn run_diff(args: DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
 fn run_manifest_diff(args: &DiffArgs, record: &mut record::RunRecord) -> Result<u8> {
     let open = |path: &Path| -> Result<EntryStream> {
         std::fs::metadata(path).with_context(|| format!("{}: cannot access", path.display()))?;
-        Ok(EntryStream::open(path)?)
+        EntryStream::open(path).map_err(|e| inputs::explain(path, inputs::Wanted::Side, "diff", e))
     };
     let (source, target) = (open(&args.source)?, open(&args.target)?);
     let (source_header, target_header) = (source.header().clone(), target.header().clone());
@@ -931,7 +971,7 @@ fn run_incremental_diff(args: &DiffArgs, dir: &Path, record: &mut record::RunRec
     let options = args.scan.options(args.meta.set().xattr, asked.as_ref(), None);
     let changed = args.verify.changed_paths()?;
     let caches = states.each_ref().map(|state| state_cache(state, &options, &args.verify, changed.as_deref()));
-    let (source, target) = progress::with_progress("scanning", args.quiet, |p| {
+    let (source, target) = progress::with_progress(progress::SCANNING, cache_totals(&caches), |p| {
         cutover::scan::scan_pair_cached(&args.source, &args.target, &options, caches.clone(), p)
     })?;
     states[0].store_manifest(&source)?;
@@ -952,7 +992,7 @@ fn show_diff(args: &DiffArgs, report: &Report) -> Result<u8> {
         let title = format!("cutover diff {} {}", args.source.display(), args.target.display());
         html::write_page(path, &title, &[html::Section { heading: "Differences", report }])?;
     }
-    if !args.quiet {
+    if !progress::quiet() {
         warn_uncompared(args.meta.set(), report);
         for hint in cutover::diff::tree_hints(report) {
             eprintln!("cutover: hint: {hint}");
@@ -970,8 +1010,16 @@ fn show_diff(args: &DiffArgs, report: &Report) -> Result<u8> {
     Ok(diff_exit_code(report))
 }
 
+/// The files both caches hold, for the ETA of a scan of both trees; `None` without both.
+pub(crate) fn cache_totals(caches: &[Option<Arc<Cache>>; 2]) -> Option<progress::Totals> {
+    progress::Totals::sum(caches.iter().map(|c| c.as_ref().map(|c| progress::Totals::of_tree(c.manifest()))))
+}
+
 /// Says which requested metadata could not be compared because a manifest did not record it.
 pub(crate) fn warn_uncompared(asked: MetaSet, report: &Report) {
+    if progress::quiet() {
+        return;
+    }
     for (path, side) in &report.not_entered {
         let whose = if *side == "both" { "on both sides".to_string() } else { format!("in the {side}") };
         eprintln!(

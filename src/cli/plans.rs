@@ -1,18 +1,22 @@
 //! Plans on the command line: made into a file or into a private temporary file, loaded
-//! checked, and shown to people (the dry run) or as the plan's own JSON.
+//! checked, and shown to people (the dry run) or as the plan's own JSON; and what an apply run
+//! did, as the `cutover-apply/1` report in human, JSON and JSONL-summary form (docs/plan.md).
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use serde_json::json;
 
 use cutover::apply::source::{DirSource, record_holes};
+use cutover::apply::{ApplyReport, Outcome};
 use cutover::digest::ChunkSize;
 use cutover::manifest::{Kind, Manifest};
 use cutover::plan::{
     CheckedPlan, Operation, PlanHead, PlanOptions, PlanOutput, PlanWriter, Tally, TreeIdentity, build_plan_into,
 };
 
+use super::inputs::{Wanted, explain};
 use super::render::{count, shown, size};
 use super::{EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format};
 
@@ -65,12 +69,13 @@ pub(super) fn plan_verdict(head: &PlanHead, tally: &Tally, report: &cutover::dif
     }
 }
 
-pub(super) fn load_plan(path: &Path) -> Result<CheckedPlan> {
+/// Reads and checks the plan `command` was given; a file that is something else is named as such.
+pub(super) fn load_plan(path: &Path, command: &str) -> Result<CheckedPlan> {
     if path.as_os_str() == "-" {
         return Ok(CheckedPlan::open(std::io::stdin().lock(), Path::new("<stdin>"))?);
     }
     let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    Ok(CheckedPlan::open(file, path)?)
+    CheckedPlan::open(file, path).map_err(|e| explain(path, Wanted::Plan, command, e))
 }
 
 pub(super) fn plan_summary(out: &mut dyn Write, plan: &PlanHead) -> std::io::Result<()> {
@@ -100,7 +105,7 @@ pub fn show_plan(out: &mut dyn Write, plan: &CheckedPlan) -> std::io::Result<()>
             .unwrap_or_else(|e| format!("<{e}>"));
         let detail = match op {
             Operation::Remove { expect, entries, bytes, .. } => {
-                format!("{}, {entries} entries, {}", expect.kind, size(*bytes))
+                format!("{}, {}, {}", expect.kind, count(*entries, "entry", "entries"), size(*bytes))
             }
             Operation::Mkdir { .. } => String::new(),
             Operation::Copy { source, replaces, .. } => {
@@ -115,7 +120,8 @@ pub fn show_plan(out: &mut dyn Write, plan: &CheckedPlan) -> std::io::Result<()>
                         format!("{}+{}", r.offset, r.length)
                     })
                     .collect();
-                format!("{} chunks, {}: {}", chunks.len(), size(op.copy_bytes(chunk)), ranges.join(" "))
+                let chunks = count(chunks.len() as u64, "chunk", "chunks");
+                format!("{chunks}, {}: {}", size(op.copy_bytes(chunk)), ranges.join(" "))
             }
             Operation::Symlink { link, .. } => format!("→ {link}"),
             Operation::Link { to, to_bytes, replaces, .. } => {
@@ -159,4 +165,88 @@ pub(super) fn show_dry_run(out: &mut dyn Write, plan: &CheckedPlan, format: Form
             writer.finish(&plan.head).map(drop)
         }
     }
+}
+
+/// The `cutover-apply/1` JSON of an apply run.
+pub(super) fn apply_json(report: &ApplyReport) -> serde_json::Value {
+    let (skipped, failed): (Vec<_>, Vec<_>) =
+        report.problems.iter().partition(|(_, _, outcome)| matches!(outcome, Outcome::Skipped(_)));
+    {
+        let list = |items: &[&(cutover::plan::OpPath, &str, Outcome)]| {
+            items
+                .iter()
+                .map(|(at, op, outcome)| {
+                    let (Outcome::Skipped(why) | Outcome::Failed(why)) = outcome else { unreachable!() };
+                    json!({"path": at.path, "path_bytes": at.path_bytes, "op": op, "reason": why})
+                })
+                .collect::<Vec<_>>()
+        };
+        let doc = json!({
+            "format": "cutover-apply/1",
+            "complete": report.complete(),
+            "done": report.done,
+            "already_done": report.already_done,
+            "skipped": list(&skipped),
+            "failed": list(&failed),
+            "bytes_copied": report.bytes_copied,
+            "bytes_deleted": report.bytes_deleted,
+            "entries_deleted": report.entries_deleted,
+            "stale_temps_removed": report.stale_temps_removed,
+            "interrupted": report.interrupted.map(|signal| signal.name()),
+            "held_deletes": report.held_deletes.iter().map(|(at, entries)| {
+                json!({"path": at.path, "path_bytes": at.path_bytes, "entries": entries})
+            }).collect::<Vec<_>>(),
+        });
+        doc
+    }
+}
+
+pub(super) fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std::io::Result<()> {
+    if format != Format::Human {
+        let mut doc = apply_json(report);
+        if format == Format::Jsonl {
+            doc["type"] = json!("summary");
+        }
+        serde_json::to_writer(&mut *out, &doc)?;
+        return writeln!(out);
+    }
+    let (skipped, failed): (Vec<_>, Vec<_>) =
+        report.problems.iter().partition(|(_, _, outcome)| matches!(outcome, Outcome::Skipped(_)));
+    if report.stale_temps_removed > 0 {
+        writeln!(out, "removed {} temporary files left by an interrupted run", report.stale_temps_removed)?;
+    }
+    for (at, op, outcome) in &report.problems {
+        let (label, why) = match outcome {
+            Outcome::Skipped(why) => ("skipped", why),
+            Outcome::Failed(why) => ("failed", why),
+            _ => continue,
+        };
+        writeln!(out, "{label:<8} {op} {}: {why}", at.path)?;
+    }
+    if let Some(signal) = report.interrupted {
+        writeln!(
+            out,
+            "stopped by {} at a safe point: no temporary file is left; running the same plan again finishes it",
+            signal.name()
+        )?;
+    }
+    for (at, entries) in &report.held_deletes {
+        writeln!(
+            out,
+            "held     remove {}: {} beyond --max-delete; not deleted",
+            at.path,
+            count(*entries, "entry", "entries")
+        )?;
+    }
+    writeln!(
+        out,
+        "apply: {} done, {} already done, {} skipped, {} failed; {} copied, {} ({}) deleted",
+        report.done,
+        report.already_done,
+        skipped.len(),
+        failed.len(),
+        size(report.bytes_copied),
+        count(report.entries_deleted, "entry", "entries"),
+        size(report.bytes_deleted)
+    )
 }

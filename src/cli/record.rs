@@ -405,3 +405,8 @@ fn operations_json(o: &Operations) -> Value {
         })),
     })
 }
+
+/// The time now, as the record writes times.
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}

@@ -37,6 +37,42 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
     if n == 1 { format!("1 {one}") } else { format!("{n} {many}") }
 }
 
+/// `n` with thousands separated by commas: "86,629".
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// `n` grouped and the word that fits it: "1 file", "86,629 files".
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    if n == 1 { format!("1 {one}") } else { format!("{} {many}", grouped(n)) }
+}
+
+/// What a comparison checked, for the line that says it found nothing:
+/// `86,629 files, 1.4 GiB in 5,822 directories compared (names, kinds, content, mode; not
+/// compared: mtime, owner)`.
+pub fn checked_text(report: &Report) -> String {
+    let c = report.checked;
+    let mut what = vec!["names", "kinds", "content"];
+    what.extend(report.compared_names());
+    let not = report.not_compared_names();
+    let not = if not.is_empty() { String::new() } else { format!("; not compared: {}", not.join(", ")) };
+    format!(
+        "{}, {} in {} compared ({}{not})",
+        counted(c.files, "file", "files"),
+        size(c.bytes),
+        counted(c.directories, "directory", "directories"),
+        what.join(", ")
+    )
+}
+
 /// Bytes as a short binary-prefixed size.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -246,8 +282,8 @@ fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         }
     }
     if report.identical() {
-        let hash = report.source.hash.map_or_else(String::new, |h| format!(", root {h}"));
-        return writeln!(out, "identical{hash} ({})", report.compared_text());
+        let hash = report.source.hash.map_or_else(String::new, |h| format!("; root {h}"));
+        return writeln!(out, "identical: {}{hash}", checked_text(report));
     }
     let mut parts = Vec::new();
     for (n, label) in [
@@ -272,4 +308,21 @@ fn human(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         size(s.missing_bytes),
         size(s.extra_bytes)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{counted, grouped};
+
+    #[test]
+    fn numbers_are_grouped_by_thousands_and_words_agree_with_them() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(86_629), "86,629");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(counted(1, "entry", "entries"), "1 entry");
+        assert_eq!(counted(0, "entry", "entries"), "0 entries");
+        assert_eq!(counted(5822, "directory", "directories"), "5,822 directories");
+    }
 }

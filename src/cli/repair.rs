@@ -7,14 +7,17 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use cutover::apply::source::{BundleSource, DirSource, SourceData, roots_overlap, write_bundle};
-use cutover::apply::{ApplyOptions, ApplyReport, LockedTarget, Outcome, apply};
+use cutover::apply::{ApplyOptions, ApplyReport, Event, LockedTarget, Observer, apply};
 use cutover::diff::{DiffOptions, diff};
 use cutover::digest::ChunkSize;
-use cutover::plan::{DeleteLimits, PlanHead, PlanOptions, Tally, TreeIdentity, check_deletes};
+use cutover::plan::{CheckedPlan, DeleteLimits, Operation, PlanHead, PlanOptions, Tally, TreeIdentity, check_deletes};
 use cutover::scan::{Cache, Scrub, scan_pair_cached};
 use cutover::state::StateDir;
 
-use super::plans::{Making, load_plan, plan_summary, plan_verdict, show_dry_run, show_plan};
+use super::inputs::{Wanted, explain};
+use super::itemize::{ItemizeArg, Items};
+use super::plans::{Making, apply_json, load_plan, plan_summary, plan_verdict, show_apply, show_dry_run, show_plan};
+use super::progress::{self, APPLYING, SCANNING, Totals, VERIFYING};
 use super::record::{Applied, Operations, RecordArg, RunRecord, Verify};
 use super::render::{count, size};
 use super::{EXIT_DELETE_LIMIT, EXIT_DIFFERENT, EXIT_SAME, EXIT_TROUBLE, Format, MetaArg, ScanArg};
@@ -76,6 +79,7 @@ pub struct ApplyArgs {
     /// Show what the plan would do and change nothing (with `--format json`: the plan itself).
     #[arg(long)]
     dry_run: bool,
+    /// Output format: `jsonl` streams one line per operation as it is done, then a summary line.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
     /// Carry out one part of the plan, while the other shards run theirs at once (on this
@@ -83,6 +87,8 @@ pub struct ApplyArgs {
     /// the bundle of the same shard (`bundle --shard I/N`).
     #[command(flatten)]
     shard: super::shard::ShardArg,
+    #[command(flatten)]
+    items: ItemizeArg,
     #[command(flatten)]
     record: RecordArg,
 }
@@ -108,14 +114,14 @@ impl Limits {
     /// the whole plan.
     fn warn(&self, plan: &PlanHead, tally: &Tally) {
         if let Err(refusal) = check_deletes(plan, tally, false, self.delete_limits()) {
-            eprintln!("warning: apply will refuse this plan: {refusal}");
+            super::warn(format_args!("apply will refuse this plan: {refusal}"));
         } else if let Some(limit) = self.max_delete
             && tally.deletes() > limit
         {
-            eprintln!(
-                "warning: the plan deletes {} entries: with --max-delete {limit}, apply stops removing at {limit} and lists the rest",
-                tally.deletes()
-            );
+            super::warn(format_args!(
+                "the plan deletes {}: with --max-delete {limit}, apply stops removing at {limit} and lists the rest",
+                count(tally.deletes(), "entry", "entries")
+            ));
         }
     }
 }
@@ -156,8 +162,11 @@ pub struct RepairArgs {
     /// Show the plan and change nothing (with `--format json`: the plan itself, as `plan -o` writes it).
     #[arg(long)]
     dry_run: bool,
+    /// Output format: `jsonl` streams one line per operation as it is done, then a summary line.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
+    #[command(flatten)]
+    items: ItemizeArg,
     /// Also write an HTML page of the differences found and of what remained at verify.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
@@ -209,8 +218,8 @@ pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
     record.root("target", &args.target);
     let named: Vec<PathBuf> = [&args.source, &args.target].into_iter().chain(&args.more).cloned().collect();
     let sides = super::shard::sides(&named)?;
-    let (source, target) = super::progress::with_progress("scanning", false, |p| {
-        super::load_sides(sides, &args.scan, args.repair.meta.set(), p)
+    let (source, target) = progress::with_progress(SCANNING, None, |p| {
+        super::load_sides(sides, &args.scan, args.repair.meta.set(), "plan", p)
     })?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
     let identity = (args.target.as_os_str() != "-" && args.target.is_dir()).then(|| TreeIdentity::of(&args.target));
@@ -222,14 +231,16 @@ pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
     let (head, tally, report) = match (&args.output, args.dry_run) {
         (Some(path), false) => {
             let (head, tally, report) = super::write_output(path, |out| Ok(made.write(out)?))?;
-            if path.as_os_str() != "-" {
+            if path.as_os_str() != "-" && !progress::quiet() {
                 plan_summary(&mut std::io::stderr(), &head)?;
             }
             (head, tally, report)
         }
         _ => {
             let (plan, report) = made.checked()?;
-            show_plan(&mut std::io::stdout().lock(), &plan)?;
+            if !progress::quiet() {
+                show_plan(&mut std::io::stdout().lock(), &plan)?;
+            }
             (plan.head, plan.tally, report)
         }
     };
@@ -241,11 +252,12 @@ pub fn run_plan(args: PlanArgs, record: &mut RunRecord) -> Result<u8> {
 }
 
 pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
+    args.items.check(args.format, progress::quiet())?;
     record.root("plan", &args.plan);
     if args.plan.as_os_str() == "-" && args.bundle.as_ref().is_some_and(|b| b.as_os_str() == "-") {
         bail!("the plan and the bundle cannot both come from standard input");
     }
-    let plan = load_plan(&args.plan)?;
+    let plan = load_plan(&args.plan, "apply")?;
     let whole_id = plan.id.clone();
     let shard = args.shard.shard()?;
     let (plan, finish) = match shard {
@@ -262,7 +274,9 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
     }
     record.operations = Some(Operations::of_plan(&plan.head));
     if args.dry_run {
-        show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
+        if !progress::quiet() {
+            show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
+        }
         return Ok(if plan.tally.totals.operations == 0 { EXIT_SAME } else { EXIT_DIFFERENT });
     }
     let target = args.target.clone().unwrap_or_else(|| PathBuf::from(&plan.head.target.root));
@@ -277,40 +291,102 @@ pub fn run_apply(args: ApplyArgs, record: &mut RunRecord) -> Result<u8> {
         }
         None => LockedTarget::open(&target, &state, "apply")?,
     };
-    let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
-    let report = match &args.bundle {
-        Some(bundle) => {
-            let chunk = ChunkSize::new(plan.head.chunk_size).map_err(anyhow::Error::msg)?;
-            let id = plan.id.clone();
-            if bundle.as_os_str() == "-" {
-                let mut source =
-                    BundleSource::open(std::io::stdin().lock(), "<stdin>", &id, chunk).map_err(anyhow::Error::msg)?;
-                apply(&plan, &mut source, &target, &options)?
-            } else {
-                let file = std::fs::File::open(bundle).with_context(|| format!("{}: cannot open", bundle.display()))?;
-                let name = bundle.display().to_string();
-                let reader = std::io::BufReader::with_capacity(1 << 20, file);
-                let mut source = BundleSource::open(reader, &name, &id, chunk).map_err(anyhow::Error::msg)?;
-                apply(&plan, &mut source, &target, &options)?
-            }
-        }
-        None => {
-            let root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.head.source.root));
-            let mut source = DirSource::open(&root).map_err(anyhow::Error::msg)?;
-            apply(&plan, &mut source, &target, &options)?
-        }
+    let source_root = args.source.clone().unwrap_or_else(|| PathBuf::from(&plan.head.source.root));
+    let source_name = match &args.bundle {
+        Some(bundle) => format!("bundle {}", bundle.display()),
+        None => source_root.display().to_string(),
     };
-    let report = match finish {
-        Some(finish) => super::shard::finish_shard(report, &finish, &mut target, &options)?,
-        None => report,
+    // A shard's directory metadata (`finish`) may follow its own operations: numbered after them.
+    let finish_ops = finish.as_ref().map_or(0, |finish| finish.tally.totals.operations);
+    let start = super::itemize::start_line(
+        "apply",
+        &plan.id,
+        plan.tally.totals.operations + finish_ops,
+        &source_name,
+        &target.path().display().to_string(),
+    );
+    let items = Items::open(&args.items, args.format, progress::quiet(), start)?;
+    let report = observed(&plan, finish.as_ref(), &items, &args.limits, |options| {
+        let report = match &args.bundle {
+            Some(bundle) => {
+                let chunk = ChunkSize::new(plan.head.chunk_size).map_err(anyhow::Error::msg)?;
+                let id = plan.id.clone();
+                if bundle.as_os_str() == "-" {
+                    let mut source = BundleSource::open(std::io::stdin().lock(), "<stdin>", &id, chunk)
+                        .map_err(anyhow::Error::msg)?;
+                    apply(&plan, &mut source, &target, options)?
+                } else {
+                    let file =
+                        std::fs::File::open(bundle).with_context(|| format!("{}: cannot open", bundle.display()))?;
+                    let name = bundle.display().to_string();
+                    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+                    let mut source = BundleSource::open(reader, &name, &id, chunk)
+                        .map_err(|why| explain(bundle, Wanted::Bundle, "--bundle", anyhow::Error::msg(why)))?;
+                    apply(&plan, &mut source, &target, options)?
+                }
+            }
+            None => {
+                let mut source = DirSource::open(&source_root).map_err(anyhow::Error::msg)?;
+                apply(&plan, &mut source, &target, options)?
+            }
+        };
+        let Some(finish) = &finish else { return Ok(report) };
+        // The finishing operations are told numbered after the shard's own.
+        let offset = plan.tally.totals.operations as usize;
+        let shifted = |event: Event<'_>| {
+            if let Some(Observer(tell)) = options.observer {
+                tell(Event { index: event.index + offset, ..event });
+            }
+        };
+        let options = ApplyOptions { observer: Some(Observer(&shifted)), ..*options };
+        super::shard::finish_shard(report, finish, &mut target, &options)
+    });
+    let report = report.and_then(|report| {
+        items.finish(super::itemize::end_line(Ok(&report)))?;
+        Ok(report)
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = items.finish(super::itemize::end_line(Err(format!("{e:#}"))));
+            return Err(e);
+        }
     };
     if let Some(operations) = record.operations.as_mut() {
         operations.applied = Some(Applied::of(&report));
     }
-    show_apply(&mut std::io::stdout().lock(), &report, args.format)?;
+    if !progress::quiet() {
+        show_apply(&mut std::io::stdout().lock(), &report, args.format)?;
+    }
     Ok(match report.interrupted {
         Some(signal) => signal.exit_code(),
         None => apply_verdict(&report),
+    })
+}
+
+/// Runs `apply` (called with the options to give it) with each operation's outcome told to
+/// `items` and to the progress meter as it happens; then the held removals and batch failures.
+/// `finish` is what a shard may run after its own operations (directory metadata).
+fn observed(
+    plan: &CheckedPlan,
+    finish: Option<&CheckedPlan>,
+    items: &Items,
+    limits: &Limits,
+    apply: impl FnOnce(&ApplyOptions<'_>) -> Result<ApplyReport>,
+) -> Result<ApplyReport> {
+    let finish_ops = finish.map_or(0, |finish| finish.tally.totals.operations);
+    let totals = Totals { items: plan.tally.totals.operations + finish_ops, bytes: plan.tally.totals.copy_bytes };
+    progress::with_progress(APPLYING, Some(totals), |meter| {
+        let tell = |event: Event<'_>| {
+            items.event(&event);
+            let written = if matches!(event.op, Operation::Remove { .. }) { 0 } else { event.bytes };
+            meter.add(written);
+        };
+        let options =
+            ApplyOptions { max_delete: limits.max_delete, force: limits.force, observer: Some(Observer(&tell)) };
+        let report = apply(&options)?;
+        items.after(plan, &report);
+        Ok(report)
     })
 }
 
@@ -326,7 +402,7 @@ fn apply_verdict(report: &ApplyReport) -> u8 {
 }
 
 pub fn run_bundle(args: BundleArgs) -> Result<u8> {
-    let plan = load_plan(&args.plan)?;
+    let plan = load_plan(&args.plan, "bundle")?;
     let plan = match args.shard.shard()? {
         Some(shard) => cutover::plan::shard_checked(plan, shard)?.0,
         None => plan,
@@ -335,11 +411,19 @@ pub fn run_bundle(args: BundleArgs) -> Result<u8> {
     let mut source: Box<dyn SourceData> = Box::new(DirSource::open(&root).map_err(anyhow::Error::msg)?);
     let bytes =
         super::write_output(&args.output, |out| write_bundle(&plan, source.as_mut(), out).map_err(anyhow::Error::msg))?;
-    eprintln!("bundle: {} of source data for {} operations", size(bytes), plan.tally.totals.operations);
+    if progress::quiet() {
+        return Ok(EXIT_SAME);
+    }
+    eprintln!(
+        "bundle: {} of source data for {}",
+        size(bytes),
+        count(plan.tally.totals.operations, "operation", "operations")
+    );
     Ok(EXIT_SAME)
 }
 
 pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
+    args.items.check(args.format, progress::quiet())?;
     record.root("source", &args.source);
     record.root("target", &args.target);
     create_missing_target(&args.source, &args.target, args.dry_run)?;
@@ -382,7 +466,8 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
         }
         None => [None, None],
     };
-    let (source, target) = super::progress::with_progress("scanning", false, |p| {
+    let totals = super::cache_totals(&caches);
+    let (source, target) = progress::with_progress(SCANNING, totals, |p| {
         scan_pair_cached(&args.source, &args.target, &scan_options, caches, p)
     })?;
     let options = PlanOptions { delete: args.repair.delete, meta: args.repair.meta.set(), ..PlanOptions::default() };
@@ -401,27 +486,43 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
     if args.dry_run {
         args.limits.warn(&plan.head, &plan.tally);
         super::html::write_repair_page(args.html.as_deref(), [&args.source, &args.target], &report, None)?;
-        show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
+        if !progress::quiet() {
+            show_dry_run(&mut std::io::stdout().lock(), &plan, args.format)?;
+        }
         return Ok(plan_verdict(&plan.head, &plan.tally, &report));
     }
     let locked = locked.context("the target is not locked")?;
-    let options = ApplyOptions { max_delete: args.limits.max_delete, force: args.limits.force };
-    let mut applied = apply(&plan, &mut data, &locked, &options)?;
+    let start = super::itemize::start_line(
+        "repair",
+        &plan.id,
+        plan.tally.totals.operations,
+        &args.source.display().to_string(),
+        &args.target.display().to_string(),
+    );
+    let items = Items::open(&args.items, args.format, progress::quiet(), start)?;
+    let applied = observed(&plan, None, &items, &args.limits, |options| Ok(apply(&plan, &mut data, &locked, options)?));
+    let ended = super::itemize::end_line(applied.as_ref().map_err(|e| format!("{e:#}")));
+    let logged = items.finish(ended);
+    let mut applied = applied?;
+    logged?;
     applied.stale_temps_removed += stale_temps;
     if let Some(operations) = record.operations.as_mut() {
         operations.applied = Some(Applied::of(&applied));
     }
     if let Some(signal) = applied.interrupted {
-        show_apply(&mut std::io::stdout().lock(), &applied, args.format)?;
+        if !progress::quiet() {
+            show_apply(&mut std::io::stdout().lock(), &applied, args.format)?;
+        }
         return Ok(signal.exit_code());
     }
+    let verify_totals = Totals::sum([&source, &target].map(|first| Some(Totals::of_tree(first))));
     // Both sides again: a source that changed during the repair must not pass as verified.
     // Each side's first scan is the cache: what apply wrote (or anyone changed since) has a
     // new ctime and is read again; what nobody touched is trusted by the same rule as
     // `scan --cache`.
     let verify_caches = [source, target]
         .map(|first| Cache::new(std::sync::Arc::new(first), &scan_options, Scrub::Off).ok().map(std::sync::Arc::new));
-    let (source_after, target_after) = super::progress::with_progress("verifying", false, |p| {
+    let (source_after, target_after) = progress::with_progress(VERIFYING, verify_totals, |p| {
         scan_pair_cached(&args.source, &args.target, &scan_options, verify_caches.clone(), p)
     })?;
     if let Some(states) = &states {
@@ -437,8 +538,14 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
     // Everything is decided before anything is printed, so a closed pipe cannot cut a repair short.
     let printed = (|| -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
+        if progress::quiet() {
+            return Ok(());
+        }
         if args.format != Format::Human {
             let mut doc = apply_json(&applied);
+            if args.format == Format::Jsonl {
+                doc["type"] = json!("summary");
+            }
             doc["unrepairable"] = json!(plan.head.unrepairable);
             let found = verify.to_json();
             doc["verify"] = json!({
@@ -456,9 +563,18 @@ pub fn run_repair(args: RepairArgs, record: &mut RunRecord) -> Result<u8> {
                 writeln!(out, "cannot repair {}: {}", u.path, u.reason)?;
             }
             if remaining == 0 {
-                writeln!(out, "verified: the target is identical to the source ({})", verify.compared_text())?;
+                writeln!(
+                    out,
+                    "verified: the target is identical to the source: {}",
+                    super::render::checked_text(&verify)
+                )?;
             } else {
-                writeln!(out, "verify: {remaining} differences remain (run `cutover diff` to see them)")?;
+                writeln!(
+                    out,
+                    "verify: {} {} (run `cutover diff` to see them)",
+                    count(remaining as u64, "difference", "differences"),
+                    if remaining == 1 { "remains" } else { "remain" }
+                )?;
             }
         }
         out.flush()
@@ -509,84 +625,4 @@ fn create_missing_target(source: &Path, target: &Path, dry_run: bool) -> Result<
         }
         _ => Ok(()),
     }
-}
-
-/// The `cutover-apply/1` JSON of an apply run.
-fn apply_json(report: &ApplyReport) -> serde_json::Value {
-    let (skipped, failed): (Vec<_>, Vec<_>) =
-        report.problems.iter().partition(|(_, _, outcome)| matches!(outcome, Outcome::Skipped(_)));
-    {
-        let list = |items: &[&(cutover::plan::OpPath, &str, Outcome)]| {
-            items
-                .iter()
-                .map(|(at, op, outcome)| {
-                    let (Outcome::Skipped(why) | Outcome::Failed(why)) = outcome else { unreachable!() };
-                    json!({"path": at.path, "path_bytes": at.path_bytes, "op": op, "reason": why})
-                })
-                .collect::<Vec<_>>()
-        };
-        let doc = json!({
-            "format": "cutover-apply/1",
-            "complete": report.complete(),
-            "done": report.done,
-            "already_done": report.already_done,
-            "skipped": list(&skipped),
-            "failed": list(&failed),
-            "bytes_copied": report.bytes_copied,
-            "bytes_deleted": report.bytes_deleted,
-            "entries_deleted": report.entries_deleted,
-            "stale_temps_removed": report.stale_temps_removed,
-            "interrupted": report.interrupted.map(|signal| signal.name()),
-            "held_deletes": report.held_deletes.iter().map(|(at, entries)| {
-                json!({"path": at.path, "path_bytes": at.path_bytes, "entries": entries})
-            }).collect::<Vec<_>>(),
-        });
-        doc
-    }
-}
-
-fn show_apply(out: &mut dyn Write, report: &ApplyReport, format: Format) -> std::io::Result<()> {
-    if format != Format::Human {
-        serde_json::to_writer(&mut *out, &apply_json(report))?;
-        return writeln!(out);
-    }
-    let (skipped, failed): (Vec<_>, Vec<_>) =
-        report.problems.iter().partition(|(_, _, outcome)| matches!(outcome, Outcome::Skipped(_)));
-    if report.stale_temps_removed > 0 {
-        writeln!(out, "removed {} temporary files left by an interrupted run", report.stale_temps_removed)?;
-    }
-    for (at, op, outcome) in &report.problems {
-        let (label, why) = match outcome {
-            Outcome::Skipped(why) => ("skipped", why),
-            Outcome::Failed(why) => ("failed", why),
-            _ => continue,
-        };
-        writeln!(out, "{label:<8} {op} {}: {why}", at.path)?;
-    }
-    if let Some(signal) = report.interrupted {
-        writeln!(
-            out,
-            "stopped by {} at a safe point: no temporary file is left; running the same plan again finishes it",
-            signal.name()
-        )?;
-    }
-    for (at, entries) in &report.held_deletes {
-        writeln!(
-            out,
-            "held     remove {}: {} beyond --max-delete; not deleted",
-            at.path,
-            count(*entries, "entry", "entries")
-        )?;
-    }
-    writeln!(
-        out,
-        "apply: {} done, {} already done, {} skipped, {} failed; {} copied, {} ({}) deleted",
-        report.done,
-        report.already_done,
-        skipped.len(),
-        failed.len(),
-        size(report.bytes_copied),
-        count(report.entries_deleted, "entry", "entries"),
-        size(report.bytes_deleted)
-    )
 }

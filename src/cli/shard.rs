@@ -71,8 +71,11 @@ pub fn run_merge(args: MergeArgs, record: &mut RunRecord) -> Result<u8> {
     let manifest = merge_files(&files)?;
     let to_stdout = args.output.as_os_str() == "-";
     write_output(&args.output, |out| Ok(write_manifest(&manifest, out)?))?;
-    let mut summary: Box<dyn Write> =
-        if to_stdout { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout().lock()) };
+    let mut summary: Box<dyn Write> = match (super::progress::quiet(), to_stdout) {
+        (true, _) => Box::new(std::io::sink()),
+        (false, true) => Box::new(std::io::stderr()),
+        (false, false) => Box::new(std::io::stdout().lock()),
+    };
     render::scan_summary(&mut summary, &manifest, Path::new(&manifest.header.root))?;
     record.checked = Some(super::record::Checked::of_tree(&manifest));
     Ok(report_problems(&manifest))

@@ -11,7 +11,9 @@ mod merge;
 mod report;
 
 pub use hints::tree_hints;
-pub use report::{Change, Difference, HardLinkChange, MetaChange, Report, SideInfo, Summary, mtime_text, rdev_text};
+pub use report::{
+    Change, Difference, HardLinkChange, MetaChange, Report, SideInfo, Summary, TreeCounts, mtime_text, rdev_text,
+};
 
 use std::borrow::Borrow;
 
@@ -59,7 +61,9 @@ pub fn diff_streams<E: Borrow<Entry>, X>(
         chunk_size: header.chunk_size,
         verified: None,
     };
+    let t = &merge.tally;
     let report = Report {
+        checked: TreeCounts { entries: t.entries, files: t.files, directories: t.directories, bytes: t.bytes },
         source: side(source_header, outcome.roots[0]),
         target: side(target_header, outcome.roots[1]),
         compared: merge.meta,

@@ -155,9 +155,23 @@ pub struct Summary {
     pub extra_bytes: u64,
 }
 
+/// The entries of the source tree by kind: what a comparison looked at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeCounts {
+    /// Every entry, the root directory included.
+    pub entries: u64,
+    pub files: u64,
+    /// Directories, the root included.
+    pub directories: u64,
+    /// The sizes of the regular files.
+    pub bytes: u64,
+}
+
 /// Everything a diff found.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The source's entries, each compared with the target's.
+    pub checked: TreeCounts,
     pub source: SideInfo,
     pub target: SideInfo,
     pub compared: MetaSet,
@@ -256,6 +270,12 @@ impl Report {
             "target": side_json(&self.target),
             "compared": self.compared_names(),
             "not_compared": self.not_compared_names(),
+            "checked": {
+                "entries": self.checked.entries,
+                "files": self.checked.files,
+                "directories": self.checked.directories,
+                "bytes": self.checked.bytes,
+            },
             "chunk_size": self.chunk_size.bytes(),
             "summary": summary_json(&self.summary()),
             "not_entered": self.not_entered.iter().map(|(path, side)| {

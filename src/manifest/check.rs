@@ -124,10 +124,8 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), Inconsistency> {
             Some(first) => {
                 let Ok(index) = entries.binary_search_by(|e| e.path.cmp(first)) else {
                     let shown = first.display();
-                    return Err((
-                        entry.path.clone(),
-                        format!("a hard link to {shown:?}, which is not in the manifest"),
-                    ));
+                    let shown = crate::path::Quoted(&shown);
+                    return Err((entry.path.clone(), format!("a hard link to {shown}, which is not in the manifest")));
                 };
                 let to = &entries[index];
                 Some(LinkTarget { path: to.path.clone(), kind: to.kind, is_link: to.hard_link().is_some() })
@@ -142,14 +140,15 @@ pub fn check_tree(entries: &[Entry]) -> Result<(), Inconsistency> {
 /// first name of its inode.
 fn check_hard_link(entry: &Entry, to: &LinkTarget) -> Result<(), String> {
     let shown = to.path.display();
+    let shown = crate::path::Quoted(&shown);
     if to.path >= entry.path {
-        return Err(format!("a hard link to {shown:?}, which is not an earlier entry"));
+        return Err(format!("a hard link to {shown}, which is not an earlier entry"));
     }
     if entry.kind == Kind::Dir || to.kind != entry.kind {
-        return Err(format!("a hard link from a {} to a {} ({shown:?})", entry.kind, to.kind));
+        return Err(format!("a hard link from a {} to a {} ({shown})", entry.kind, to.kind));
     }
     if to.is_link {
-        return Err(format!("a hard link to {shown:?}, which is itself a hard link to an earlier name"));
+        return Err(format!("a hard link to {shown}, which is itself a hard link to an earlier name"));
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ pub enum ManifestError {
     Truncated { file: String, offset: u64 },
     #[error("{file}: manifest checksum mismatch: the file was altered or damaged after it was written")]
     Checksum { file: String },
-    #[error("{file}: inconsistent manifest at entry {path:?}: {what}")]
+    #[error("{file}: inconsistent manifest at entry {}: {what}", crate::path::Quoted(.path))]
     Inconsistent { file: String, path: String, what: String },
 }
 
@@ -452,7 +452,8 @@ impl<R: Read> Reader<R> {
                 if let Some(last) = last {
                     if entry.path <= *last {
                         self.offset = record_start;
-                        return Err(self.corrupt(format!("entry {:?} is out of order", entry.path.display())));
+                        return Err(self
+                            .corrupt(format!("entry {} is out of order", crate::path::Quoted(&entry.path.display()))));
                     }
                 } else if !entry.path.is_root() || entry.kind != Kind::Dir {
                     return Err(self.corrupt("the first entry must be the root directory"));
@@ -545,7 +546,11 @@ impl<R: Read> Reader<R> {
                 HARD_LINKS => &mut hard_links,
                 RDEV => &mut rdev,
                 STAMP => &mut stamps,
-                _ => return Err(self.corrupt(format!("bad header: unknown metadata field {name:?}"))),
+                _ => {
+                    return Err(
+                        self.corrupt(format!("bad header: unknown metadata field {}", crate::path::Quoted(name)))
+                    );
+                }
             };
             *field = true;
         }
@@ -598,8 +603,9 @@ impl<R: Read> Reader<R> {
         let suffix = self.bytes(suffix_len, 1 << 16, "path")?;
         let mut path = previous[..shared as usize].to_vec();
         path.extend_from_slice(&suffix);
-        let path = RelPath::parse(&path)
-            .map_err(|e| self.corrupt(format!("unsafe path {:?}: {e}", String::from_utf8_lossy(&path))))?;
+        let path = RelPath::parse(&path).map_err(|e| {
+            self.corrupt(format!("unsafe path {}: {e}", crate::path::Quoted(&String::from_utf8_lossy(&path))))
+        })?;
         let kind_code = self.byte()?;
         let kind = Kind::from_code(kind_code).ok_or_else(|| self.corrupt(format!("unknown entry kind {kind_code}")))?;
         let flags = self.byte()?;

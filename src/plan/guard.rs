@@ -23,7 +23,8 @@ const SHARED_MIN_PERCENT: u64 = 10;
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error(
-        "the source {root} looks empty or unmounted and the plan deletes {entries} entries from the target: refusing without --force"
+        "the source {root} looks empty or unmounted and the plan deletes {entries} {} from the target: refusing without --force",
+        if *.entries == 1 { "entry" } else { "entries" }
     )]
     EmptySource { root: String, entries: u64 },
     #[error(

@@ -110,7 +110,11 @@ impl CheckedPlan {
             None => {}
         }
         if tally.totals != head.totals {
-            return Err(malformed(format!("totals {:?} are not those of its operations", head.totals)));
+            let t = &head.totals;
+            return Err(malformed(format!(
+                "its totals ({} operations, {} bytes to copy, {} entries and {} bytes to delete) are not those of its operations",
+                t.operations, t.copy_bytes, t.delete_entries, t.delete_bytes
+            )));
         }
         let id = typed.map(|typed| typed.finish()[..32].to_string()).unwrap_or_default();
         Ok(CheckedPlan { head, tally, id, followers, spill, file, written: false })

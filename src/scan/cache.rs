@@ -157,6 +157,11 @@ impl Cache {
         Some(subtree)
     }
 
+    /// The manifest this cache trusts (last run's).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
     pub fn scrub(&self) -> Scrub {
         self.scrub
     }

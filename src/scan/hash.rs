@@ -58,6 +58,21 @@ pub(crate) enum HashError {
     },
 }
 
+impl std::fmt::Display for HashError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashError::Io(e) => write!(f, "read error: {e}"),
+            HashError::Shrank { expected, at } => write!(f, "the file ended at byte {at}, before its {expected} bytes"),
+            HashError::Faulted { expected } => {
+                write!(
+                    f,
+                    "read error: SIGBUS reading the mapped file of {expected} bytes (it shrank, or a page could not be read)"
+                )
+            }
+        }
+    }
+}
+
 impl From<rustix::io::Errno> for HashError {
     fn from(errno: rustix::io::Errno) -> Self {
         HashError::Io(errno.into())

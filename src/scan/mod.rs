@@ -209,7 +209,7 @@ fn header(root: &Path, options: &ScanOptions, started: String) -> Header {
 /// The BLAKE3 root of the first `len` bytes of an open file, hashed as a scan would (used by
 /// `apply` to verify what it wrote).
 pub(crate) fn hash_file(file: &std::fs::File, len: u64, chunk: ChunkSize) -> Result<crate::digest::Digest, String> {
-    hash::hash_file(file, len, chunk).map(|h| h.root).map_err(|e| format!("{e:?}"))
+    hash::hash_file(file, len, chunk).map(|h| h.root).map_err(|e| e.to_string())
 }
 
 /// `b3sum`-compatible lines (`HASH  path`) for every regular file, in manifest order, so

@@ -351,6 +351,18 @@ def check_report(top, diffs, jsonl):
     if not_compared is not None and sorted(not_compared) != sorted(
             f for f in META_FIELDS + COMPARED_EXTRA if f not in compared):
         fail("not_compared: %r is not the fields missing from compared %r" % (not_compared, compared))
+    # Optional (reports of earlier versions lack it): the source's entries, by kind.
+    if t.has("checked"):
+        ch = t.get("checked", "obj")
+        n = {k: ch.get(k, "u64") for k in ("entries", "files", "directories", "bytes")}
+        ch.done()
+        if n["files"] + n["directories"] > n["entries"]:
+            fail("checked: %d files and %d directories are more than its %d entries" % (
+                n["files"], n["directories"], n["entries"]))
+        if n["entries"] and not n["directories"]:
+            fail("checked: %d entries and no directory (the root is one)" % n["entries"])
+        if n["bytes"] and not n["files"]:
+            fail("checked: %d bytes in no file" % n["bytes"])
     s = t.get("summary", "obj")
     counts = {k: s.get(k, "u64") for k in ("missing", "extra", "content", "type", "metadata", "hardlink", "trouble",
                                              "divergent_bytes", "missing_bytes", "extra_bytes")}

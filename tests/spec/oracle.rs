@@ -164,3 +164,76 @@ fn independent_readers_accept_cutovers_plans_bundles_and_reports_and_refuse_tamp
     std::fs::write(&flipped, bytes).unwrap();
     assert_eq!(reader("plan_reader.py", &[plan.as_os_str(), flipped.as_os_str()]).status.code(), Some(2));
 }
+
+/// `python3 tests/oracle/run_record_reader.py RECORD...`.
+pub(crate) fn run_record_reader(records: &[std::path::PathBuf]) -> Run {
+    let args: Vec<&std::ffi::OsStr> = records.iter().map(|p| p.as_os_str()).collect();
+    reader("run_record_reader.py", &args)
+}
+
+#[test]
+fn the_run_record_reader_written_from_the_docs_accepts_every_kind_of_run_and_refuses_a_forged_one() {
+    let source = Tree::new();
+    source.file("a", "alpha").file("d/b", noise(1, 5000)).file("d/c", "c").symlink("l", "a");
+    let target = Tree::new();
+    target.file("a", "alpha").file("d/b", noise(2, 5000)).file("old/x", "x").file("old/y", "y");
+    let work = Tree::new();
+    let record = |name: &str| work.at(&format!("{name}.json"));
+    let plan = work.at("plan");
+    let state = work.at("state");
+    let mut records = Vec::new();
+    let mut keep = |name: &str, run: Run, code: i32| {
+        run.expect_code(code);
+        records.push(record(name));
+    };
+    let report = |name: &str| vec!["--report".to_string(), record(name).display().to_string()];
+    keep("scan", cutover(["scan"]).args(report("scan")).arg(source.path()).run(), 0);
+    let cache = work.at("cache");
+    keep("scan-cache", cutover(["scan", "--cache"]).arg(&cache).args(report("scan-cache")).arg(source.path()).run(), 0);
+    keep(
+        "scan-cached",
+        cutover(["scan", "--cache"]).arg(&cache).args(report("scan-cached")).arg(source.path()).run(),
+        0,
+    );
+    keep("diff", cutover(["diff"]).args(report("diff")).arg(source.path()).arg(target.path()).run(), 1);
+    keep("diff-same", cutover(["diff"]).args(report("diff-same")).arg(source.path()).arg(source.path()).run(), 0);
+    let stated = cutover(["diff", "--state"]).arg(&state).args(report("diff-state"));
+    keep("diff-state", stated.arg(source.path()).arg(target.path()).run(), 1);
+    let planned = cutover(["plan", "--delete", "-o"]).arg(&plan).args(report("plan"));
+    keep("plan", planned.arg(source.path()).arg(target.path()).run(), 1);
+    keep("apply-dry", cutover(["apply", "--dry-run"]).args(report("apply-dry")).arg(&plan).run(), 1);
+    keep("apply-held", cutover(["apply", "--max-delete", "1"]).args(report("apply-held")).arg(&plan).run(), 25);
+    keep("apply", cutover(["apply"]).args(report("apply")).arg(&plan).run(), 0);
+    target.file("d/b", "changed again").file("extra", "e");
+    keep("repair", cutover(["repair"]).args(report("repair")).arg(source.path()).arg(target.path()).run(), 1);
+    keep(
+        "repair-delete",
+        cutover(["repair", "--delete"]).args(report("repair-delete")).arg(source.path()).arg(target.path()).run(),
+        0,
+    );
+    keep("failed", cutover(["diff"]).args(report("failed")).arg(work.at("nowhere")).arg(source.path()).run(), 2);
+    keep("apply-failed", cutover(["apply"]).args(report("apply-failed")).arg(work.at("no-plan")).run(), 2);
+    let read = run_record_reader(&records);
+    assert!(read.status.success(), "{}{}", read.stdout_text(), read.stderr);
+    assert_eq!(read.stdout_text().lines().count(), records.len(), "{}", read.stdout_text());
+    assert!(read.stdout_text().contains("ok apply 25\n") && read.stdout_text().contains("ok repair 1\n"));
+
+    // The reader is no rubber stamp: each forgery is refused.
+    let original: serde_json::Value = serde_json::from_slice(&std::fs::read(record("diff")).unwrap()).unwrap();
+    type Forgery = fn(&mut serde_json::Value);
+    let forgeries: [(&str, Forgery); 5] = [
+        ("outcome", |doc| doc["outcome"] = "ok".into()),
+        ("total", |doc| doc["differences"]["total"] = 0.into()),
+        ("matched", |doc| doc["checked"]["matched"]["files"] = 1_000_000.into()),
+        ("success", |doc| doc["success"] = false.into()),
+        ("compared", |doc| doc["compared"] = serde_json::json!(["mode", "names"])),
+    ];
+    for (what, forge) in forgeries {
+        let mut doc = original.clone();
+        forge(&mut doc);
+        let forged = work.at(&format!("forged-{what}.json"));
+        std::fs::write(&forged, doc.to_string()).unwrap();
+        let read = run_record_reader(&[forged]);
+        assert_eq!(read.status.code(), Some(2), "{what}: {}", read.stdout_text());
+    }
+}
