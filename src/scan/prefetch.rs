@@ -40,6 +40,7 @@ pub(super) use cold::{Ahead, WINDOW, cold_here, looks_cached, read_cached};
 use super::walk::{FILE_FLAGS, Names, list_names};
 use crate::exclude::Excludes;
 use crate::path::RelPath;
+use crate::shard::Shard;
 
 /// I/O threads: requests the pool can have waiting on the storage at once (each thread blocks on
 /// one open or listing; the data itself is announced and read by the kernel asynchronously).
@@ -65,7 +66,7 @@ pub(super) struct Prefetcher {
 }
 
 impl Prefetcher {
-    pub(super) fn new(exclude: &Excludes, one_file_system: bool) -> Prefetcher {
+    pub(super) fn new(exclude: &Excludes, one_file_system: bool, shard: Option<Shard>) -> Prefetcher {
         let (threads, dirs_max) = descriptor_share();
         Prefetcher {
             shared: Arc::new(Shared {
@@ -81,6 +82,7 @@ impl Prefetcher {
                 room: Condvar::new(),
                 exclude: exclude.clone(),
                 one_file_system,
+                shard,
             }),
             start: Once::new(),
             threads: Mutex::new(Vec::new()),
@@ -170,6 +172,10 @@ struct Shared {
     room: Condvar,
     exclude: Excludes,
     one_file_system: bool,
+    /// A sharded scan hashes only its shard's files: the others are not read ahead. (A file
+    /// with several links goes by its inode, which the listing does not tell: such a file may
+    /// be read ahead in vain or not at all, which changes no result.)
+    shard: Option<Shard>,
 }
 
 #[derive(Debug, Default)]
@@ -296,7 +302,7 @@ impl Shared {
         let done = self.queue.lock().unwrap_or_else(|e| e.into_inner()).expanded.remove(&(dev, ino));
         let mut jobs = Vec::new();
         if !done {
-            jobs.extend(self.files_of(&dir, &names));
+            jobs.extend(self.files_of(&dir, path, &names));
         }
         for (name, listed) in names {
             if listed == FileType::Directory {
@@ -333,15 +339,17 @@ impl Shared {
                 || !self.exclude.excludes(&path.join(name.to_bytes()), *listed == FileType::Directory)
         };
         let names: Names = names.into_iter().filter(kept).collect();
-        let jobs: Vec<Job> = self.files_of(&dir, &names).collect();
+        let jobs: Vec<Job> = self.files_of(&dir, &path, &names).collect();
         self.push(jobs);
         Ok(())
     }
 
     /// Jobs announcing the regular files among `names`, a batch each; they count as ahead from now.
-    fn files_of<'a>(&self, dir: &'a Arc<Dir>, names: &'a Names) -> impl Iterator<Item = Job> + 'a {
+    fn files_of<'a>(&self, dir: &'a Arc<Dir>, path: &RelPath, names: &'a Names) -> impl Iterator<Item = Job> + 'a {
+        let owned =
+            |name: &CString| self.shard.is_none_or(|shard| shard.owns_path(path.join(name.to_bytes()).as_bytes()));
         let files: Vec<CString> =
-            names.iter().filter(|(_, t)| *t == FileType::RegularFile).map(|(n, _)| n.clone()).collect();
+            names.iter().filter(|(n, t)| *t == FileType::RegularFile && owned(n)).map(|(n, _)| n.clone()).collect();
         let batches: Vec<Vec<CString>> = files.chunks(BATCH).map(<[CString]>::to_vec).collect();
         batches.into_iter().map(|names| Job::Files { dir: Arc::clone(dir), names })
     }
@@ -498,5 +506,33 @@ mod tests {
             assert!(!plain[0].iter().any(|e| e.path.as_bytes().starts_with(b"skip/")));
         }
         assert_eq!([states(a.path()), states(b.path())], before);
+    }
+
+    /// A sharded scan reads ahead only the files its shard hashes, by the same rule.
+    #[test]
+    fn a_sharded_scan_reads_ahead_only_its_own_files() {
+        let root = tempfile::tempdir().unwrap();
+        let names: Names = (0..64).map(|i| (CString::new(format!("f{i}")).unwrap(), FileType::RegularFile)).collect();
+        let path = RelPath::root().join(b"sub");
+        let shard = Shard::new(2, 3).unwrap();
+        let prefetcher = Prefetcher::new(&Excludes::new(Vec::<String>::new()).unwrap(), false, Some(shard));
+        let dir =
+            prefetcher.shared.hold(|| rustix::io::fcntl_dupfd_cloexec(&std::fs::File::open(root.path()).unwrap(), 0));
+        let dir = dir.unwrap();
+        let announced: Vec<Vec<u8>> = prefetcher
+            .shared
+            .files_of(&dir, &path, &names)
+            .flat_map(|job| match job {
+                Job::Files { names, .. } => names.into_iter().map(CString::into_bytes).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let owned: Vec<Vec<u8>> = names
+            .iter()
+            .map(|(n, _)| n.as_bytes().to_vec())
+            .filter(|n| shard.owns_path(path.join(n).as_bytes()))
+            .collect();
+        assert_eq!(announced, owned);
+        assert!(!owned.is_empty() && owned.len() < names.len(), "{} of {}", owned.len(), names.len());
     }
 }

@@ -105,7 +105,10 @@ impl<'a> Walker<'a> {
             },
             progress,
             parallel_depth: stack::PARALLEL_DEPTH,
-            prefetch: options.cache.is_none().then(|| Prefetcher::new(&options.exclude, options.one_file_system)),
+            prefetch: options
+                .cache
+                .is_none()
+                .then(|| Prefetcher::new(&options.exclude, options.one_file_system, options.shard)),
         }
     }
 
