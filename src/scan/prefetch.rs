@@ -517,7 +517,7 @@ mod tests {
         let shard = Shard::new(2, 3).unwrap();
         let prefetcher = Prefetcher::new(&Excludes::new(Vec::<String>::new()).unwrap(), false, Some(shard));
         let dir =
-            prefetcher.shared.hold(|| rustix::io::fcntl_dupfd_cloexec(&std::fs::File::open(root.path()).unwrap(), 0));
+            prefetcher.shared.hold(|| rustix::io::fcntl_dupfd_cloexec(std::fs::File::open(root.path()).unwrap(), 0));
         let dir = dir.unwrap();
         let announced: Vec<Vec<u8>> = prefetcher
             .shared
