@@ -942,16 +942,8 @@ fn run_manifest_diff(args: &DiffArgs, record: &mut record::RunRecord) -> Result<
     };
     let (source, target) = (open(&args.source)?, open(&args.target)?);
     let (source_header, target_header) = (source.header().clone(), target.header().clone());
-    // A part of a sharded scan holds only some files, and its directory hashes cover only those.
-    for (header, path) in [(&source_header, &args.source), (&target_header, &args.target)] {
-        if let Some(shard) = header.shard {
-            bail!(
-                "{}: part {shard} of a sharded scan, which holds only some of the tree's files: give all {} parts, or merge them first (cutover merge)",
-                path.display(),
-                shard.count()
-            );
-        }
-    }
+    shard::refuse_part(&source_header, &args.source)?;
+    shard::refuse_part(&target_header, &args.target)?;
     let asked = args.scan.excludes()?;
     check_same_scope(&source_header, &target_header, asked.as_ref(), args.scan.one_file_system)?;
     let options = DiffOptions { meta: args.meta.set() };

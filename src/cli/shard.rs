@@ -101,14 +101,21 @@ fn read_file(path: &Path) -> Result<Manifest> {
 /// A manifest named on the command line as one file: a part of a sharded scan alone is refused,
 /// as it holds only some of the tree's files.
 pub fn whole(manifest: Manifest, path: &Path) -> Result<Manifest> {
-    if let Some(shard) = manifest.header.shard {
+    refuse_part(&manifest.header, path)?;
+    Ok(manifest)
+}
+
+/// Refuses the manifest at `path` (its `header`) when it is one part of a sharded scan, whose
+/// directory hashes cover only its own shard's files.
+pub fn refuse_part(header: &cutover::manifest::Header, path: &Path) -> Result<()> {
+    if let Some(shard) = header.shard {
         bail!(
             "{}: part {shard} of a sharded scan, which holds only some of the tree's files: give all {} parts, or merge them first (cutover merge)",
             path.display(),
             shard.count()
         );
     }
-    Ok(manifest)
+    Ok(())
 }
 
 /// One side of a comparison as given: a directory, `-` or a manifest file to read later, or a

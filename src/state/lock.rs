@@ -120,7 +120,7 @@ mod tests {
     use super::*;
     use crate::state::StateDir;
 
-    fn open_dir(path: &std::path::Path) -> OwnedFd {
+    pub(super) fn open_dir(path: &std::path::Path) -> OwnedFd {
         std::fs::File::open(path).unwrap().into()
     }
 

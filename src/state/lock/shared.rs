@@ -167,10 +167,7 @@ fn lock_names(state: &TreeState, prefix: &str) -> Result<Vec<String>, StateError
 mod tests {
     use super::*;
     use crate::state::StateDir;
-
-    fn open_dir(path: &std::path::Path) -> OwnedFd {
-        std::fs::File::open(path).unwrap().into()
-    }
+    use crate::state::lock::tests::open_dir;
 
     #[test]
     fn the_shards_of_one_plan_share_a_tree_and_nothing_else_does() {
